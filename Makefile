@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each bootstraps .venv (Python 3.12) with the extras it needs, then runs.
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv demo test test-fast lint bench bench-sampling bench-transport clean
+
+venv:
+	@bash scripts/bootstrap.sh "test,metaworld"
+
+test: venv
+	$(PY) -m ruff check lerobot_pirl tests examples
+	$(PY) -m pytest -m "not gpu" -q
+
+test-fast: venv
+	$(PY) -m pytest -m "not gpu and not slow" -q
+
+lint: venv
+	$(PY) -m ruff check lerobot_pirl tests examples
+	$(PY) -m ruff format --check lerobot_pirl tests examples
+
+demo: venv
+	$(PY) -m lerobot_pirl.bench --demo
+
+bench: venv
+	$(PY) -m lerobot_pirl.bench $(BENCH_ARGS)
+
+bench-sampling: venv
+	$(PY) examples/bench_sampling.py
+
+bench-transport: venv
+	$(PY) examples/bench_transport.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

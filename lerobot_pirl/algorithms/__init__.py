@@ -1,0 +1,1 @@
+"""RL algorithms this package adds to LeRobot's ``RLAlgorithmConfig`` registry."""

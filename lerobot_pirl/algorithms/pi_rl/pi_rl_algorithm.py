@@ -1,0 +1,361 @@
+"""πRL's update as a LeRobot ``RLAlgorithm``: PPO (GAE) or GRPO over chunk-level transitions."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from lerobot.rl.algorithms.base import RLAlgorithm
+from lerobot.rl.algorithms.configs import TrainingStats
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lerobot_pirl.algorithms.pi_rl.advantages import compute_gae, grpo_advantages, normalize
+from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+from lerobot_pirl.algorithms.pi_rl.losses import entropy_bonus, explained_variance, ppo_actor_loss, value_loss
+from lerobot_pirl.algorithms.pi_rl.rollout import TransitionBatch, TransitionSpec
+
+logger = logging.getLogger(__name__)
+
+POLICY_VERSION_KEY = "__pirl_policy_version__"
+
+
+@dataclass
+class Rollout:
+    """A prepared on-policy rollout: normalised observations and everything the PPO loss reads."""
+
+    obs: dict[str, Tensor]
+    chain: Tensor
+    denoise_index: Tensor
+    old_logprob: Tensor
+    old_values: Tensor
+    advantages: Tensor
+    returns: Tensor
+    on_policy: Tensor  # [N] bool: sampled by the current weights (the ratio guard reads these)
+
+    def __len__(self) -> int:
+        return int(self.advantages.shape[0])
+
+    def select(self, idx: Tensor) -> dict[str, Any]:
+        out: dict[str, Any] = {"obs": {k: v[idx] for k, v in self.obs.items()}}
+        for f in fields(self):
+            if f.name != "obs":
+                out[f.name] = getattr(self, f.name)[idx]
+        return out
+
+
+class RolloutSource:
+    """Holds one prepared rollout; stands where LeRobot's ``DataMixer`` stands for replay-based SAC."""
+
+    def __init__(self, rollout: Rollout):
+        self.rollout = rollout
+
+
+def rollout_minibatches(
+    rollout: Rollout, minibatch_size: int, epochs: int, generator: torch.Generator
+) -> Iterator[dict[str, Any]]:
+    """``epochs`` shuffled passes over the rollout in minibatches (each tagged with its epoch)."""
+    n = len(rollout)
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n, minibatch_size):
+            mb = rollout.select(perm[start : start + minibatch_size])
+            mb["epoch"] = epoch
+            yield mb
+
+
+class PiRLAlgorithm(RLAlgorithm):
+    config_class = PiRLAlgorithmConfig
+    name = "pi_rl"
+
+    def __init__(self, policy, config: PiRLAlgorithmConfig):
+        self.policy = policy
+        self.config = config
+        self.policy_version = 0
+        self.optimizers: dict[str, Optimizer] = {}
+        self._generator = torch.Generator().manual_seed(config.seed)
+        # Optional iterator of preprocessed demo batches for the flow-matching regulariser.
+        self.demo_iterator: Iterator[dict[str, Tensor]] | None = None
+
+    # ------------------------------------------------------------------ optimisers and weights
+    def make_optimizers_and_scheduler(self) -> dict[str, Optimizer]:
+        cfg = self.config
+        lrs = {
+            "base": cfg.actor_lr,
+            "noise_head": cfg.noise_head_lr if cfg.noise_head_lr is not None else cfg.actor_lr,
+            "value_head": cfg.critic_lr,
+        }
+        self.optimizers = {
+            name: torch.optim.Adam(params, lr=lrs[name]) for name, params in self.policy.param_groups().items()
+        }
+        return self.optimizers
+
+    def get_optimizers(self) -> dict[str, Optimizer]:
+        return self.optimizers
+
+    def get_weights(self) -> dict[str, Any]:
+        """The actor's weights (base + noise head, no value head) tagged with the policy version."""
+        weights = {k: v.detach().cpu() for k, v in self.policy.actor_state_dict().items()}
+        weights[POLICY_VERSION_KEY] = torch.tensor(self.policy_version, dtype=torch.long)
+        return weights
+
+    def load_weights(self, weights: dict[str, Any], device: str | torch.device = "cpu") -> None:
+        weights = dict(weights)
+        version = weights.pop(POLICY_VERSION_KEY, None)
+        expected = set(self.policy.actor_state_dict())
+        if set(weights) != expected:
+            missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+            raise ValueError(f"load_weights: pushed weights do not match the policy (missing {missing[:5]}, extra {extra[:5]})")
+        self.policy.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
+        if version is not None:
+            self.policy_version = int(version)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Algorithm-owned state: the policy version (the heads live in the policy checkpoint)."""
+        return {"policy_version": torch.tensor([self.policy_version], dtype=torch.long)}
+
+    def load_state_dict(self, state_dict: dict[str, Tensor], device: str | torch.device = "cpu") -> None:
+        self.policy_version = int(state_dict["policy_version"].reshape(-1)[0])
+
+    def transition_spec(self) -> TransitionSpec:
+        """Shapes a transition from an actor of this policy must have."""
+        pol = self.policy
+        scfg = pol.config.sampler
+        k = scfg.num_denoise_steps
+        chain_len = 2 if scfg.sde_steps == "one" else k + 1
+        chunk = (pol.adapter.chunk_size, pol.adapter.action_dim)
+        high = (k - 1 if scfg.exclude_last_step else k) if scfg.sde_steps == "one" else 0
+        low = 0 if scfg.sde_steps == "one" else -1
+        return TransitionSpec(
+            state_shapes={key: tuple(ft.shape) for key, ft in pol.config.input_features.items()},
+            chain_shape=(chain_len, *chunk),
+            logprob_shape=() if scfg.logprob_level == "chunk" else (pol.action_chunk, pol.adapter.real_action_dim),
+            denoise_range=(low, high),
+        )
+
+    # ------------------------------------------------------------------ rollout preparation
+    @torch.no_grad()
+    def _values(self, obs: dict[str, Tensor], chain: Tensor, denoise_index: Tensor) -> Tensor:
+        out = []
+        bs = self.config.minibatch_size
+        for s in range(0, chain.shape[0], bs):
+            sl = slice(s, s + bs)
+            score = self.policy.score_chain({k: v[sl] for k, v in obs.items()}, chain[sl], denoise_index[sl])
+            out.append(score.value.float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def prepare_rollout(self, batch: TransitionBatch, preprocessor=None) -> Rollout:
+        """Normalise observations, compute values under the current critic and the advantages."""
+        device = self.policy.config.device
+        norm = preprocessor.process_observation if preprocessor is not None else (lambda o: o)
+        obs = {k: v.to(device) for k, v in norm(dict(batch.state)).items() if k in batch.state}
+        chain, k_idx = batch.chain.to(device), batch.denoise_index.to(device)
+        values = self._values(obs, chain, k_idx).cpu()
+
+        if self.config.estimator == "gae":
+            advantages, returns = self._gae(batch, values, norm)
+        else:
+            advantages, returns = self._grpo(batch, values)
+        if self.config.normalize_advantages and advantages.numel() > 1:
+            advantages = normalize(advantages)
+        return Rollout(
+            obs=obs,
+            chain=chain,
+            denoise_index=k_idx,
+            old_logprob=batch.logprob.to(device),
+            old_values=values.to(device),
+            advantages=advantages.to(device),
+            returns=returns.to(device),
+            on_policy=(batch.version == self.policy_version).to(device),
+        )
+
+    def _gae(self, batch: TransitionBatch, values: Tensor, norm) -> tuple[Tensor, Tensor]:
+        cfg = self.config
+        n = len(batch)
+        cut = batch.truncated | batch.gap_after
+        next_values = torch.zeros(n)
+        # Continuing steps read the value of the next transition of their column ...
+        cols = batch.columns
+        for e in range(cols.shape[1]):
+            col = cols[:, e][cols[:, e] >= 0]
+            if col.numel() > 1:
+                next_values[col[:-1]] = values[col[1:]]
+        # ... truncated steps and stream ends bootstrap from the value of their final observation.
+        boot = torch.nonzero(cut, as_tuple=True)[0]
+        if boot.numel():
+            device = self.policy.config.device
+            nxt = {k: v[boot] for k, v in batch.next_state.items()}
+            nxt = {k: v.to(device) for k, v in norm(nxt).items() if k in batch.next_state}
+            next_values[boot] = self._bootstrap_values(nxt).cpu()
+        pad = cols < 0
+        idx = cols.clamp_min(0)
+
+        def column(x: Tensor) -> Tensor:
+            return torch.where(pad, torch.zeros((), dtype=x.dtype), x[idx])
+
+        adv_tb, _ = compute_gae(
+            column(batch.reward),
+            column(values),
+            column(next_values),
+            column(batch.terminated),
+            column(cut),
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+        advantages = torch.zeros(n)
+        advantages[cols[~pad]] = adv_tb[~pad]
+        return advantages, advantages + values
+
+    @torch.no_grad()
+    def _bootstrap_values(self, obs: dict[str, Tensor]) -> Tensor:
+        bs = self.config.minibatch_size
+        n = next(iter(obs.values())).shape[0]
+        return torch.cat(
+            [self.policy.value_of({k: v[s : s + bs] for k, v in obs.items()}) for s in range(0, n, bs)]
+        )
+
+    def _grpo(self, batch: TransitionBatch, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Group-relative advantages; every step of an episode gets its episode's advantage.
+
+        Episodes are the column segments between episode ends; a group is ``grpo_group_size``
+        consecutive env ids that reset together (same column position in each env's stream).
+        """
+        cfg = self.config
+        n = len(batch)
+        episode_of = torch.full((n,), -1, dtype=torch.long)
+        returns_ep, success_ep, group_ep = [], [], []
+        cols = batch.columns
+        for e in range(cols.shape[1]):
+            col = cols[:, e][cols[:, e] >= 0].tolist()
+            start, ordinal = 0, 0
+            for j, i in enumerate(col):
+                if batch.terminated[i] or batch.truncated[i]:
+                    ep_idx = col[start : j + 1]
+                    episode_of[ep_idx] = len(returns_ep)
+                    returns_ep.append(float(batch.reward[ep_idx].sum()))
+                    success_ep.append(float(batch.success[ep_idx].max()))
+                    group_ep.append((e // cfg.grpo_group_size) * 100_000 + ordinal)
+                    start, ordinal = j + 1, ordinal + 1
+        advantages = torch.zeros(n)
+        if returns_ep:
+            adv_ep, keep_ep = grpo_advantages(
+                torch.tensor(returns_ep),
+                torch.tensor(group_ep),
+                torch.tensor(success_ep),
+                (cfg.grpo_success_low, cfg.grpo_success_high) if cfg.grpo_success_filter else None,
+            )
+            has_ep = episode_of >= 0
+            kept = torch.zeros(n, dtype=torch.bool)
+            kept[has_ep] = keep_ep[episode_of[has_ep]]
+            advantages[kept] = adv_ep[episode_of[kept]]
+        return advantages, values.clone()
+
+    # ------------------------------------------------------------------ the update
+    def configure_data_iterator(
+        self, data_mixer: RolloutSource, batch_size: int | None = None, *, async_prefetch: bool = False, queue_size: int = 2
+    ) -> Iterator[dict[str, Any]]:
+        """Not a replay sampler: ``update_epochs`` shuffled passes over the prepared on-policy rollout."""
+        if not isinstance(data_mixer, RolloutSource):
+            raise TypeError(f"pi_rl trains on a RolloutSource (an on-policy rollout), got {type(data_mixer).__name__}")
+        return rollout_minibatches(
+            data_mixer.rollout, self.config.minibatch_size, self.config.update_epochs, self._generator
+        )
+
+    def update(self, batch_iterator: Iterator[dict[str, Any]]) -> TrainingStats:
+        cfg = self.config
+        sums: dict[str, float] = defaultdict(float)
+        ratio_min, ratio_max = float("inf"), float("-inf")
+        n_mb, epochs_run, guard_dev, stopped_early = 0, 0, float("nan"), False
+        for mb in batch_iterator:
+            if stopped_early and mb["epoch"] >= epochs_run:
+                break
+            epochs_run = max(epochs_run, mb["epoch"] + 1)
+
+            score = self.policy.score_chain(mb["obs"], mb["chain"], mb["denoise_index"])
+            actor_loss, ratio_stats = ppo_actor_loss(
+                score.logprob, mb["old_logprob"], mb["advantages"], cfg.clip_ratio_low, cfg.clip_ratio_high
+            )
+            if n_mb == 0:
+                guard_dev = self._ratio_guard(score.logprob, mb["old_logprob"], mb["on_policy"])
+            critic_loss = value_loss(score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta)
+            entropy = entropy_bonus(score.entropy)
+            loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
+            demo_loss = self._demo_loss()
+            if demo_loss is not None:
+                loss = loss + cfg.demo_loss_coef * demo_loss
+                sums["demo_loss"] += float(demo_loss)
+
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for name, opt in self.optimizers.items():
+                params = [p for g in opt.param_groups for p in g["params"]]
+                sums[f"grad_norm/{name}"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                opt.step()
+
+            n_mb += 1
+            sums["actor_loss"] += float(actor_loss)
+            sums["value_loss"] += float(critic_loss)
+            sums["entropy"] += float(entropy)
+            sums["noise_std"] += float(score.noise_std.mean())
+            for key in ("approx_kl", "clip_fraction", "ratio_mean"):
+                sums[key] += float(ratio_stats[key])
+            ratio_min = min(ratio_min, float(ratio_stats["ratio_min"]))
+            ratio_max = max(ratio_max, float(ratio_stats["ratio_max"]))
+            if cfg.target_kl is not None and float(ratio_stats["approx_kl"]) > 1.5 * cfg.target_kl:
+                stopped_early = True
+
+        self.optimization_step = self.optimization_step + 1
+        mean = {k: v / max(n_mb, 1) for k, v in sums.items()}
+        losses = {k: mean[k] for k in ("actor_loss", "value_loss", "entropy", "demo_loss") if k in mean}
+        grad_norms = {k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("grad_norm/")}
+        extra = {k: mean.get(k, 0.0) for k in ("approx_kl", "clip_fraction", "ratio_mean", "noise_std")}
+        extra.update(
+            ratio_min=ratio_min,
+            ratio_max=ratio_max,
+            ratio_guard_max_dev=guard_dev,
+            epochs_run=float(epochs_run),
+            early_stopped=float(stopped_early),
+            minibatches=float(n_mb),
+        )
+        return TrainingStats(losses=losses, grad_norms=grad_norms, extra=extra)
+
+    def _ratio_guard(self, logprob: Tensor, old_logprob: Tensor, on_policy: Tensor) -> float:
+        """Before any gradient step, on data the current weights sampled, the ratio must be 1."""
+        if not bool(on_policy.any()):
+            return float("nan")
+        dev = (torch.exp(logprob.detach() - old_logprob)[on_policy] - 1.0).abs().max().item()
+        if dev > self.config.ratio_guard_tol:
+            logger.error(
+                "[LEARNER] ratio guard: max |ratio - 1| = %.3g > %.3g on on-policy data at the first minibatch: "
+                "actor and learner compute different log-probs",
+                dev,
+                self.config.ratio_guard_tol,
+            )
+        return dev
+
+    def _demo_loss(self) -> Tensor | None:
+        if self.config.demo_loss_coef <= 0 or self.demo_iterator is None:
+            return None
+        loss, _ = self.policy.forward(next(self.demo_iterator))
+        return loss
+
+    def rollout_stats(self, rollout: Rollout, batch: TransitionBatch, dropped: int) -> dict[str, float]:
+        """Diagnostics of a prepared rollout (logged next to the update's TrainingStats)."""
+        return {
+            "advantage_mean": float(rollout.advantages.mean()),
+            "advantage_std": float(rollout.advantages.std(unbiased=False)),
+            "value_mean": float(rollout.old_values.mean()),
+            "return_mean": float(rollout.returns.mean()),
+            "explained_variance": explained_variance(rollout.old_values, rollout.returns),
+            "transitions_used": float(len(rollout)),
+            "transitions_dropped": float(dropped),
+            "on_policy_fraction": float(rollout.on_policy.float().mean()),
+            "reward_mean": float(batch.reward.mean()),
+            "policy_version": float(self.policy_version),
+        }

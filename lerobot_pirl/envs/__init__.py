@@ -1,0 +1,1 @@
+"""Env configs this package registers with LeRobot's ``EnvConfig`` registry."""

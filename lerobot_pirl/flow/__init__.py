@@ -1,0 +1,1 @@
+"""πRL numerics: step rules, the chain sampler, heads and model adapters."""

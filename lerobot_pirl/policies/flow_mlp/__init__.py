@@ -1,0 +1,3 @@
+from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
+
+__all__ = ["FlowMLPConfig"]

@@ -1,0 +1,109 @@
+"""Configuration of ``pi_rl``: a flow-matching base policy wrapped for πRL fine-tuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lerobot.configs import PreTrainedConfig
+from lerobot.optim import AdamWConfig
+from lerobot.policies.gaussian_actor.configuration_gaussian_actor import (
+    ActorLearnerConfig,
+    ConcurrencyConfig,
+)
+
+from lerobot_pirl.flow.config import FlowSamplerConfig, NoiseHeadConfig, ValueHeadConfig
+
+
+@PreTrainedConfig.register_subclass("pi_rl")
+@dataclass
+class PiRLConfig(PreTrainedConfig):
+    """πRL wrapper of a flow-matching policy (``flow_mlp`` now; pi0 / pi05 / smolvla through adapters).
+
+    Training rollouts sample the denoising chain stochastically (Flow-SDE / Flow-Noise / CPS) and score
+    it exactly; ``select_action`` / ``predict_action_chunk`` always run the deterministic ODE.
+
+    CLI: ``--policy.type=pi_rl --policy.base_policy_path=<checkpoint dir or Hub id>``.
+    """
+
+    # A pretrained LeRobot checkpoint of the base flow policy (local dir or Hub id); used when `base` is null.
+    base_policy_path: str | None = None
+    # Inline config of the base policy (a fresh model, or filled in from base_policy_path when loaded).
+    base: PreTrainedConfig | None = None
+
+    # Rollout sampler: noise method, noise level, denoise steps, executed chunk, log-prob options.
+    sampler: FlowSamplerConfig = field(default_factory=FlowSamplerConfig)
+    # Flow-Noise std head.
+    noise_head: NoiseHeadConfig = field(default_factory=NoiseHeadConfig)
+    # Critic head.
+    value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
+    # Train only the base's action expert (the velocity network) and keep its observation backbone frozen.
+    train_expert_only: bool = True
+
+    # Learning rate of the optimizer preset (used only if the policy is trained by lerobot-train).
+    optimizer_lr: float = 1e-4
+
+    # --- fields LeRobot's actor/learner runtime reads from `cfg.policy` ---
+    # Device that stores rollouts on the learner.
+    storage_device: str = "cpu"
+    # Total number of learner updates (the run stops after this many).
+    online_steps: int = 1000
+    # Chunk transitions an actor collects before the learner starts (kept for LeRobot compatibility).
+    online_step_before_learning: int = 0
+    # Capacity of the online buffer in transitions (LeRobot compatibility; pi_rl holds one rollout).
+    online_buffer_capacity: int = 100_000
+    # Capacity of the offline (demo) buffer in transitions.
+    offline_buffer_capacity: int = 100_000
+    # Asynchronous prefetching of buffer batches (LeRobot compatibility; unused by pi_rl).
+    async_prefetch: bool = False
+    # Discrete action head size (not supported by pi_rl; must stay null).
+    num_discrete_actions: int | None = None
+    # Normalisation statistics used when no processor is loaded from base_policy_path.
+    dataset_stats: dict[str, dict[str, list[float]]] | None = None
+    # Learner address, ports and push period shared by actor and learner.
+    actor_learner_config: ActorLearnerConfig = field(default_factory=ActorLearnerConfig)
+    # Threads or processes for the communication side of actor and learner.
+    concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.base is None and not self.base_policy_path:
+            raise ValueError("pi_rl needs a base policy: set base_policy_path (a checkpoint) or base (a config)")
+        if self.base is not None and self.base.type == "pi_rl":
+            raise ValueError("base: a pi_rl policy cannot wrap another pi_rl policy")
+        if self.num_discrete_actions is not None:
+            raise ValueError("num_discrete_actions: pi_rl supports continuous actions only (set it to null)")
+        if self.online_steps < 1:
+            raise ValueError(f"online_steps must be >= 1, got {self.online_steps}")
+        if self.optimizer_lr <= 0:
+            raise ValueError(f"optimizer_lr must be > 0, got {self.optimizer_lr}")
+        if self.base is not None:
+            self.base.device = self.device
+            self._adopt_base_features()
+
+    def _adopt_base_features(self) -> None:
+        """The wrapper reads and writes exactly what its base policy does."""
+        if self.base is not None and self.base.input_features:
+            self.input_features = dict(self.base.input_features)
+            self.output_features = dict(self.base.output_features)
+
+    def get_optimizer_preset(self) -> AdamWConfig:
+        return AdamWConfig(lr=self.optimizer_lr, weight_decay=0.0, grad_clip_norm=1.0)
+
+    def get_scheduler_preset(self) -> None:
+        return None
+
+    def validate_features(self) -> None:
+        if self.base is not None:
+            self.base.validate_features()
+
+    @property
+    def observation_delta_indices(self) -> list | None:
+        return self.base.observation_delta_indices if self.base is not None else None
+
+    @property
+    def action_delta_indices(self) -> list | None:
+        return self.base.action_delta_indices if self.base is not None else None
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None

@@ -1,0 +1,164 @@
+"""``pi_rl``: a flow-matching base policy plus the πRL noise and value heads.
+
+- ``sample_chain`` (training rollouts): stochastic chain, behaviour log-prob, chain to store.
+- ``score_chain`` (learner): log-prob, entropy and value of stored chains under the current weights.
+- ``select_action`` / ``predict_action_chunk`` (deployment, eval): the deterministic ODE sampler.
+- ``export_base``: the base policy as a plain checkpoint of its own type.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import torch
+from lerobot.configs import PreTrainedConfig
+from lerobot.policies.factory import get_policy_class
+from lerobot.policies.pretrained import PreTrainedPolicy
+from torch import Tensor, nn
+
+from lerobot_pirl.flow.adapters import make_adapter, supported_base_types
+from lerobot_pirl.flow.heads import NoiseHead, ValueHead
+from lerobot_pirl.flow.sampler import ChainSample, ChainScore, FlowChainSampler
+from lerobot_pirl.flow.steps import make_step_rule
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
+
+
+def load_base_policy(config: PiRLConfig) -> PreTrainedPolicy:
+    """Build the base policy from the inline config, or load it from ``base_policy_path``."""
+    if config.base is not None:
+        _check_base_type(config.base.type, "base")
+        return get_policy_class(config.base.type)(config.base)
+    path = config.base_policy_path
+    try:
+        base_cfg = PreTrainedConfig.from_pretrained(path)
+    except FileNotFoundError as e:
+        raise ValueError(f"base_policy_path: no LeRobot policy checkpoint at {path!r} ({e})") from e
+    _check_base_type(base_cfg.type, "base_policy_path")
+    base_cfg.device = config.device
+    policy = get_policy_class(base_cfg.type).from_pretrained(path, config=base_cfg)
+    config.base = policy.config
+    config._adopt_base_features()
+    return policy
+
+
+def _check_base_type(policy_type: str, field_name: str) -> None:
+    if policy_type not in supported_base_types():
+        raise ValueError(
+            f"{field_name}: policy type {policy_type!r} is not a flow-matching policy supported by pi_rl; "
+            f"expected one of {supported_base_types()}"
+        )
+
+
+class PiRLPolicy(PreTrainedPolicy):
+    config_class = PiRLConfig
+    name = "pi_rl"
+
+    def __init__(self, config: PiRLConfig, **kwargs):
+        super().__init__(config)
+        self.config = config
+        self.base = load_base_policy(config)
+        self.adapter = make_adapter(self.base)
+        scfg = config.sampler
+        action_chunk = scfg.action_chunk if scfg.action_chunk is not None else self.adapter.n_action_steps
+        if action_chunk > self.adapter.chunk_size:
+            raise ValueError(
+                f"sampler.action_chunk ({action_chunk}) must be <= the base policy's chunk size "
+                f"({self.adapter.chunk_size})"
+            )
+        self.action_chunk = action_chunk
+        self.sampler = FlowChainSampler(scfg, action_chunk, self.adapter.real_action_dim)
+        self.noise_head = (
+            NoiseHead(
+                self.adapter.hidden_dim,
+                self.adapter.action_dim,
+                config.noise_head,
+                scfg.noise_std_min,
+                scfg.noise_std_max,
+            )
+            if make_step_rule(scfg.noise_method, scfg.noise_level).learned_std
+            else None
+        )
+        self.value_head = ValueHead(self.adapter.prefix_dim, self.adapter.hidden_dim, config.value_head)
+        if config.train_expert_only:
+            for p in self.adapter.backbone_parameters():
+                p.requires_grad_(False)
+        self.to(config.device)
+        self.reset()
+
+    # ------------------------------------------------------------------ parameter groups
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimiser group: ``base``, ``noise_head``, ``value_head``."""
+        groups = {
+            "base": [p for p in self.base.parameters() if p.requires_grad],
+            "noise_head": list(self.noise_head.parameters()) if self.noise_head is not None else [],
+            "value_head": list(self.value_head.parameters()),
+        }
+        return {k: v for k, v in groups.items() if v}
+
+    def get_optim_params(self) -> list[dict]:
+        return [{"params": ps} for ps in self.param_groups().values()]
+
+    def actor_state_dict(self) -> dict[str, Tensor]:
+        """What an actor needs to sample: the base and the noise head (no value head)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("value_head.")}
+
+    # ------------------------------------------------------------------ training-time sampling
+    def sample_chain(
+        self, batch: dict[str, Tensor], noise: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> ChainSample:
+        return self.sampler.sample(self.adapter, self.value_head, self.noise_head, batch, noise, generator)
+
+    def score_chain(self, batch: dict[str, Tensor], chain: Tensor, denoise_index: Tensor) -> ChainScore:
+        return self.sampler.score(self.adapter, self.value_head, self.noise_head, batch, chain, denoise_index)
+
+    @torch.no_grad()
+    def value_of(self, batch: dict[str, Tensor]) -> Tensor:
+        """``V(s)`` for observations without a stored chain (bootstrap values)."""
+        if self.config.value_head.placement == "prefix":
+            return self.value_head(self.adapter.encode(batch).features, None).float()
+        return self.sample_chain(batch).value
+
+    # ------------------------------------------------------------------ LeRobot policy API
+    def reset(self) -> None:
+        self._action_queue: deque[Tensor] = deque([], maxlen=self.action_chunk)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        """The base policy's own supervised (flow-matching) loss: used for demo regularisation."""
+        return self.base.forward(batch)
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None) -> Tensor:
+        """Deterministic ODE sampling: the executed chunk ``[B, H, action_dim]``."""
+        actions = self.sampler.sample_ode(self.adapter, batch, noise)
+        return actions[:, : self.action_chunk, : self.adapter.real_action_dim]
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None) -> Tensor:
+        if len(self._action_queue) == 0:
+            self._action_queue.extend(self.predict_action_chunk(batch, noise=noise).transpose(0, 1))
+        return self._action_queue.popleft()
+
+    # ------------------------------------------------------------------ export
+    def export_base(self, save_directory: str | Path) -> Path:
+        """Write the (fine-tuned) base policy as a plain checkpoint of its own type.
+
+        The deployed policy is the ODE sampler with ``num_denoise_steps`` steps and ``action_chunk``
+        executed actions, so those are written into the exported config where the base has them.
+        """
+        save_directory = Path(save_directory)
+        base_cfg = self.base.config
+        saved = {}
+        for name, value in (
+            ("num_inference_steps", self.config.sampler.num_denoise_steps),
+            ("n_action_steps", self.action_chunk),
+        ):
+            if hasattr(base_cfg, name):
+                saved[name] = getattr(base_cfg, name)
+                setattr(base_cfg, name, value)
+        try:
+            self.base.save_pretrained(save_directory)
+        finally:
+            for name, value in saved.items():
+                setattr(base_cfg, name, value)
+        return save_directory

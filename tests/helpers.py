@@ -1,0 +1,68 @@
+"""Small builders shared by the tests: tiny flow_mlp / pi_rl policies with local features."""
+
+from __future__ import annotations
+
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+from lerobot_pirl.flow.config import FlowSamplerConfig, ValueHeadConfig
+from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
+from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
+
+STATE_DIM = 6
+ACTION_DIM = 3
+
+
+def tiny_flow_mlp_config(chunk_size: int = 4, n_action_steps: int = 2, image: bool = False, **kw) -> FlowMLPConfig:
+    inputs = {OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))}
+    if image:
+        inputs["observation.image"] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, 16, 16))
+    return FlowMLPConfig(
+        device="cpu",
+        chunk_size=chunk_size,
+        n_action_steps=n_action_steps,
+        num_inference_steps=4,
+        obs_dim=16,
+        hidden_dim=32,
+        num_layers=2,
+        token_dim=8,
+        time_embed_dim=8,
+        image_channels=[4, 8],
+        input_features=inputs,
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
+        push_to_hub=False,
+        **kw,
+    )
+
+
+def tiny_pi_rl(
+    noise_method: str = "flow_sde",
+    sde_steps: str | None = None,
+    seed: int = 0,
+    value_placement: str = "prefix",
+    detach_critic_input: bool = True,
+    train_expert_only: bool = False,
+    **sampler_kw,
+) -> PiRLPolicy:
+    torch.manual_seed(seed)
+    cfg = PiRLConfig(
+        device="cpu",
+        base=tiny_flow_mlp_config(),
+        sampler=FlowSamplerConfig(noise_method=noise_method, sde_steps=sde_steps, **sampler_kw),
+        value_head=ValueHeadConfig(
+            placement=value_placement, hidden_dims=[16], detach_critic_input=detach_critic_input
+        ),
+        train_expert_only=train_expert_only,
+        push_to_hub=False,
+    )
+    return PiRLPolicy(cfg)
+
+
+def obs_batch(batch_size: int, seed: int = 0, image: bool = False) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    batch = {OBS_STATE: torch.randn(batch_size, STATE_DIM, generator=g)}
+    if image:
+        batch["observation.image"] = torch.rand(batch_size, 3, 16, 16, generator=g)
+    return batch
