@@ -26,8 +26,8 @@ class NoiseHead(nn.Module):
         self.net = mlp(hidden_dim, cfg.hidden_dims, action_dim, nn.Tanh)
         self.std_min = std_min
         self.std_max = std_max
-        # Start in the middle of the band: tanh(0) -> (std_min + std_max) / 2.
-        nn.init.zeros_(self.net[-1].weight)
+        # Start near the middle of the band (tanh(~0) -> (std_min + std_max) / 2) with gradients flowing.
+        nn.init.normal_(self.net[-1].weight, std=1e-2)
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, hidden: Tensor) -> Tensor:

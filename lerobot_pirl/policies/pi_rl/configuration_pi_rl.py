@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
+import draccus
 from lerobot.configs import PreTrainedConfig
 from lerobot.optim import AdamWConfig
 from lerobot.policies.gaussian_actor.configuration_gaussian_actor import (
@@ -27,8 +32,9 @@ class PiRLConfig(PreTrainedConfig):
 
     # A pretrained LeRobot checkpoint of the base flow policy (local dir or Hub id); used when `base` is null.
     base_policy_path: str | None = None
-    # Inline config of the base policy (a fresh model, or filled in from base_policy_path when loaded).
-    base: PreTrainedConfig | None = None
+    # Inline config of the base policy, as in its config.json (with "type"); filled in from base_policy_path
+    # when the base is loaded, so a saved pi_rl checkpoint is self-contained.
+    base: dict[str, Any] | None = None
 
     # Rollout sampler: noise method, noise level, denoise steps, executed chunk, log-prob options.
     sampler: FlowSamplerConfig = field(default_factory=FlowSamplerConfig)
@@ -66,10 +72,12 @@ class PiRLConfig(PreTrainedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.base, PreTrainedConfig):
+            self.base = encode_base_config(self.base)
         if self.base is None and not self.base_policy_path:
             raise ValueError("pi_rl needs a base policy: set base_policy_path (a checkpoint) or base (a config)")
-        if self.base is not None and self.base.type == "pi_rl":
-            raise ValueError("base: a pi_rl policy cannot wrap another pi_rl policy")
+        if self.base is not None and self.base.get("type") in (None, "pi_rl"):
+            raise ValueError("base: expected the config of a flow-matching policy with its 'type' (not pi_rl)")
         if self.num_discrete_actions is not None:
             raise ValueError("num_discrete_actions: pi_rl supports continuous actions only (set it to null)")
         if self.online_steps < 1:
@@ -77,14 +85,18 @@ class PiRLConfig(PreTrainedConfig):
         if self.optimizer_lr <= 0:
             raise ValueError(f"optimizer_lr must be > 0, got {self.optimizer_lr}")
         if self.base is not None:
-            self.base.device = self.device
-            self._adopt_base_features()
+            self.base["device"] = self.device
+            self.adopt_base_features(self.base_config())
 
-    def _adopt_base_features(self) -> None:
+    def base_config(self) -> PreTrainedConfig | None:
+        """The base policy's config object (decoded from :attr:`base`)."""
+        return decode_base_config(self.base) if self.base is not None else None
+
+    def adopt_base_features(self, base: PreTrainedConfig) -> None:
         """The wrapper reads and writes exactly what its base policy does."""
-        if self.base is not None and self.base.input_features:
-            self.input_features = dict(self.base.input_features)
-            self.output_features = dict(self.base.output_features)
+        if base.input_features:
+            self.input_features = dict(base.input_features)
+            self.output_features = dict(base.output_features)
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, weight_decay=0.0, grad_clip_norm=1.0)
@@ -94,16 +106,41 @@ class PiRLConfig(PreTrainedConfig):
 
     def validate_features(self) -> None:
         if self.base is not None:
-            self.base.validate_features()
+            self.base_config().validate_features()
 
     @property
     def observation_delta_indices(self) -> list | None:
-        return self.base.observation_delta_indices if self.base is not None else None
+        return self.base_config().observation_delta_indices if self.base is not None else None
 
     @property
     def action_delta_indices(self) -> list | None:
-        return self.base.action_delta_indices if self.base is not None else None
+        return self.base_config().action_delta_indices if self.base is not None else None
 
     @property
     def reward_delta_indices(self) -> None:
         return None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} in a base policy config")
+
+
+def encode_base_config(cfg: PreTrainedConfig) -> dict[str, Any]:
+    """A policy config as the JSON dict of its config.json (with its "type")."""
+    return json.loads(json.dumps(draccus.encode(cfg, PreTrainedConfig), default=_json_default))
+
+
+def decode_base_config(data: dict[str, Any]) -> PreTrainedConfig:
+    """The inverse of :func:`encode_base_config`."""
+    try:
+        PreTrainedConfig.get_choice_class(data["type"])
+    except KeyError as e:
+        raise ValueError(
+            f"base: policy type {data.get('type')!r} is not registered "
+            f"(known: {sorted(PreTrainedConfig.get_known_choices())})"
+        ) from e
+    return draccus.decode(PreTrainedConfig, copy.deepcopy(data))

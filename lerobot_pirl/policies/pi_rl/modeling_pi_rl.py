@@ -21,24 +21,28 @@ from lerobot_pirl.flow.adapters import make_adapter, supported_base_types
 from lerobot_pirl.flow.heads import NoiseHead, ValueHead
 from lerobot_pirl.flow.sampler import ChainSample, ChainScore, FlowChainSampler
 from lerobot_pirl.flow.steps import make_step_rule
-from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig, encode_base_config
 
 
 def load_base_policy(config: PiRLConfig) -> PreTrainedPolicy:
     """Build the base policy from the inline config, or load it from ``base_policy_path``."""
     if config.base is not None:
-        _check_base_type(config.base.type, "base")
-        return get_policy_class(config.base.type)(config.base)
+        base_cfg = config.base_config()
+        _check_base_type(base_cfg.type, "base")
+        return get_policy_class(base_cfg.type)(base_cfg)
     path = config.base_policy_path
+    looks_local = Path(path).is_absolute() or path.startswith((".", "~")) or Path(path).exists()
+    if looks_local and not Path(path).expanduser().is_dir():
+        raise ValueError(f"base_policy_path: {path!r} is not a directory (expected a LeRobot policy checkpoint)")
     try:
         base_cfg = PreTrainedConfig.from_pretrained(path)
-    except FileNotFoundError as e:
-        raise ValueError(f"base_policy_path: no LeRobot policy checkpoint at {path!r} ({e})") from e
+    except (OSError, ValueError) as e:  # missing files, Hub unreachable, invalid repo id
+        raise ValueError(f"base_policy_path: cannot read a LeRobot policy config from {path!r}: {e}") from e
     _check_base_type(base_cfg.type, "base_policy_path")
     base_cfg.device = config.device
     policy = get_policy_class(base_cfg.type).from_pretrained(path, config=base_cfg)
-    config.base = policy.config
-    config._adopt_base_features()
+    config.base = encode_base_config(policy.config)
+    config.adopt_base_features(policy.config)
     return policy
 
 

@@ -29,11 +29,11 @@ def make_pi_rl_pre_post_processors(
         if config.base is None:
             raise ValueError("base: build the pi_rl policy (which loads its base config) before its processors")
         return make_pre_post_processors(
-            config.base,
+            config.base_config(),
             pretrained_path=path,
             preprocessor_overrides={"device_processor": {"device": str(config.device)}},
         )
     if config.base is None:
         raise ValueError("base: pi_rl needs an inline base config or a base_policy_path with processors")
     stats = dataset_stats if dataset_stats is not None else config.dataset_stats
-    return make_default_pre_post_processors(config.base, stats, normalizer_device=config.device)
+    return make_default_pre_post_processors(config.base_config(), stats, normalizer_device=config.device)

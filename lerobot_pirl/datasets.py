@@ -1,0 +1,36 @@
+"""Writing local LeRobotDatasets (demos) without the Hub."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from lerobot.datasets import LeRobotDataset
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+
+def state_action_features(state_dim: int, action_dim: int) -> dict:
+    """LeRobotDataset features of a state-only dataset: ``observation.state`` and ``action``."""
+    return {
+        OBS_STATE: {"dtype": "float32", "shape": (state_dim,), "names": [f"s{i}" for i in range(state_dim)]},
+        ACTION: {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
+    }
+
+
+def write_dataset(
+    root: str | Path,
+    repo_id: str,
+    fps: int,
+    features: dict,
+    episodes: Iterable[list[dict[str, np.ndarray]]],
+    task: str,
+) -> LeRobotDataset:
+    """Write ``episodes`` (each a list of frames: feature name -> array) as a local LeRobotDataset."""
+    dataset = LeRobotDataset.create(repo_id=repo_id, fps=fps, features=features, root=root, use_videos=False)
+    for frames in episodes:
+        for frame in frames:
+            dataset.add_frame({**{k: np.asarray(v, dtype=np.float32) for k, v in frame.items()}, "task": task})
+        dataset.save_episode()
+    dataset.finalize()
+    return dataset
