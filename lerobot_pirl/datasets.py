@@ -30,7 +30,9 @@ def write_dataset(
     dataset = LeRobotDataset.create(repo_id=repo_id, fps=fps, features=features, root=root, use_videos=False)
     for frames in episodes:
         for frame in frames:
-            dataset.add_frame({**{k: np.asarray(v, dtype=np.float32) for k, v in frame.items()}, "task": task})
+            dataset.add_frame(
+                {**{k: np.asarray(v, dtype=np.float32) for k, v in frame.items()}, "task": task}
+            )
         dataset.save_episode()
     dataset.finalize()
     return dataset

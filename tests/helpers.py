@@ -15,7 +15,9 @@ STATE_DIM = 6
 ACTION_DIM = 3
 
 
-def tiny_flow_mlp_config(chunk_size: int = 4, n_action_steps: int = 2, image: bool = False, **kw) -> FlowMLPConfig:
+def tiny_flow_mlp_config(
+    chunk_size: int = 4, n_action_steps: int = 2, image: bool = False, **kw
+) -> FlowMLPConfig:
     inputs = {OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))}
     if image:
         inputs["observation.image"] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, 16, 16))
@@ -66,3 +68,45 @@ def obs_batch(batch_size: int, seed: int = 0, image: bool = False) -> dict[str, 
     if image:
         batch["observation.image"] = torch.rand(batch_size, 3, 16, 16, generator=g)
     return batch
+
+
+def synthetic_transitions(
+    policy: PiRLPolicy,
+    n_envs: int = 4,
+    n_chunks: int = 6,
+    version: int = 0,
+    actor_id: int = 1,
+    seed: int = 0,
+    episode_len: int = 4,
+    start_chunk: int = 0,
+) -> list:
+    """Transitions of ``n_envs`` random streams sampled by ``policy`` (rewards are random; every
+    ``episode_len`` chunks an episode ends, alternating termination and truncation)."""
+    from lerobot_pirl.runtime.transitions import chunk_transitions
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    state = obs_batch(n_envs, seed=seed)
+    for c in range(start_chunk, start_chunk + n_chunks):
+        sample = policy.sample_chain(state, generator=g)
+        next_state = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in state.items()}
+        ends = (c + 1) % episode_len == 0
+        terminated = torch.full((n_envs,), ends and (c // episode_len) % 2 == 0)
+        truncated = torch.full((n_envs,), ends) & ~terminated
+        out += chunk_transitions(
+            state,
+            next_state,
+            sample.executed,
+            torch.randn(n_envs, generator=g),
+            terminated,
+            truncated,
+            sample,
+            policy_version=version,
+            actor_id=actor_id,
+            env_ids=torch.arange(n_envs),
+            episode_ids=torch.full((n_envs,), c // episode_len),
+            chunk_indices=torch.full((n_envs,), c),
+            success=terminated.float(),
+        )
+        state = obs_batch(n_envs, seed=seed + 1000 + c) if ends else next_state
+    return out

@@ -40,7 +40,9 @@ def test_pi_rl_save_load_gives_the_same_actions(tmp_path, method):
     loaded = PiRLPolicy.from_pretrained(tmp_path / "ckpt")
     batch = obs_batch(4)
     noise = torch.randn(4, 4, ACTION_DIM)
-    assert torch.equal(policy.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise))
+    assert torch.equal(
+        policy.predict_action_chunk(batch, noise=noise), loaded.predict_action_chunk(batch, noise=noise)
+    )
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     a, b = policy.sample_chain(batch, generator=g1), loaded.sample_chain(batch, generator=g2)
     assert torch.equal(a.chain, b.chain) and torch.equal(a.logprob, b.logprob)
@@ -51,8 +53,12 @@ def test_pi_rl_save_load_gives_the_same_actions(tmp_path, method):
 def test_pi_rl_loads_its_base_from_a_local_checkpoint_and_exports_a_plain_one(tmp_path):
     base = get_policy_class("flow_mlp")(tiny_flow_mlp_config())
     base.save_pretrained(tmp_path / "sft")
-    cfg = PiRLConfig(device="cpu", base_policy_path=str(tmp_path / "sft"), push_to_hub=False,
-                     sampler=FlowSamplerConfig(num_denoise_steps=3, action_chunk=3))
+    cfg = PiRLConfig(
+        device="cpu",
+        base_policy_path=str(tmp_path / "sft"),
+        push_to_hub=False,
+        sampler=FlowSamplerConfig(num_denoise_steps=3, action_chunk=3),
+    )
     policy = PiRLPolicy(cfg)
     for key, value in base.state_dict().items():
         assert torch.equal(policy.base.state_dict()[key], value)
@@ -107,7 +113,7 @@ def test_bad_inputs_are_clear_value_errors(tmp_path):
     from lerobot.policies.act.configuration_act import ACTConfig
 
     ACTConfig(device="cpu", push_to_hub=False)._save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="base_policy_path.*'act'.*not a flow-matching policy"):
+    with pytest.raises(ValueError, match=r"base_policy_path.*'act'.*not a flow-matching policy"):
         PiRLPolicy(PiRLConfig(device="cpu", base_policy_path=str(tmp_path), push_to_hub=False))
     with pytest.raises(ValueError, match="base_policy_path"):
         PiRLPolicy(PiRLConfig(device="cpu", base_policy_path=str(tmp_path / "nothing"), push_to_hub=False))
@@ -118,7 +124,9 @@ def _tiny_dataset(root: Path) -> None:
     episodes = []
     for _ in range(3):
         s = rng.normal(size=(12, STATE_DIM)).astype(np.float32)
-        episodes.append([{"observation.state": s[t], "action": np.tanh(s[t, :ACTION_DIM])} for t in range(12)])
+        episodes.append(
+            [{"observation.state": s[t], "action": np.tanh(s[t, :ACTION_DIM])} for t in range(12)]
+        )
     write_dataset(root, "local/tiny", 10, state_action_features(STATE_DIM, ACTION_DIM), episodes, "reach")
 
 

@@ -16,8 +16,15 @@ from lerobot_pirl.flow.sampler import FlowChainSampler
 from lerobot_pirl.flow.steps import make_step_rule
 from tests.helpers import obs_batch, tiny_pi_rl
 
-METHODS = [("flow_sde", "one"), ("flow_sde", "all"), ("flow_noise", "all"), ("flow_noise", "one"),
-           ("flow_cps", "one"), ("flow_cps", "all"), ("ode", "one")]
+METHODS = [
+    ("flow_sde", "one"),
+    ("flow_sde", "all"),
+    ("flow_noise", "all"),
+    ("flow_noise", "one"),
+    ("flow_cps", "one"),
+    ("flow_cps", "all"),
+    ("ode", "one"),
+]
 
 
 class PaddedLinearAdapter(FlowAdapter):
@@ -51,9 +58,13 @@ class PaddedLinearAdapter(FlowAdapter):
 def _padded_setup(method, sde_steps, level="chunk"):
     torch.manual_seed(0)
     adapter = PaddedLinearAdapter()
-    cfg = FlowSamplerConfig(noise_method=method, sde_steps=sde_steps, num_denoise_steps=4, logprob_level=level)
+    cfg = FlowSamplerConfig(
+        noise_method=method, sde_steps=sde_steps, num_denoise_steps=4, logprob_level=level
+    )
     sampler = FlowChainSampler(cfg, action_chunk=2, real_action_dim=3)
-    noise_head = NoiseHead(5, 5, __import__("lerobot_pirl.flow.config", fromlist=["x"]).NoiseHeadConfig([8]), 0.08, 0.16)
+    noise_head = NoiseHead(
+        5, 5, __import__("lerobot_pirl.flow.config", fromlist=["x"]).NoiseHeadConfig([8]), 0.08, 0.16
+    )
     value_head = ValueHead(4, 5, ValueHeadConfig(hidden_dims=[8]))
     return adapter, sampler, noise_head, value_head, {"s": torch.randn(8, 4)}
 

@@ -23,7 +23,9 @@ from lerobot_pirl.flow.steps import (
 
 def _xv(seed=0, shape=(4, 5, 3)):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(
+        shape, generator=g, dtype=torch.float64
+    )
 
 
 def test_gaussian_log_prob_matches_torch_normal():

@@ -68,7 +68,9 @@ class FlowSamplerConfig:
                 f"logprob_reduction must be one of {list(LOGPROB_REDUCTIONS)}, got {self.logprob_reduction!r}"
             )
         if self.logprob_level not in LOGPROB_LEVELS:
-            raise ValueError(f"logprob_level must be one of {list(LOGPROB_LEVELS)}, got {self.logprob_level!r}")
+            raise ValueError(
+                f"logprob_level must be one of {list(LOGPROB_LEVELS)}, got {self.logprob_level!r}"
+            )
 
 
 @dataclass

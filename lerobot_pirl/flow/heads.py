@@ -21,7 +21,9 @@ def mlp(in_dim: int, hidden_dims: list[int], out_dim: int, activation: type[nn.M
 class NoiseHead(nn.Module):
     """Per action token: hidden ``[B, T, F]`` -> std ``[B, T, D]`` in ``[std_min, std_max]``."""
 
-    def __init__(self, hidden_dim: int, action_dim: int, cfg: NoiseHeadConfig, std_min: float, std_max: float):
+    def __init__(
+        self, hidden_dim: int, action_dim: int, cfg: NoiseHeadConfig, std_min: float, std_max: float
+    ):
         super().__init__()
         self.net = mlp(hidden_dim, cfg.hidden_dims, action_dim, nn.Tanh)
         self.std_min = std_min

@@ -121,7 +121,9 @@ class FlowChainSampler:
             v, hidden = adapter.velocity(prefix, x, tau)
             v = v.float()
             x_ode = self.ode(x, v, tau.view(-1, 1, 1), self.delta, self.num_steps, None)[0]
-            stochastic_now = (k_star == k) if self.hybrid else torch.ones(bsz, dtype=torch.bool, device=device)
+            stochastic_now = (
+                (k_star == k) if self.hybrid else torch.ones(bsz, dtype=torch.bool, device=device)
+            )
             token_mean = hidden.float().mean(1)
             if self.hybrid:
                 hybrid_feat = token_mean if hybrid_feat is None else hybrid_feat
@@ -172,7 +174,9 @@ class FlowChainSampler:
         )
 
     @torch.no_grad()
-    def sample_ode(self, adapter: FlowAdapter, batch: dict[str, Tensor], noise: Tensor | None = None) -> Tensor:
+    def sample_ode(
+        self, adapter: FlowAdapter, batch: dict[str, Tensor], noise: Tensor | None = None
+    ) -> Tensor:
         """Deterministic ODE sampling (deployment / evaluation): the full chunk ``[B, T, D]``."""
         prefix = adapter.encode(batch)
         bsz = prefix.features.shape[0]

@@ -123,5 +123,9 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
     @classmethod
     def from_policy_config(cls, policy_cfg: Any) -> PiRLAlgorithmConfig:
         """Defaults for a policy: Flow-Noise gets the paper's entropy bonus (0.005)."""
-        entropy = 0.005 if getattr(getattr(policy_cfg, "sampler", None), "noise_method", "") == "flow_noise" else 0.0
+        entropy = (
+            0.005
+            if getattr(getattr(policy_cfg, "sampler", None), "noise_method", "") == "flow_noise"
+            else 0.0
+        )
         return cls(policy_config=policy_cfg, entropy_coef=entropy)

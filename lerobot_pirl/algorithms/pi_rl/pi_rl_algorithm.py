@@ -90,7 +90,8 @@ class PiRLAlgorithm(RLAlgorithm):
             "value_head": cfg.critic_lr,
         }
         self.optimizers = {
-            name: torch.optim.Adam(params, lr=lrs[name]) for name, params in self.policy.param_groups().items()
+            name: torch.optim.Adam(params, lr=lrs[name])
+            for name, params in self.policy.param_groups().items()
         }
         return self.optimizers
 
@@ -109,7 +110,9 @@ class PiRLAlgorithm(RLAlgorithm):
         expected = set(self.policy.actor_state_dict())
         if set(weights) != expected:
             missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
-            raise ValueError(f"load_weights: pushed weights do not match the policy (missing {missing[:5]}, extra {extra[:5]})")
+            raise ValueError(
+                f"load_weights: pushed weights do not match the policy (missing {missing[:5]}, extra {extra[:5]})"
+            )
         self.policy.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
         if version is not None:
             self.policy_version = int(version)
@@ -133,7 +136,9 @@ class PiRLAlgorithm(RLAlgorithm):
         return TransitionSpec(
             state_shapes={key: tuple(ft.shape) for key, ft in pol.config.input_features.items()},
             chain_shape=(chain_len, *chunk),
-            logprob_shape=() if scfg.logprob_level == "chunk" else (pol.action_chunk, pol.adapter.real_action_dim),
+            logprob_shape=()
+            if scfg.logprob_level == "chunk"
+            else (pol.action_chunk, pol.adapter.real_action_dim),
             denoise_range=(low, high),
         )
 
@@ -257,11 +262,18 @@ class PiRLAlgorithm(RLAlgorithm):
 
     # ------------------------------------------------------------------ the update
     def configure_data_iterator(
-        self, data_mixer: RolloutSource, batch_size: int | None = None, *, async_prefetch: bool = False, queue_size: int = 2
+        self,
+        data_mixer: RolloutSource,
+        batch_size: int | None = None,
+        *,
+        async_prefetch: bool = False,
+        queue_size: int = 2,
     ) -> Iterator[dict[str, Any]]:
         """Not a replay sampler: ``update_epochs`` shuffled passes over the prepared on-policy rollout."""
         if not isinstance(data_mixer, RolloutSource):
-            raise TypeError(f"pi_rl trains on a RolloutSource (an on-policy rollout), got {type(data_mixer).__name__}")
+            raise TypeError(
+                f"pi_rl trains on a RolloutSource (an on-policy rollout), got {type(data_mixer).__name__}"
+            )
         return rollout_minibatches(
             data_mixer.rollout, self.config.minibatch_size, self.config.update_epochs, self._generator
         )
@@ -282,13 +294,15 @@ class PiRLAlgorithm(RLAlgorithm):
             )
             if n_mb == 0:
                 guard_dev = self._ratio_guard(score.logprob, mb["old_logprob"], mb["on_policy"])
-            critic_loss = value_loss(score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta)
+            critic_loss = value_loss(
+                score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta
+            )
             entropy = entropy_bonus(score.entropy)
             loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
             demo_loss = self._demo_loss()
             if demo_loss is not None:
                 loss = loss + cfg.demo_loss_coef * demo_loss
-                sums["demo_loss"] += float(demo_loss)
+                sums["demo_loss"] += demo_loss.item()
 
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
@@ -299,10 +313,10 @@ class PiRLAlgorithm(RLAlgorithm):
                 opt.step()
 
             n_mb += 1
-            sums["actor_loss"] += float(actor_loss)
-            sums["value_loss"] += float(critic_loss)
-            sums["entropy"] += float(entropy)
-            sums["noise_std"] += float(score.noise_std.mean())
+            sums["actor_loss"] += actor_loss.item()
+            sums["value_loss"] += critic_loss.item()
+            sums["entropy"] += entropy.item()
+            sums["noise_std"] += score.noise_std.mean().item()
             for key in ("approx_kl", "clip_fraction", "ratio_mean"):
                 sums[key] += float(ratio_stats[key])
             ratio_min = min(ratio_min, float(ratio_stats["ratio_min"]))

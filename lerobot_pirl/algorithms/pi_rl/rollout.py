@@ -10,6 +10,7 @@ contiguous) so that GAE never crosses streams.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter, defaultdict
@@ -29,7 +30,16 @@ ENV_ID = "env_id"  # index of the env in the actor's vector env
 EPISODE_ID = "episode_id"  # per-env episode counter
 CHUNK_INDEX = "chunk_index"  # per-env counter of chunks (consecutive within a stream)
 SUCCESS = "success"  # 1.0 if the task was solved inside the chunk
-REQUIRED_INFO_KEYS = (LOGPROB, CHAIN, DENOISE_INDEX, POLICY_VERSION, ACTOR_ID, ENV_ID, EPISODE_ID, CHUNK_INDEX)
+REQUIRED_INFO_KEYS = (
+    LOGPROB,
+    CHAIN,
+    DENOISE_INDEX,
+    POLICY_VERSION,
+    ACTOR_ID,
+    ENV_ID,
+    EPISODE_ID,
+    CHUNK_INDEX,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +151,11 @@ def stream_columns(items: list[Mapping]) -> tuple[Tensor, Tensor]:
     for idxs in streams.values():
         idxs.sort(key=lambda i: int(items[i]["complementary_info"][CHUNK_INDEX]))
         current = [idxs[0]]
-        for prev, nxt in zip(idxs[:-1], idxs[1:], strict=True):
-            contiguous = int(items[nxt]["complementary_info"][CHUNK_INDEX]) == int(
-                items[prev]["complementary_info"][CHUNK_INDEX]
-            ) + 1
+        for prev, nxt in itertools.pairwise(idxs):
+            contiguous = (
+                int(items[nxt]["complementary_info"][CHUNK_INDEX])
+                == int(items[prev]["complementary_info"][CHUNK_INDEX]) + 1
+            )
             if contiguous:
                 current.append(nxt)
             else:

@@ -89,9 +89,7 @@ class FlowAdapter(abc.ABC):
 
     def sample_noise(self, batch_size: int, device: torch.device | str, generator=None) -> Tensor:
         """Standard normal ``x_0`` of shape ``[B, T, D]`` (float32)."""
-        return torch.randn(
-            batch_size, self.chunk_size, self.action_dim, device=device, generator=generator
-        )
+        return torch.randn(batch_size, self.chunk_size, self.action_dim, device=device, generator=generator)
 
 
 _ADAPTERS: dict[str, type[FlowAdapter]] = {}

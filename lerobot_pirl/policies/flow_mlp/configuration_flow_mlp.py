@@ -99,9 +99,13 @@ class FlowMLPConfig(PreTrainedConfig):
 
     def validate_features(self) -> None:
         if OBS_STATE not in self.input_features:
-            raise ValueError(f"flow_mlp needs '{OBS_STATE}' in input_features, got {list(self.input_features)}")
+            raise ValueError(
+                f"flow_mlp needs '{OBS_STATE}' in input_features, got {list(self.input_features)}"
+            )
         if ACTION not in self.output_features:
-            raise ValueError(f"flow_mlp needs '{ACTION}' in output_features, got {list(self.output_features)}")
+            raise ValueError(
+                f"flow_mlp needs '{ACTION}' in output_features, got {list(self.output_features)}"
+            )
         images = [k for k, ft in self.input_features.items() if ft.type is FeatureType.VISUAL]
         if len(images) > 1:
             raise ValueError(f"flow_mlp reads at most one image feature, got {images}")

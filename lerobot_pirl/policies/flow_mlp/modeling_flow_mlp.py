@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from lerobot.configs.types import FeatureType
 from lerobot.policies.common.flow_matching import euler_integrate, sample_noise, sample_time_beta
 from lerobot.policies.pretrained import PreTrainedPolicy
@@ -53,14 +54,16 @@ class FlowMLPModel(nn.Module):
         self.config = config
         self.action_dim = action_dim
         self.image_key = image_key
-        self.state_encoder = nn.Sequential(_block(state_dim, config.hidden_dim), _block(config.hidden_dim, config.obs_dim))
+        self.state_encoder = nn.Sequential(
+            _block(state_dim, config.hidden_dim), _block(config.hidden_dim, config.obs_dim)
+        )
         if image_key is not None:
             channels = config.input_features[image_key].shape[0]
             self.image_encoder = ImageEncoder(channels, config.image_channels, config.obs_dim)
             self.obs_fuse = _block(2 * config.obs_dim, config.obs_dim)
         chunk_flat = config.chunk_size * action_dim
         dims = [chunk_flat + config.time_embed_dim + config.obs_dim] + [config.hidden_dim] * config.num_layers
-        self.trunk = nn.Sequential(*[_block(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)])
+        self.trunk = nn.Sequential(*[_block(a, b) for a, b in itertools.pairwise(dims)])
         self.to_tokens = nn.Linear(config.hidden_dim, config.chunk_size * config.token_dim)
         self.token_out = nn.Linear(config.token_dim, action_dim)
 
@@ -73,7 +76,9 @@ class FlowMLPModel(nn.Module):
     def velocity(self, z: Tensor, x: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
         bsz = x.shape[0]
         h = torch.cat([x.flatten(1), sinusoidal_embedding(tau, self.config.time_embed_dim), z], dim=-1)
-        tokens = F.silu(self.to_tokens(self.trunk(h))).view(bsz, self.config.chunk_size, self.config.token_dim)
+        tokens = F.silu(self.to_tokens(self.trunk(h))).view(
+            bsz, self.config.chunk_size, self.config.token_dim
+        )
         return self.token_out(tokens), tokens
 
 
@@ -100,7 +105,7 @@ class FlowMLPPolicy(PreTrainedPolicy):
         return self.parameters()
 
     def reset(self) -> None:
-        self._action_queue: deque[Tensor] = deque([], maxlen=self.config.n_action_steps)
+        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
         """Conditional flow-matching loss on a (normalised) batch with an action chunk."""

@@ -75,9 +75,13 @@ class PiRLConfig(PreTrainedConfig):
         if isinstance(self.base, PreTrainedConfig):
             self.base = encode_base_config(self.base)
         if self.base is None and not self.base_policy_path:
-            raise ValueError("pi_rl needs a base policy: set base_policy_path (a checkpoint) or base (a config)")
+            raise ValueError(
+                "pi_rl needs a base policy: set base_policy_path (a checkpoint) or base (a config)"
+            )
         if self.base is not None and self.base.get("type") in (None, "pi_rl"):
-            raise ValueError("base: expected the config of a flow-matching policy with its 'type' (not pi_rl)")
+            raise ValueError(
+                "base: expected the config of a flow-matching policy with its 'type' (not pi_rl)"
+            )
         if self.num_discrete_actions is not None:
             raise ValueError("num_discrete_actions: pi_rl supports continuous actions only (set it to null)")
         if self.online_steps < 1:

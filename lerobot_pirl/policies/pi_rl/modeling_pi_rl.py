@@ -33,7 +33,9 @@ def load_base_policy(config: PiRLConfig) -> PreTrainedPolicy:
     path = config.base_policy_path
     looks_local = Path(path).is_absolute() or path.startswith((".", "~")) or Path(path).exists()
     if looks_local and not Path(path).expanduser().is_dir():
-        raise ValueError(f"base_policy_path: {path!r} is not a directory (expected a LeRobot policy checkpoint)")
+        raise ValueError(
+            f"base_policy_path: {path!r} is not a directory (expected a LeRobot policy checkpoint)"
+        )
     try:
         base_cfg = PreTrainedConfig.from_pretrained(path)
     except (OSError, ValueError) as e:  # missing files, Hub unreachable, invalid repo id
@@ -125,7 +127,7 @@ class PiRLPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------ LeRobot policy API
     def reset(self) -> None:
-        self._action_queue: deque[Tensor] = deque([], maxlen=self.action_chunk)
+        self._action_queue: deque[Tensor] = deque(maxlen=self.action_chunk)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
         """The base policy's own supervised (flow-matching) loss: used for demo regularisation."""

@@ -27,7 +27,9 @@ def make_pi_rl_pre_post_processors(
     has_saved = local and (Path(path) / f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json").is_file()
     if path is not None and (has_saved or not local):
         if config.base is None:
-            raise ValueError("base: build the pi_rl policy (which loads its base config) before its processors")
+            raise ValueError(
+                "base: build the pi_rl policy (which loads its base config) before its processors"
+            )
         return make_pre_post_processors(
             config.base_config(),
             pretrained_path=path,

@@ -1,0 +1,1 @@
+"""Actor/learner runtime pieces shared by ``lerobot_pirl.actor`` and ``lerobot_pirl.learner``."""

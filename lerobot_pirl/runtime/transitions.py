@@ -1,0 +1,58 @@
+"""Building LeRobot ``Transition``s that carry what the πRL update needs in ``complementary_info``."""
+
+from __future__ import annotations
+
+from lerobot.utils.transition import Transition
+from torch import Tensor
+
+from lerobot_pirl.algorithms.pi_rl import rollout as keys
+from lerobot_pirl.flow.sampler import ChainSample
+
+
+def chunk_transitions(
+    state: dict[str, Tensor],
+    next_state: dict[str, Tensor],
+    env_actions: Tensor,
+    rewards: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    sample: ChainSample,
+    *,
+    policy_version: int,
+    actor_id: int,
+    env_ids: Tensor,
+    episode_ids: Tensor,
+    chunk_indices: Tensor,
+    success: Tensor,
+) -> list[Transition]:
+    """One transition per env for one executed chunk (all inputs batched over the envs, on CPU).
+
+    ``state`` / ``next_state`` are raw observations (the learner normalises them exactly like the actor);
+    each transition keeps a batch dim of 1 on them, as LeRobot's actor does. ``next_state`` must be the
+    final observation of an episode that ended inside the chunk, not the reset observation.
+    """
+    transitions = []
+    for i in range(env_actions.shape[0]):
+        info = {
+            keys.LOGPROB: sample.logprob[i].detach().float().cpu(),
+            keys.CHAIN: sample.chain[i].detach().float().cpu(),
+            keys.DENOISE_INDEX: int(sample.denoise_index[i]),
+            keys.POLICY_VERSION: int(policy_version),
+            keys.ACTOR_ID: int(actor_id),
+            keys.ENV_ID: int(env_ids[i]),
+            keys.EPISODE_ID: int(episode_ids[i]),
+            keys.CHUNK_INDEX: int(chunk_indices[i]),
+            keys.SUCCESS: float(success[i]),
+        }
+        transitions.append(
+            Transition(
+                state={k: v[i : i + 1].detach().cpu() for k, v in state.items()},
+                action=env_actions[i].detach().cpu(),
+                reward=float(rewards[i]),
+                next_state={k: v[i : i + 1].detach().cpu() for k, v in next_state.items()},
+                done=bool(terminated[i]),
+                truncated=bool(truncated[i]),
+                complementary_info=info,
+            )
+        )
+    return transitions

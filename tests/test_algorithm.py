@@ -1,0 +1,316 @@
+"""The pi_rl RLAlgorithm: config, rollout assembly, update direction, state round trips (issue 4)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+from lerobot.rl.algorithms.configs import RLAlgorithmConfig
+
+from lerobot_pirl.algorithms.pi_rl.advantages import compute_gae
+from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm, Rollout, RolloutSource
+from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
+from tests.helpers import obs_batch, synthetic_transitions, tiny_pi_rl
+
+
+def make_algo(policy, **kw) -> PiRLAlgorithm:
+    defaults = dict(rollout_size=16, minibatch_size=8, update_epochs=2, actor_lr=1e-3, critic_lr=1e-3)
+    cfg = PiRLAlgorithmConfig(policy_config=policy.config, **{**defaults, **kw})
+    algo = PiRLAlgorithm(policy, cfg)
+    algo.make_optimizers_and_scheduler()
+    return algo
+
+
+def test_registered_and_built_from_policy_config():
+    assert RLAlgorithmConfig.get_choice_class("pi_rl") is PiRLAlgorithmConfig
+    noise_policy = tiny_pi_rl("flow_noise")
+    assert PiRLAlgorithmConfig.from_policy_config(noise_policy.config).entropy_coef == 0.005
+    assert PiRLAlgorithmConfig.from_policy_config(tiny_pi_rl("flow_sde").config).entropy_coef == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"clip_ratio_low": -0.1}, "clip_ratio_low"),
+        ({"clip_ratio_high": 0.0}, "clip_ratio_high"),
+        ({"gae_lambda": 1.5}, "gae_lambda"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"minibatch_size": 64, "rollout_size": 32}, "minibatch_size"),
+        ({"estimator": "vtrace"}, "estimator"),
+        ({"max_policy_lag": -1}, "max_policy_lag"),
+        ({"target_kl": 0.0}, "target_kl"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        PiRLAlgorithmConfig(**kwargs)
+
+
+def _rollout_from(policy, n=32, seed=0, adv=None):
+    batch = obs_batch(n, seed=seed)
+    out = policy.sample_chain(batch, generator=torch.Generator().manual_seed(seed))
+    advantages = adv if adv is not None else torch.randn(n)
+    return (
+        batch,
+        out,
+        Rollout(
+            obs=batch,
+            chain=out.chain,
+            denoise_index=out.denoise_index,
+            old_logprob=out.logprob,
+            old_values=out.value,
+            advantages=advantages,
+            returns=out.value + advantages,
+            on_policy=torch.ones(n, dtype=torch.bool),
+        ),
+    )
+
+
+@pytest.mark.parametrize(("method", "sde_steps"), [("flow_sde", "one"), ("flow_noise", "all")])
+def test_positive_advantage_raises_and_negative_lowers_the_logprob(method, sde_steps):
+    policy = tiny_pi_rl(method, sde_steps, seed=1)
+    adv = torch.tensor([1.0, -1.0] * 16)
+    batch, out, rollout = _rollout_from(policy, adv=adv)
+    algo = make_algo(
+        policy, update_epochs=1, minibatch_size=32, rollout_size=32, actor_lr=3e-3, value_clip=None
+    )
+    for _ in range(5):
+        algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    with torch.no_grad():
+        new = policy.score_chain(batch, out.chain, out.denoise_index).logprob
+    delta = new - out.logprob
+    assert (delta[adv > 0] > 0).float().mean() > 0.9
+    assert (delta[adv < 0] < 0).float().mean() > 0.9
+
+
+def test_value_loss_only_reaches_the_value_head_and_actor_loss_never_does():
+    from lerobot_pirl.algorithms.pi_rl.losses import ppo_actor_loss, value_loss
+
+    policy = tiny_pi_rl("flow_noise", detach_critic_input=True)
+    batch, out, rollout = _rollout_from(policy)
+    score = policy.score_chain(batch, out.chain, out.denoise_index)
+    value_loss(score.value, rollout.old_values, rollout.returns + 1.0, 0.2, 10.0).backward(retain_graph=True)
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.base.parameters())
+    assert all(p.grad is None for p in policy.noise_head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.value_head.parameters())
+    policy.zero_grad(set_to_none=True)
+    ppo_actor_loss(score.logprob, rollout.old_logprob, rollout.advantages, 0.2, 0.2)[0].backward()
+    assert all(p.grad is None for p in policy.value_head.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.base.parameters())
+
+
+def test_update_reports_the_diagnostics_with_stable_names():
+    policy = tiny_pi_rl("flow_noise")
+    algo = make_algo(policy, entropy_coef=0.005)
+    _, _, rollout = _rollout_from(policy)
+    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout))).to_log_dict()
+    for key in (
+        "actor_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clip_fraction",
+        "ratio_min",
+        "ratio_max",
+        "ratio_mean",
+        "noise_std",
+        "base_grad_norm",
+        "noise_head_grad_norm",
+        "value_head_grad_norm",
+        "ratio_guard_max_dev",
+        "epochs_run",
+    ):
+        assert key in stats, key
+    assert stats["ratio_guard_max_dev"] < 1e-4
+    assert stats["epochs_run"] == 2 and stats["minibatches"] == 8
+    assert 0.08 <= stats["noise_std"] <= 0.16
+    assert algo.optimization_step == 1
+
+
+def test_ratio_guard_logs_an_error_when_logprobs_disagree(caplog):
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy)
+    _, _, rollout = _rollout_from(policy)
+    rollout.old_logprob = rollout.old_logprob + 0.5
+    with caplog.at_level(logging.ERROR):
+        stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    assert stats.extra["ratio_guard_max_dev"] > 0.3
+    assert any("ratio guard" in r.message for r in caplog.records)
+
+
+def test_target_kl_stops_epochs_early():
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy, update_epochs=10, target_kl=1e-9, actor_lr=1e-2)
+    _, _, rollout = _rollout_from(policy)
+    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    assert stats.extra["early_stopped"] == 1.0 and stats.extra["epochs_run"] < 10
+
+
+def test_state_dict_round_trip_gives_an_identical_next_update():
+    policy = tiny_pi_rl("flow_noise")
+    algo = make_algo(policy)
+    _, _, rollout = _rollout_from(policy)
+    algo.update(algo.configure_data_iterator(RolloutSource(rollout)))  # optimiser state is non-trivial now
+    algo.policy_version = 3
+    snapshot = (
+        copy.deepcopy(policy.state_dict()),
+        algo.state_dict(),
+        {k: copy.deepcopy(o.state_dict()) for k, o in algo.optimizers.items()},
+        algo._generator.get_state(),
+    )
+    params_before = {
+        k: [id(p) for g in o.param_groups for p in g["params"]] for k, o in algo.optimizers.items()
+    }
+    first = algo.update(algo.configure_data_iterator(RolloutSource(rollout))).to_log_dict()
+    after_first = copy.deepcopy(policy.state_dict())
+
+    policy.load_state_dict(snapshot[0])
+    algo.policy_version = 0
+    algo.load_state_dict(snapshot[1])
+    for k, o in algo.optimizers.items():
+        o.load_state_dict(snapshot[2][k])
+    algo._generator.set_state(snapshot[3])
+    assert algo.policy_version == 3
+    assert params_before == {
+        k: [id(p) for g in o.param_groups for p in g["params"]] for k, o in algo.optimizers.items()
+    }
+    ids = {id(p) for p in policy.parameters()}
+    assert all(id(p) in ids for o in algo.optimizers.values() for g in o.param_groups for p in g["params"])
+    second = algo.update(algo.configure_data_iterator(RolloutSource(rollout))).to_log_dict()
+    for key, value in after_first.items():
+        assert torch.equal(policy.state_dict()[key], value), key
+    assert first["actor_loss"] == second["actor_loss"]
+
+
+def test_algorithm_save_pretrained_round_trip(tmp_path):
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy)
+    algo.policy_version = 7
+    algo.save_pretrained(tmp_path)
+    loaded = PiRLAlgorithm.from_pretrained(tmp_path, policy=policy)
+    assert loaded.policy_version == 7
+    assert loaded.config.minibatch_size == 8 and loaded.config.rollout_size == 16
+
+
+def test_weights_for_the_actor_exclude_the_value_head_and_carry_the_version():
+    learner_policy, actor_policy = tiny_pi_rl("flow_noise", seed=1), tiny_pi_rl("flow_noise", seed=2)
+    learner, actor = make_algo(learner_policy), make_algo(actor_policy)
+    learner.policy_version = 5
+    weights = learner.get_weights()
+    assert not any(k.startswith("value_head.") for k in weights)
+    assert any(k.startswith("noise_head.") for k in weights)
+    actor.load_weights(weights)
+    assert actor.policy_version == 5
+    batch = obs_batch(4)
+    noise = torch.randn(4, 4, 3)
+    assert torch.equal(
+        actor_policy.predict_action_chunk(batch, noise), learner_policy.predict_action_chunk(batch, noise)
+    )
+    with pytest.raises(ValueError, match="do not match"):
+        actor.load_weights({"nonsense": torch.zeros(1)})
+
+
+def test_rollout_assembly_gae_is_per_stream_and_drops_stale_transitions():
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy, normalize_advantages=False, max_policy_lag=0)
+    buffer = RolloutBuffer(algo.transition_spec())
+    a = synthetic_transitions(policy, n_envs=2, n_chunks=6, actor_id=11, seed=1)
+    b = synthetic_transitions(policy, n_envs=3, n_chunks=5, actor_id=22, seed=2)
+    stale = synthetic_transitions(policy, n_envs=1, n_chunks=2, actor_id=33, seed=3, version=-1)
+    # Interleave the two actors' transitions as a learner would receive them.
+    mixed = [t for pair in zip(a[:10], b[:10], strict=True) for t in pair] + a[10:] + b[10:] + stale
+    assert buffer.add(mixed) == len(mixed)
+    assert buffer.num_usable(0, 0) == len(a) + len(b)
+    batch, dropped = buffer.take(0, 0)
+    assert dropped == 2 and len(batch) == len(a) + len(b)
+    rollout = algo.prepare_rollout(batch)
+
+    # Reference: per (actor, env) stream, with values from the critic.
+    for transitions, n_envs in ((a, 2), (b, 3)):
+        for env in range(n_envs):
+            stream = [t for t in transitions if t["complementary_info"]["env_id"] == env]
+            state = {k: torch.cat([t["state"][k] for t in stream]) for k in stream[0]["state"]}
+            chain = torch.stack([t["complementary_info"]["chain"] for t in stream])
+            k_idx = torch.tensor([t["complementary_info"]["denoise_index"] for t in stream])
+            with torch.no_grad():
+                values = policy.score_chain(state, chain, k_idx).value
+                last_next = {k: v for k, v in stream[-1]["next_state"].items()}
+                final_vals = policy.value_of(
+                    {k: torch.cat([t["next_state"][k] for t in stream]) for k in state}
+                )
+            term = torch.tensor([t["done"] for t in stream])
+            trunc = torch.tensor([t["truncated"] for t in stream])
+            next_values = torch.cat([values[1:], policy.value_of(last_next)])
+            next_values = torch.where(trunc, final_vals, next_values)
+            trunc = trunc.clone()
+            trunc[-1] = trunc[-1] | ~term[-1]
+            rewards = torch.tensor([t["reward"] for t in stream])
+            ref, _ = compute_gae(
+                rewards, values, next_values, term, trunc, algo.config.gamma, algo.config.gae_lambda
+            )
+            # Locate the stream's rows in the rollout by their chains.
+            rows = [int((rollout.chain == c).flatten(1).all(1).nonzero()[0]) for c in chain]
+            torch.testing.assert_close(rollout.advantages[rows], ref, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(rollout.old_values[rows], values, rtol=1e-5, atol=1e-6)
+
+
+def test_advantages_are_normalised_over_the_rollout():
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy)
+    buffer = RolloutBuffer(algo.transition_spec())
+    buffer.add(synthetic_transitions(policy, n_envs=4, n_chunks=6))
+    batch, _ = buffer.take(0, 1)
+    rollout = algo.prepare_rollout(batch)
+    assert float(rollout.advantages.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(rollout.advantages.std(unbiased=False)) == pytest.approx(1.0, rel=1e-4)
+    stats = algo.rollout_stats(rollout, batch, 0)
+    assert stats["transitions_used"] == 24 and stats["on_policy_fraction"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda t: t["complementary_info"].pop("logprob"), "lacks"),
+        (lambda t: t["complementary_info"].update(chain=torch.zeros(3, 3)), "chain has shape"),
+        (lambda t: t.update(reward=float("nan")), "reward"),
+        (lambda t: t["state"].update({"observation.state": torch.zeros(1, 99)}), "shape"),
+        (lambda t: t["complementary_info"].update(denoise_index=17), "denoise_index"),
+        (lambda t: t["next_state"].update({"observation.state": torch.full((1, 6), float("inf"))}), "finite"),
+        (lambda t: t.pop("complementary_info"), "missing field"),
+    ],
+)
+def test_malformed_transitions_are_rejected_counted_and_never_stored(mutate, reason):
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy)
+    buffer = RolloutBuffer(algo.transition_spec())
+    good = synthetic_transitions(policy, n_envs=2, n_chunks=2)
+    bad = copy.deepcopy(good[0])
+    mutate(bad)
+    assert buffer.add([bad, *good[1:]]) == len(good) - 1
+    assert sum(buffer.rejected.values()) == 1
+    assert reason in next(iter(buffer.rejected))
+    batch, _ = buffer.take(0, 1)
+    rollout = algo.prepare_rollout(batch)
+    assert torch.isfinite(rollout.advantages).all()
+
+
+def test_grpo_estimator_gives_zero_mean_group_advantages():
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(
+        policy, estimator="grpo", grpo_group_size=2, grpo_success_filter=False, normalize_advantages=False
+    )
+    buffer = RolloutBuffer(algo.transition_spec())
+    buffer.add(synthetic_transitions(policy, n_envs=4, n_chunks=4, episode_len=4))
+    batch, _ = buffer.take(0, 1)
+    rollout = algo.prepare_rollout(batch)
+    # Two groups of two envs; every step of an episode carries its episode's advantage.
+    by_env = {}
+    for row in range(len(batch)):
+        col = (batch.columns == row).nonzero()[0, 1].item()
+        by_env.setdefault(col, set()).add(round(float(rollout.advantages[row]), 5))
+    assert all(len(v) == 1 for v in by_env.values())
+    adv = [next(iter(by_env[e])) for e in range(4)]
+    assert adv[0] == pytest.approx(-adv[1], abs=1e-4) and adv[2] == pytest.approx(-adv[3], abs=1e-4)
