@@ -10,9 +10,10 @@ Vanilla LeRobot scripts reach it with ``--policy.discover_packages_path=lerobot_
 """
 
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
 from lerobot_pirl.flow import adapters as _adapters  # noqa: F401  (registers the adapters)
 from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
 from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 
 __version__ = "0.1.0"
-__all__ = ["FlowMLPConfig", "PiRLAlgorithmConfig", "PiRLConfig", "__version__"]
+__all__ = ["FlowMLPConfig", "MetaWorldStateEnvConfig", "PiRLAlgorithmConfig", "PiRLConfig", "__version__"]

@@ -1,0 +1,124 @@
+"""Scripted MetaWorld expert demos written as a local LeRobotDataset (no Hub).
+
+``lerobot-pirl-collect --task button-press-v3 --episodes 10 --root outputs/demos/button-press-v3``
+
+Demo episodes use their own seed range (``--seed``, default 500000), disjoint from the RL training
+seeds (from 0) and the evaluation seeds (from 1000000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lerobot_pirl.datasets import state_action_features, write_dataset
+from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM, MetaWorldStateEnv
+
+DEMO_SEED = 500_000
+
+
+def expert_policy(task: str):
+    from metaworld.policies import ENV_POLICY_MAP
+
+    if task not in ENV_POLICY_MAP:
+        raise ValueError(f"task: no scripted MetaWorld expert for {task!r}")
+    return ENV_POLICY_MAP[task]()
+
+
+def collect_episodes(
+    task: str,
+    episodes: int,
+    seed: int = DEMO_SEED,
+    episode_length: int = 200,
+    action_noise: float = 0.0,
+    only_successes: bool = True,
+    progress: bool = True,
+) -> tuple[list[list[dict]], dict]:
+    """Expert rollouts (frames of ``observation.state`` / ``action``) and collection statistics."""
+    env = MetaWorldStateEnv(task, episode_length=episode_length, reward_type="sparse", terminate_on_success=True)
+    expert = expert_policy(task)
+    rng = np.random.default_rng(seed)
+    kept, tried, next_seed = [], 0, seed
+    bar = tqdm(total=episodes, desc=f"demos {task}", unit="ep", disable=not progress)
+    while len(kept) < episodes:
+        if tried >= 20 * episodes:
+            raise RuntimeError(f"the {task} expert succeeded in only {len(kept)} of {tried} episodes")
+        obs, _ = env.reset(seed=next_seed)
+        next_seed += 1
+        tried += 1
+        frames, success = [], False
+        for _ in range(episode_length):
+            state = obs["agent_pos"]
+            action = np.asarray(expert.get_action(state.astype(np.float64)), dtype=np.float32)
+            if action_noise > 0:
+                action = action + rng.normal(0.0, action_noise, size=action.shape).astype(np.float32)
+            action = np.clip(action, -1.0, 1.0)
+            frames.append({"observation.state": state, "action": action})
+            obs, _, terminated, truncated, info = env.step(action)
+            success = success or bool(info["is_success"])
+            if terminated or truncated:
+                break
+        if success or not only_successes:
+            kept.append(frames)
+            bar.update(1)
+    bar.close()
+    env.close()
+    stats = {"episodes": len(kept), "attempts": tried, "frames": sum(len(e) for e in kept)}
+    return kept, stats
+
+
+def collect_dataset(
+    task: str,
+    episodes: int,
+    root: str | Path,
+    repo_id: str | None = None,
+    seed: int = DEMO_SEED,
+    episode_length: int = 200,
+    action_noise: float = 0.0,
+    overwrite: bool = True,
+    progress: bool = True,
+) -> dict:
+    root = Path(root)
+    if root.exists():
+        if not overwrite:
+            raise FileExistsError(f"root: {root} exists (pass --overwrite)")
+        shutil.rmtree(root)
+    eps, stats = collect_episodes(task, episodes, seed, episode_length, action_noise, progress=progress)
+    write_dataset(
+        root,
+        repo_id or f"local/{task}",
+        fps=80,
+        features=state_action_features(STATE_DIM, ACTION_DIM),
+        episodes=eps,
+        task=task,
+    )
+    return {**stats, "root": str(root), "repo_id": repo_id or f"local/{task}"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lerobot_pirl.cli import run_cli
+
+    p = argparse.ArgumentParser(description="Collect scripted MetaWorld expert demos as a LeRobotDataset")
+    p.add_argument("--task", default="button-press-v3")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--root", required=True)
+    p.add_argument("--repo_id", default=None)
+    p.add_argument("--seed", type=int, default=DEMO_SEED)
+    p.add_argument("--episode_length", type=int, default=200)
+    p.add_argument("--action_noise", type=float, default=0.0)
+    args = p.parse_args(argv)
+    run_cli(
+        lambda: print(
+            collect_dataset(
+                args.task, args.episodes, args.root, args.repo_id, args.seed, args.episode_length, args.action_noise
+            )
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""State-based MetaWorld for πRL on a CPU (``--env.type=pirl_metaworld``).
+
+LeRobot's own ``metaworld`` env is pixel-based with a 4-dim ``agent_pos``; this one exposes the full
+39-dim MetaWorld state as ``agent_pos`` (LeRobot's ``preprocess_observation`` maps it to
+``observation.state``), optionally one rendered image as ``pixels``, vectorised with gymnasium.
+
+Episodes are seeded explicitly: sub-env ``i`` of a training vector env plays the episode seeds
+``seed + i, seed + i + n, seed + i + 2n, ...``; evaluation uses ``eval_seed + j``. The two ranges
+never meet (a training env refuses to reach ``eval_seed``), so evaluation is always on held-out
+task variations (goal / object positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.envs.configs import EnvConfig
+from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
+
+STATE_DIM = 39
+ACTION_DIM = 4
+REWARD_TYPES = ("dense", "sparse")
+
+
+class MetaWorldStateEnv(gym.Env):
+    """One MetaWorld v3 task with explicit per-episode seeds, success in ``info["is_success"]``."""
+
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 80}
+
+    def __init__(
+        self,
+        task: str,
+        episode_length: int = 200,
+        reward_type: str = "sparse",
+        reward_scale: float = 1.0,
+        terminate_on_success: bool = True,
+        seed_start: int = 0,
+        seed_stride: int = 1,
+        seed_limit: int | None = None,
+        image_size: int | None = None,
+    ):
+        import metaworld  # noqa: F401  (optional dependency: the `metaworld` extra)
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        if task not in ALL_V3_ENVIRONMENTS:
+            raise ValueError(f"task: unknown MetaWorld v3 task {task!r}; e.g. {sorted(ALL_V3_ENVIRONMENTS)[:5]}")
+        if reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {reward_type!r}")
+        render = {"render_mode": "rgb_array", "width": image_size, "height": image_size} if image_size else {}
+        env = ALL_V3_ENVIRONMENTS[task](**render)
+        env._partially_observable = False  # the goal is part of the 39-dim state
+        env._freeze_rand_vec = False  # every reset draws a new task variation ...
+        env.seeded_rand_vec = True  # ... from the env's own seeded generator
+        env._set_task_called = True
+        env.max_path_length = episode_length + 512  # the actor may step an ended env until its chunk ends
+        self._env = env
+        self.task = task
+        self.episode_length = episode_length
+        self.reward_type = reward_type
+        self.reward_scale = reward_scale
+        self.terminate_on_success = terminate_on_success
+        self.seed_start, self.seed_stride, self.seed_limit = seed_start, seed_stride, seed_limit
+        self.image_size = image_size
+        self._episodes = 0
+        self._t = 0
+        spaces = {"agent_pos": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)}
+        if image_size:
+            spaces["pixels"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+    def _obs(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        obs = {"agent_pos": state.astype(np.float32)}
+        if self.image_size:
+            obs["pixels"] = np.ascontiguousarray(self._env.render()[::-1])
+        return obs
+
+    def next_episode_seed(self) -> int:
+        seed = self.seed_start + self._episodes * self.seed_stride
+        if self.seed_limit is not None and seed >= self.seed_limit:
+            raise RuntimeError(f"training episode seed {seed} would reach the held-out range (>= {self.seed_limit})")
+        return seed
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        episode_seed = seed if seed is not None else self.next_episode_seed()
+        self._episodes += 1
+        self._env.seed(int(episode_seed))
+        state, _ = self._env.reset()
+        self._t = 0
+        return self._obs(state), {"is_success": False, "episode_seed": episode_seed}
+
+    def step(self, action):
+        state, reward, _, _, info = self._env.step(np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0))
+        self._t += 1
+        success = bool(info.get("success", 0.0) >= 1.0)
+        reward = float(success) if self.reward_type == "sparse" else float(reward) * self.reward_scale
+        terminated = success and self.terminate_on_success
+        truncated = self._t >= self.episode_length and not terminated
+        return self._obs(state), reward, terminated, truncated, {"is_success": success}
+
+    def render(self):
+        return self._env.render()
+
+    def close(self):
+        self._env.close()
+
+
+@EnvConfig.register_subclass("pirl_metaworld")
+@dataclass
+class MetaWorldStateEnvConfig(EnvConfig):
+    """A MetaWorld v3 task with the 39-dim state observation (optional image), vectorised."""
+
+    # MetaWorld v3 task name, e.g. "button-press-v3".
+    task: str | None = "button-press-v3"
+    # Control frequency of MetaWorld (informational; rollouts are not throttled).
+    fps: int = 80
+    # Env steps per episode before truncation.
+    episode_length: int = 200
+    # Number of vectorised envs an actor steps as a batch.
+    num_envs: int = 8
+    # "dense": MetaWorld's shaped reward times reward_scale; "sparse": 1 on success, else 0.
+    reward_type: str = "sparse"
+    # Multiplier of the dense reward (MetaWorld's is in [0, 10]).
+    reward_scale: float = 0.1
+    # End an episode (terminated, no bootstrap) when the task is solved.
+    terminate_on_success: bool = True
+    # First training episode seed; training envs play seed, seed + 1, ... (below eval_seed).
+    seed: int = 0
+    # First held-out evaluation episode seed.
+    eval_seed: int = 1_000_000
+    # Envs that share reset states (GRPO groups); num_envs must be a multiple of it.
+    group_size: int = 1
+    # Side of a rendered RGB image observation (null = state only; rendering needs MUJOCO_GL=osmesa/egl).
+    image_size: int | None = None
+    # Step the envs in subprocesses (gymnasium AsyncVectorEnv).
+    use_async_envs: bool = False
+    features: dict[str, PolicyFeature] = field(
+        default_factory=lambda: {
+            "agent_pos": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
+            ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,)),
+        }
+    )
+    features_map: dict[str, str] = field(
+        default_factory=lambda: {"agent_pos": OBS_STATE, "pixels": OBS_IMAGE, ACTION: ACTION}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            raise ValueError("task: a MetaWorld v3 task name is required, e.g. 'button-press-v3'")
+        if self.reward_type not in REWARD_TYPES:
+            raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {self.reward_type!r}")
+        if self.episode_length < 1 or self.num_envs < 1:
+            raise ValueError("episode_length and num_envs must be >= 1")
+        if self.group_size < 1 or self.num_envs % self.group_size:
+            raise ValueError(f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})")
+        if not 0 <= self.seed < self.eval_seed:
+            raise ValueError(f"seed ({self.seed}) must be in [0, eval_seed={self.eval_seed})")
+        if self.image_size is not None:
+            self.features["pixels"] = PolicyFeature(
+                type=FeatureType.VISUAL, shape=(self.image_size, self.image_size, 3)
+            )
+
+    @property
+    def gym_kwargs(self) -> dict:
+        return {
+            "task": self.task,
+            "episode_length": self.episode_length,
+            "reward_type": self.reward_type,
+            "reward_scale": self.reward_scale,
+            "terminate_on_success": self.terminate_on_success,
+            "image_size": self.image_size,
+        }
+
+    def make_env(self, seed_start: int, seed_stride: int = 1, seed_limit: int | None = None) -> MetaWorldStateEnv:
+        return MetaWorldStateEnv(
+            **self.gym_kwargs, seed_start=seed_start, seed_stride=seed_stride, seed_limit=seed_limit
+        )
+
+    def create_envs(self, n_envs: int | None = None, use_async_envs: bool | None = None) -> dict:
+        """Training vector env ``{"pirl_metaworld": {0: VectorEnv}}`` without auto-reset: the actor
+        resets ended envs itself (``reset_mask``) so no executed chunk runs across two episodes."""
+        n = n_envs if n_envs is not None else self.num_envs
+        use_async = self.use_async_envs if use_async_envs is None else use_async_envs
+        groups = max(n // self.group_size, 1)
+
+        def factory(i: int):
+            return lambda: self.make_env(self.seed + i // self.group_size, groups, self.eval_seed)
+
+        cls = gym.vector.AsyncVectorEnv if use_async and n > 1 else gym.vector.SyncVectorEnv
+        vec = cls([factory(i) for i in range(n)], autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+        return {self.type: {0: vec}}
+
+    def make_eval_env(self, n_envs: int) -> gym.vector.VectorEnv:
+        """Envs for held-out evaluation; reset them with explicit seeds ``eval_seed + j``."""
+        return gym.vector.SyncVectorEnv(
+            [lambda: self.make_env(self.eval_seed) for _ in range(n_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+        )

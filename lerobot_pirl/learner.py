@@ -1,0 +1,257 @@
+"""The πRL learner: ``python -m lerobot_pirl.learner --config_path recipes/<recipe>.json``.
+
+Same CLI as ``python -m lerobot.rl.learner`` (draccus ``TrainRLServerPipelineConfig``, dotted
+overrides, ``--resume=true``, ``--wandb.enable=true``). For ``pi_rl`` runs it serves LeRobot's gRPC
+learner service (with parameter broadcast), assembles on-policy rollouts from the actors'
+transitions, runs the PPO/GRPO update when ``algorithm.rollout_size`` usable transitions are in,
+pushes the new weights with an incremented policy version right after each update, logs the
+diagnostics (console, ``metrics.jsonl``, wandb) and writes LeRobot checkpoints. Other runs (SAC) are
+handed to LeRobot's own learner.
+"""
+
+
+import json
+import logging
+import os
+import queue
+import time
+from pathlib import Path
+
+import torch
+from lerobot.configs import parser
+from lerobot.policies.factory import make_pre_post_processors
+from lerobot.rl.learner import handle_resume_logic
+from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+from lerobot.rl.trainer import RLTrainer
+from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
+from lerobot.utils.process import ProcessSignalHandler
+from lerobot.utils.random_utils import set_seed
+from lerobot.utils.utils import init_logging
+
+import lerobot_pirl  # noqa: F401  (registers pi_rl with LeRobot's registries)
+from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm, RolloutSource
+from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
+from lerobot_pirl.cli import run_cli
+from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
+from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
+from lerobot_pirl.runtime.checkpoint import (
+    last_checkpoint_dir,
+    pretrained_dir,
+    restore_training_state,
+    save_run_checkpoint,
+)
+from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
+from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
+from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
+
+logger = logging.getLogger(__name__)
+
+
+class PiRLLearner:
+    """State and loop of a πRL learner (one object so tests can drive it in-process)."""
+
+    def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event):
+        self.cfg = cfg
+        self.shutdown_event = shutdown_event
+        self.out = Path(cfg.output_dir)
+        device = cfg.policy.device
+        if cfg.resume:
+            ckpt = last_checkpoint_dir(self.out).resolve()
+            logger.info("[LEARNER] resuming from %s", ckpt)
+            self.policy = PiRLPolicy.from_pretrained(pretrained_dir(ckpt), config=cfg.policy)
+            self.pre, self.post = make_pre_post_processors(
+                self.policy.config,
+                pretrained_path=str(pretrained_dir(ckpt)),
+                preprocessor_overrides={"device_processor": {"device": str(device)}},
+            )
+        else:
+            self.policy = PiRLPolicy(cfg.policy)
+            self.pre, self.post = make_pi_rl_pre_post_processors(self.policy.config)
+        self.policy.train()
+        self.algorithm = PiRLAlgorithm(self.policy, cfg.algorithm)
+        self.trainer = RLTrainer(self.algorithm, data_mixer=None, batch_size=cfg.algorithm.minibatch_size)
+        self.update_count, self.env_steps = 0, 0
+        if cfg.resume:
+            self.update_count, self.env_steps = restore_training_state(ckpt, self.algorithm)
+            logger.info(
+                "[LEARNER] resumed: update %d, policy version %d, %d env steps",
+                self.update_count,
+                self.algorithm.policy_version,
+                self.env_steps,
+            )
+        self.buffer = RolloutBuffer(self.algorithm.transition_spec())
+        self.board = WeightsBoard()
+        self.transition_queue: queue.Queue = queue.Queue()
+        self.interaction_queue: queue.Queue = queue.Queue()
+        self.episodes = EpisodeLog()
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.t0 = time.time()
+        self.wandb = None
+        if cfg.wandb.enable and cfg.wandb.project:
+            from lerobot.common.wandb_utils import WandBLogger
+
+            self.wandb = WandBLogger(cfg)
+
+    # ------------------------------------------------------------------ plumbing
+    def push_weights(self) -> None:
+        self.board.publish(self.algorithm.policy_version, state_to_bytes(self.algorithm.get_weights()))
+        logger.info("[LEARNER] published policy version %d", self.algorithm.policy_version)
+
+    def log(self, record: dict) -> None:
+        record = {"wall_s": round(time.time() - self.t0, 3), "env_steps": self.env_steps, **record}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log_dict({k: v for k, v in record.items() if isinstance(v, int | float)}, step=self.update_count)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                payload = self.transition_queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                transitions = bytes_to_transitions(payload)
+            except Exception as e:  # a corrupt message must not kill the learner
+                self.buffer.rejected[f"undecodable transition message ({type(e).__name__})"] += 1
+                logger.warning("[LEARNER] dropped an undecodable transition message: %s", e)
+                continue
+            self.buffer.add(transitions if isinstance(transitions, list) else [transitions])
+        while True:
+            try:
+                payload = self.interaction_queue.get_nowait()
+            except queue.Empty:
+                break
+            message = decode_interaction(payload)
+            if message is None:
+                continue
+            self.env_steps += int(message.get("env_steps", 0))
+            self.episodes.add(message.get("episodes", []))
+            if "eval_success_rate" in message:
+                self.log({"kind": "eval", **{k: v for k, v in message.items() if k != "episodes"}})
+                logger.info(
+                    "[LEARNER] eval (policy v%s): success %.3f over %s episodes",
+                    message.get("policy_version"),
+                    message["eval_success_rate"],
+                    message.get("eval_episodes"),
+                )
+
+    # ------------------------------------------------------------------ one update
+    def maybe_update(self) -> bool:
+        alg_cfg = self.cfg.algorithm
+        version = self.algorithm.policy_version
+        if self.buffer.num_usable(version, alg_cfg.max_policy_lag) < alg_cfg.rollout_size:
+            return False
+        t_start = time.time()
+        batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag)
+        rollout = self.algorithm.prepare_rollout(batch, self.pre)
+        self.trainer.set_data_mixer(RolloutSource(rollout))
+        stats = self.trainer.training_step().to_log_dict()
+        self.algorithm.policy_version += 1
+        self.update_count += 1
+        self.push_weights()
+        record = {
+            "kind": "update",
+            "update": self.update_count,
+            **self.algorithm.rollout_stats(rollout, batch, dropped),
+            **stats,
+            **self.episodes.summary(),
+            "transitions_rejected": float(sum(self.buffer.rejected.values())),
+            "update_s": round(time.time() - t_start, 3),
+        }
+        record["policy_version"] = self.algorithm.policy_version
+        self.log(record)
+        logger.info(
+            "[LEARNER] update %d -> v%d | %d transitions (%d stale) | env steps %d | success %.3f | "
+            "actor %.4f value %.4f ent %.3f kl %.2e clip %.3f ratio[%.3f, %.3f] guard %.1e ev %.3f | %.2fs",
+            self.update_count,
+            self.algorithm.policy_version,
+            len(rollout),
+            dropped,
+            self.env_steps,
+            record.get("episode_success", float("nan")),
+            stats["actor_loss"],
+            stats["value_loss"],
+            stats["entropy"],
+            stats["approx_kl"],
+            stats["clip_fraction"],
+            stats["ratio_min"],
+            stats["ratio_max"],
+            stats["ratio_guard_max_dev"],
+            record["explained_variance"],
+            record["update_s"],
+        )
+        if self.cfg.save_checkpoint and (
+            self.update_count % max(self.cfg.save_freq, 1) == 0 or self.update_count >= self.cfg.policy.online_steps
+        ):
+            self.save()
+        return True
+
+    def save(self) -> None:
+        save_run_checkpoint(
+            self.cfg, self.update_count, self.env_steps, self.policy, self.algorithm, self.pre, self.post
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        acfg = self.cfg.policy.actor_learner_config
+        service = BroadcastLearnerService(
+            self.board,
+            shutdown_event=self.shutdown_event,
+            transition_queue=self.transition_queue,
+            interaction_message_queue=self.interaction_queue,
+            queue_get_timeout=acfg.queue_get_timeout,
+        )
+        server = start_server(service, acfg.learner_host, acfg.learner_port)
+        self.push_weights()
+        try:
+            while not self.shutdown_event.is_set() and self.update_count < self.cfg.policy.online_steps:
+                self.drain()
+                if not self.maybe_update():
+                    time.sleep(0.01)
+            if self.update_count >= self.cfg.policy.online_steps:
+                logger.info("[LEARNER] reached %d updates: done", self.update_count)
+        finally:
+            if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
+                self.save()
+            self.shutdown_event.set()
+            stop_server(server)
+
+    def checkpoint_is_current(self) -> bool:
+        last = last_checkpoint_dir(self.out)
+        return last.exists() and last.resolve().name.lstrip("0") == str(self.update_count)
+
+
+def run_learner(cfg: TrainRLServerPipelineConfig) -> None:
+    if not is_pi_rl(cfg):
+        from lerobot.rl.learner import train
+
+        train(cfg)
+        return
+    if cfg.resume:
+        cfg = handle_resume_logic(cfg)
+    cfg = resolve_pi_rl_config(cfg)
+    if not cfg.resume:
+        check_fresh_output_dir(cfg)
+    out = Path(cfg.output_dir)
+    os.makedirs(out / "logs", exist_ok=True)
+    init_logging(log_file=str(out / "logs" / f"learner_{cfg.job_name}.log"))
+    if cfg.policy.concurrency.learner != "threads":
+        logger.warning("[LEARNER] pi_rl serves actors from threads (concurrency.learner=%r ignored)", cfg.policy.concurrency.learner)
+    set_seed(cfg.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    shutdown = ProcessSignalHandler(use_threads=True).shutdown_event
+    PiRLLearner(cfg, shutdown).run()
+
+
+@parser.wrap()
+def train_cli(cfg: TrainRLServerPipelineConfig) -> None:
+    run_learner(cfg)
+
+
+def main() -> None:
+    run_cli(train_cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Validation of LeRobot's ``TrainRLServerPipelineConfig`` for πRL runs (shared by actor and learner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+from lerobot.utils.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK
+
+from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
+
+
+def is_pi_rl(cfg: TrainRLServerPipelineConfig) -> bool:
+    """True when the run is a πRL run (otherwise the entry points delegate to LeRobot's SAC runtime)."""
+    return isinstance(cfg.policy, PiRLConfig) or isinstance(cfg.algorithm, PiRLAlgorithmConfig)
+
+
+def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipelineConfig:
+    """Fill in the algorithm from the policy and check that policy, algorithm and env fit together."""
+    if not isinstance(cfg.policy, PiRLConfig):
+        raise ValueError(f"policy.type: the pi_rl algorithm needs --policy.type=pi_rl, got {cfg.policy.type!r}")
+    if cfg.algorithm is None:
+        cfg.algorithm = PiRLAlgorithmConfig.from_policy_config(cfg.policy)
+    if not isinstance(cfg.algorithm, PiRLAlgorithmConfig):
+        raise ValueError(f"algorithm.type: a pi_rl policy trains with --algorithm.type=pi_rl, got {cfg.algorithm.type!r}")
+    if cfg.algorithm.policy_config is None:
+        cfg.algorithm.policy_config = cfg.policy
+    if cfg.env is None:
+        raise ValueError("env: pi_rl needs an environment (e.g. --env.type=pirl_metaworld)")
+    if not cfg.job_name:
+        cfg.job_name = f"{cfg.env.type}_pi_rl"
+    if cfg.output_dir is None:
+        raise ValueError("output_dir: set --output_dir (checkpoints, logs and metrics go there)")
+    cfg.output_dir = Path(cfg.output_dir)
+    if cfg.policy.push_to_hub and not cfg.policy.repo_id:
+        raise ValueError("policy.repo_id: set it to push the final policy to the Hub, or --policy.push_to_hub=false")
+    return cfg
+
+
+def check_fresh_output_dir(cfg: TrainRLServerPipelineConfig) -> None:
+    """A fresh (not resumed) learner must not overwrite a run that has checkpoints.
+
+    (LeRobot's ``TrainRLServerPipelineConfig.validate`` cannot be used here: in 0.6.1 it dereferences
+    ``cfg.dataset`` even though RL runs have none.)
+    """
+    last = Path(cfg.output_dir) / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
+    if last.exists():
+        raise FileExistsError(f"output_dir: {cfg.output_dir} already has checkpoints; pass --resume=true to continue it")

@@ -1,0 +1,59 @@
+"""Interaction messages (episode statistics, evaluation results) between actor and learner.
+
+LeRobot pickles these messages and its learner unpickles whatever arrives. πRL actors send JSON
+instead (same gRPC message), and the learner only ever parses JSON, so a learner that listens beyond
+loopback does not execute code sent by a peer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def encode_interaction(message: dict) -> bytes:
+    return json.dumps(message).encode("utf-8")
+
+
+def decode_interaction(payload: bytes) -> dict | None:
+    """The message as a dict, or ``None`` (logged) when it is not a JSON object."""
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        logger.warning("[LEARNER] ignored a non-JSON interaction message (%d bytes)", len(payload))
+        return None
+    if not isinstance(message, dict):
+        logger.warning("[LEARNER] ignored an interaction message that is not an object")
+        return None
+    return message
+
+
+class EpisodeLog:
+    """Episodes finished since the last summary (return, success, length)."""
+
+    def __init__(self):
+        self._episodes: list[dict] = []
+        self.total = 0
+
+    def add(self, episodes: list[dict]) -> None:
+        for ep in episodes:
+            if isinstance(ep, dict) and all(isinstance(ep.get(k), int | float) for k in ("return", "success", "length")):
+                self._episodes.append(ep)
+                self.total += 1
+
+    def summary(self) -> dict[str, float]:
+        eps, self._episodes = self._episodes, []
+        if not eps:
+            return {"episodes": 0.0}
+        n = len(eps)
+        return {
+            "episodes": float(n),
+            "episodes_total": float(self.total),
+            "episode_return": sum(e["return"] for e in eps) / n,
+            "episode_success": sum(float(e["success"]) for e in eps) / n,
+            "episode_length": sum(e["length"] for e in eps) / n,
+        }
+
+
