@@ -9,10 +9,10 @@ held-out seeds runs every ``--eval_every`` policy versions. The actor reconnects
 learner restarts and exits cleanly on SIGINT / SIGTERM. Non-pi_rl configs go to LeRobot's actor.
 """
 
-
 import logging
 import os
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -68,7 +68,13 @@ def with_reconnect(name: str, fn, cfg, q: Queue, shutdown_event, max_attempts: i
             shutdown_event.set()
             return
         delay = min(0.5 * 2**attempt, 10.0) * (0.8 + 0.4 * random.random())
-        logger.warning("[ACTOR] %s stream closed; reconnecting in %.1fs (attempt %d/%d)", name, delay, attempt, max_attempts)
+        logger.warning(
+            "[ACTOR] %s stream closed; reconnecting in %.1fs (attempt %d/%d)",
+            name,
+            delay,
+            attempt,
+            max_attempts,
+        )
         shutdown_event.wait(delay)
 
 
@@ -77,7 +83,7 @@ class PiRLActor:
         self.cfg = cfg
         self.shutdown_event = shutdown_event
         self.options = options or ActorOptions()
-        self.actor_id = random.getrandbits(62)
+        self.actor_id = secrets.randbits(62)  # not `random`: it is seeded identically in every actor
         self.policy = PiRLPolicy(cfg.policy).eval()
         self.algorithm = PiRLAlgorithm(self.policy, cfg.algorithm)
         self.algorithm.policy_version = -1  # nothing received yet
@@ -117,7 +123,7 @@ class PiRLActor:
         logger.info("[ACTOR %x] %d envs, waiting for the learner's weights", self.actor_id, n)
         while not self.shutdown_event.is_set() and not self.poll_weights(block=True, timeout=1.0):
             pass
-        obs = stepper.reset(seed=cfg.seed)
+        obs = stepper.reset(seed=None if getattr(cfg.env, "seeds_episodes", False) else cfg.seed)
         episode_ids = torch.zeros(n, dtype=torch.long)
         chunk_idx = torch.zeros(n, dtype=torch.long)
         ep_return, ep_len = np.zeros(n), np.zeros(n, dtype=int)
@@ -127,7 +133,12 @@ class PiRLActor:
         while not self.shutdown_event.is_set():
             self.poll_weights()
             version = self.algorithm.policy_version
-            if self.options.eval_every and version >= 0 and version % self.options.eval_every == 0 and version != last_eval_version:
+            if (
+                self.options.eval_every
+                and version >= 0
+                and version % self.options.eval_every == 0
+                and version != last_eval_version
+            ):
                 last_eval_version = version
                 self.evaluate(version)
             raw, batch = self.observe(obs)
@@ -159,7 +170,11 @@ class PiRLActor:
             total_steps += int(result.steps.sum())
             for i in np.flatnonzero(result.terminated | result.truncated):
                 pending_episodes.append(
-                    {"return": float(ep_return[i]), "success": float(result.episode_success[i]), "length": int(ep_len[i])}
+                    {
+                        "return": float(ep_return[i]),
+                        "success": float(result.episode_success[i]),
+                        "length": int(ep_len[i]),
+                    }
                 )
                 ep_return[i], ep_len[i] = 0.0, 0
                 episode_ids[i] += 1
@@ -213,6 +228,7 @@ def run_actor(cfg: TrainRLServerPipelineConfig) -> None:
     os.makedirs(out / "logs", exist_ok=True)
     init_logging(log_file=str(out / "logs" / f"actor_{cfg.job_name}_{os.getpid()}.log"))
     set_seed(cfg.seed if cfg.seed is not None else 0)
+    torch.set_num_threads(int(os.environ.get("PIRL_ACTOR_THREADS", "1")))
     shutdown = ProcessSignalHandler(use_threads=True).shutdown_event
     actor = PiRLActor(cfg, shutdown)
     acfg = cfg.policy.actor_learner_config

@@ -6,7 +6,13 @@ import os
 import sys
 from collections.abc import Callable
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    KeyError,
+    OSError,
+)
 
 
 def run_cli(fn: Callable[[], object]) -> None:

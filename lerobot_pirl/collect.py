@@ -39,7 +39,9 @@ def collect_episodes(
     progress: bool = True,
 ) -> tuple[list[list[dict]], dict]:
     """Expert rollouts (frames of ``observation.state`` / ``action``) and collection statistics."""
-    env = MetaWorldStateEnv(task, episode_length=episode_length, reward_type="sparse", terminate_on_success=True)
+    env = MetaWorldStateEnv(
+        task, episode_length=episode_length, reward_type="sparse", terminate_on_success=True
+    )
     expert = expert_policy(task)
     rng = np.random.default_rng(seed)
     kept, tried, next_seed = [], 0, seed
@@ -114,7 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     run_cli(
         lambda: print(
             collect_dataset(
-                args.task, args.episodes, args.root, args.repo_id, args.seed, args.episode_length, args.action_noise
+                args.task,
+                args.episodes,
+                args.root,
+                args.repo_id,
+                args.seed,
+                args.episode_length,
+                args.action_noise,
             )
         )
     )

@@ -29,7 +29,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 @torch.no_grad()
-def evaluate_policy(policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool = False) -> dict:
+def evaluate_policy(
+    policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool = False
+) -> dict:
     """Run ``episodes`` episodes on seeds ``env_cfg.eval_seed + j`` with the policy's deterministic
     ``predict_action_chunk`` (executing its whole returned chunk), batched over ``env_cfg.num_envs``."""
     from lerobot.envs.utils import preprocess_observation
@@ -55,7 +57,9 @@ def evaluate_policy(policy, preprocessor, postprocessor, env_cfg, episodes: int,
         while alive.any():
             raw = {k: v for k, v in preprocess_observation(obs).items() if k in features}
             chunk = policy.predict_action_chunk(preprocessor(raw))
-            n_exec = getattr(policy.config, "n_action_steps", None)  # plain base policies execute n_action_steps
+            n_exec = getattr(
+                policy.config, "n_action_steps", None
+            )  # plain base policies execute n_action_steps
             actions = postprocessor(chunk[:, :n_exec] if n_exec else chunk).cpu().numpy()
             res = stepper.step_chunk(actions)
             ep_ret += np.where(alive, res.rewards, 0.0)
@@ -114,7 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> None:
         policy, pre, post = load_policy_for_eval(args.policy_path)
         env_cfg = MetaWorldStateEnvConfig(
-            task=args.task, num_envs=args.num_envs, episode_length=args.episode_length, eval_seed=args.eval_seed
+            task=args.task,
+            num_envs=args.num_envs,
+            episode_length=args.episode_length,
+            eval_seed=args.eval_seed,
         )
         report = evaluate_policy(policy, pre, post, env_cfg, args.episodes, progress=sys.stderr.isatty())
         print(json.dumps(report, indent=2))

@@ -9,7 +9,6 @@ diagnostics (console, ``metrics.jsonl``, wandb) and writes LeRobot checkpoints. 
 handed to LeRobot's own learner.
 """
 
-
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ from pathlib import Path
 import torch
 from lerobot.configs import parser
 from lerobot.policies.factory import make_pre_post_processors
-from lerobot.rl.learner import handle_resume_logic
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 from lerobot.rl.trainer import RLTrainer
 from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
@@ -102,7 +100,9 @@ class PiRLLearner:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
-            self.wandb.log_dict({k: v for k, v in record.items() if isinstance(v, int | float)}, step=self.update_count)
+            self.wandb.log_dict(
+                {k: v for k, v in record.items() if isinstance(v, int | float)}, step=self.update_count
+            )
 
     def drain(self) -> None:
         while True:
@@ -182,7 +182,8 @@ class PiRLLearner:
             record["update_s"],
         )
         if self.cfg.save_checkpoint and (
-            self.update_count % max(self.cfg.save_freq, 1) == 0 or self.update_count >= self.cfg.policy.online_steps
+            self.update_count % max(self.cfg.save_freq, 1) == 0
+            or self.update_count >= self.cfg.policy.online_steps
         ):
             self.save()
         return True
@@ -228,16 +229,24 @@ def run_learner(cfg: TrainRLServerPipelineConfig) -> None:
 
         train(cfg)
         return
-    if cfg.resume:
-        cfg = handle_resume_logic(cfg)
     cfg = resolve_pi_rl_config(cfg)
-    if not cfg.resume:
+    if cfg.resume:
+        # Unlike LeRobot's handle_resume_logic, keep the command line's overrides (e.g. a larger
+        # --policy.online_steps); weights, optimiser and counters come from the checkpoint.
+        if not last_checkpoint_dir(cfg.output_dir).exists():
+            raise FileNotFoundError(
+                f"output_dir: no checkpoint to resume in {cfg.output_dir}/checkpoints/last"
+            )
+    else:
         check_fresh_output_dir(cfg)
     out = Path(cfg.output_dir)
     os.makedirs(out / "logs", exist_ok=True)
     init_logging(log_file=str(out / "logs" / f"learner_{cfg.job_name}.log"))
     if cfg.policy.concurrency.learner != "threads":
-        logger.warning("[LEARNER] pi_rl serves actors from threads (concurrency.learner=%r ignored)", cfg.policy.concurrency.learner)
+        logger.warning(
+            "[LEARNER] pi_rl serves actors from threads (concurrency.learner=%r ignored)",
+            cfg.policy.concurrency.learner,
+        )
     set_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     shutdown = ProcessSignalHandler(use_threads=True).shutdown_event

@@ -110,3 +110,31 @@ def synthetic_transitions(
         )
         state = obs_batch(n_envs, seed=seed + 1000 + c) if ends else next_state
     return out
+
+
+def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3) -> None:
+    """A randomly initialised flow_mlp for pirl_metaworld (39-dim state, 4-dim action) with processors,
+    saved like a lerobot-train checkpoint (stands in for an SFT policy in runtime tests)."""
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    cfg = FlowMLPConfig(
+        device="cpu",
+        chunk_size=chunk_size,
+        n_action_steps=n_action_steps,
+        obs_dim=32,
+        hidden_dim=64,
+        num_layers=2,
+        token_dim=8,
+        time_embed_dim=8,
+        input_features={OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(39,))},
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
+        push_to_hub=False,
+    )
+    policy = get_policy_class("flow_mlp")(cfg)
+    stats = {
+        OBS_STATE: {"mean": torch.zeros(39), "std": torch.ones(39)},
+        ACTION: {"mean": torch.zeros(4), "std": torch.full((4,), 0.5)},
+    }
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    for obj in (policy, pre, post):
+        obj.save_pretrained(path)

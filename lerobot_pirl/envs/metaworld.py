@@ -47,7 +47,9 @@ class MetaWorldStateEnv(gym.Env):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         if task not in ALL_V3_ENVIRONMENTS:
-            raise ValueError(f"task: unknown MetaWorld v3 task {task!r}; e.g. {sorted(ALL_V3_ENVIRONMENTS)[:5]}")
+            raise ValueError(
+                f"task: unknown MetaWorld v3 task {task!r}; e.g. {sorted(ALL_V3_ENVIRONMENTS)[:5]}"
+            )
         if reward_type not in REWARD_TYPES:
             raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {reward_type!r}")
         render = {"render_mode": "rgb_array", "width": image_size, "height": image_size} if image_size else {}
@@ -82,7 +84,9 @@ class MetaWorldStateEnv(gym.Env):
     def next_episode_seed(self) -> int:
         seed = self.seed_start + self._episodes * self.seed_stride
         if self.seed_limit is not None and seed >= self.seed_limit:
-            raise RuntimeError(f"training episode seed {seed} would reach the held-out range (>= {self.seed_limit})")
+            raise RuntimeError(
+                f"training episode seed {seed} would reach the held-out range (>= {self.seed_limit})"
+            )
         return seed
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -113,7 +117,14 @@ class MetaWorldStateEnv(gym.Env):
 @EnvConfig.register_subclass("pirl_metaworld")
 @dataclass
 class MetaWorldStateEnvConfig(EnvConfig):
-    """A MetaWorld v3 task with the 39-dim state observation (optional image), vectorised."""
+    """A MetaWorld v3 task with the 39-dim state observation (optional image), vectorised.
+
+    With several actors, give each its own ``seed`` (e.g. 0, 100000, 200000) so they play different
+    task variations.
+    """
+
+    # Training envs draw their own episode seeds (the actor resets them without a seed).
+    seeds_episodes: ClassVar[bool] = True
 
     # MetaWorld v3 task name, e.g. "button-press-v3".
     task: str | None = "button-press-v3"
@@ -176,7 +187,9 @@ class MetaWorldStateEnvConfig(EnvConfig):
             "image_size": self.image_size,
         }
 
-    def make_env(self, seed_start: int, seed_stride: int = 1, seed_limit: int | None = None) -> MetaWorldStateEnv:
+    def make_env(
+        self, seed_start: int, seed_stride: int = 1, seed_limit: int | None = None
+    ) -> MetaWorldStateEnv:
         return MetaWorldStateEnv(
             **self.gym_kwargs, seed_start=seed_start, seed_stride=seed_stride, seed_limit=seed_limit
         )

@@ -27,7 +27,9 @@ def last_checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
 
 
-def save_run_checkpoint(cfg, step: int, interaction_step: int, policy, algorithm, preprocessor, postprocessor) -> Path:
+def save_run_checkpoint(
+    cfg, step: int, interaction_step: int, policy, algorithm, preprocessor, postprocessor
+) -> Path:
     """Write ``checkpoints/<step>/`` (``pretrained_model/``, ``training_state/``, ``algorithm/``).
 
     Everything is written into a hidden temporary folder that is renamed into place, then the ``last``
@@ -70,7 +72,9 @@ def restore_training_state(checkpoint_dir: Path, algorithm) -> tuple[int, int]:
     """
     step, _, _ = load_training_state(checkpoint_dir, algorithm.get_optimizers(), None)
     algorithm.load_state_dict(load_file(str(checkpoint_dir / ALGORITHM_DIR / SAFETENSORS_SINGLE_FILE)))
-    interaction_step = int(load_json(checkpoint_dir / TRAINING_STATE_DIR / TRAINING_STEP).get("interaction_step", 0))
+    interaction_step = int(
+        load_json(checkpoint_dir / TRAINING_STATE_DIR / TRAINING_STEP).get("interaction_step", 0)
+    )
     algorithm.optimization_step = step
     return step, interaction_step
 

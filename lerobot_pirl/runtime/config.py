@@ -19,11 +19,15 @@ def is_pi_rl(cfg: TrainRLServerPipelineConfig) -> bool:
 def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipelineConfig:
     """Fill in the algorithm from the policy and check that policy, algorithm and env fit together."""
     if not isinstance(cfg.policy, PiRLConfig):
-        raise ValueError(f"policy.type: the pi_rl algorithm needs --policy.type=pi_rl, got {cfg.policy.type!r}")
+        raise ValueError(
+            f"policy.type: the pi_rl algorithm needs --policy.type=pi_rl, got {cfg.policy.type!r}"
+        )
     if cfg.algorithm is None:
         cfg.algorithm = PiRLAlgorithmConfig.from_policy_config(cfg.policy)
     if not isinstance(cfg.algorithm, PiRLAlgorithmConfig):
-        raise ValueError(f"algorithm.type: a pi_rl policy trains with --algorithm.type=pi_rl, got {cfg.algorithm.type!r}")
+        raise ValueError(
+            f"algorithm.type: a pi_rl policy trains with --algorithm.type=pi_rl, got {cfg.algorithm.type!r}"
+        )
     if cfg.algorithm.policy_config is None:
         cfg.algorithm.policy_config = cfg.policy
     if cfg.env is None:
@@ -34,7 +38,9 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
         raise ValueError("output_dir: set --output_dir (checkpoints, logs and metrics go there)")
     cfg.output_dir = Path(cfg.output_dir)
     if cfg.policy.push_to_hub and not cfg.policy.repo_id:
-        raise ValueError("policy.repo_id: set it to push the final policy to the Hub, or --policy.push_to_hub=false")
+        raise ValueError(
+            "policy.repo_id: set it to push the final policy to the Hub, or --policy.push_to_hub=false"
+        )
     return cfg
 
 
@@ -46,4 +52,6 @@ def check_fresh_output_dir(cfg: TrainRLServerPipelineConfig) -> None:
     """
     last = Path(cfg.output_dir) / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
     if last.exists():
-        raise FileExistsError(f"output_dir: {cfg.output_dir} already has checkpoints; pass --resume=true to continue it")
+        raise FileExistsError(
+            f"output_dir: {cfg.output_dir} already has checkpoints; pass --resume=true to continue it"
+        )

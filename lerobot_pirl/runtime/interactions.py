@@ -39,7 +39,9 @@ class EpisodeLog:
 
     def add(self, episodes: list[dict]) -> None:
         for ep in episodes:
-            if isinstance(ep, dict) and all(isinstance(ep.get(k), int | float) for k in ("return", "success", "length")):
+            if isinstance(ep, dict) and all(
+                isinstance(ep.get(k), int | float) for k in ("return", "success", "length")
+            ):
                 self._episodes.append(ep)
                 self.total += 1
 
@@ -55,5 +57,3 @@ class EpisodeLog:
             "episode_success": sum(float(e["success"]) for e in eps) / n,
             "episode_length": sum(e["length"] for e in eps) / n,
         }
-
-

@@ -10,7 +10,9 @@ import numpy as np
 
 @dataclass
 class ChunkResult:
-    next_obs: dict[str, np.ndarray]  # per env: the observation after its last executed step (final obs if it ended)
+    next_obs: dict[
+        str, np.ndarray
+    ]  # per env: the observation after its last executed step (final obs if it ended)
     last_obs: dict[str, np.ndarray]  # what the envs show now (after an auto-reset, if any)
     rewards: np.ndarray  # [N] summed over the env's executed steps
     steps: np.ndarray  # [N] env steps executed inside the episode
@@ -21,8 +23,10 @@ class ChunkResult:
 
 
 def _stack(obs_list: list[dict]) -> dict[str, np.ndarray]:
-    return {k: (_stack([o[k] for o in obs_list]) if isinstance(v, dict) else np.stack([o[k] for o in obs_list]))
-            for k, v in obs_list[0].items()}
+    return {
+        k: (_stack([o[k] for o in obs_list]) if isinstance(v, dict) else np.stack([o[k] for o in obs_list]))
+        for k, v in obs_list[0].items()
+    }
 
 
 def _unstack(obs: dict, n: int) -> list[dict]:
@@ -61,7 +65,11 @@ class ChunkStepper:
         if not self.exact:
             obs, _ = self.vec.reset(seed=seed)
             return obs
-        seeds = seed if isinstance(seed, list) else [None if seed is None else seed + i for i in range(self.num_envs)]
+        seeds = (
+            seed
+            if isinstance(seed, list)
+            else [None if seed is None else seed + i for i in range(self.num_envs)]
+        )
         self._obs = [env.reset(seed=s)[0] for env, s in zip(self.vec.envs, seeds, strict=True)]
         return _stack(self._obs)
 

@@ -371,5 +371,9 @@ class PiRLAlgorithm(RLAlgorithm):
             "transitions_dropped": float(dropped),
             "on_policy_fraction": float(rollout.on_policy.float().mean()),
             "reward_mean": float(batch.reward.mean()),
+            "actors": float(len(torch.unique(batch.actor_id))),
+            "streams": float(batch.columns.shape[1]),
+            "rollout_version_min": float(batch.version.min()),
+            "rollout_version_max": float(batch.version.max()),
             "policy_version": float(self.policy_version),
         }

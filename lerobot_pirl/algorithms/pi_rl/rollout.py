@@ -120,6 +120,7 @@ class TransitionBatch:
     logprob: Tensor  # [N] or [N, H, Dr]
     version: Tensor  # [N] int64
     success: Tensor  # [N] float
+    actor_id: Tensor  # [N] int64
     columns: Tensor  # [T_max, E] int64 indices into the batch, -1 = padding
     gap_after: Tensor  # [N] bool: the stream continues but its next transition is not in this batch
 
@@ -232,6 +233,7 @@ class RolloutBuffer:
             logprob=torch.stack([_as_tensor(i[LOGPROB]).float() for i in infos]),
             version=torch.tensor([int(_as_tensor(i[POLICY_VERSION])) for i in infos], dtype=torch.long),
             success=torch.tensor([float(_as_tensor(i.get(SUCCESS, 0.0))) for i in infos]),
+            actor_id=torch.tensor([int(_as_tensor(i[ACTOR_ID])) for i in infos], dtype=torch.long),
             columns=columns,
             gap_after=gap_after & ~(terminated | truncated),
         )

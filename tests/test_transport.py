@@ -1,0 +1,102 @@
+"""πRL payloads through LeRobot's transport utilities, and the parameter broadcast (issue 5)."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from lerobot.transport import services_pb2
+from lerobot.transport.utils import (
+    CHUNK_SIZE,
+    bytes_to_state_dict,
+    bytes_to_transitions,
+    receive_bytes_in_chunks,
+    send_bytes_in_chunks,
+    state_to_bytes,
+    transitions_to_bytes,
+)
+
+from lerobot_pirl.algorithms.pi_rl.rollout import REQUIRED_INFO_KEYS
+from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction, encode_interaction
+from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard
+from tests.helpers import synthetic_transitions, tiny_pi_rl
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
+
+
+def test_pi_rl_transitions_round_trip_through_lerobot_transport():
+    policy = tiny_pi_rl("flow_noise", logprob_level="token")
+    transitions = synthetic_transitions(policy, n_envs=3, n_chunks=2)
+    assert all(k in transitions[0]["complementary_info"] for k in REQUIRED_INFO_KEYS)
+    back = bytes_to_transitions(transitions_to_bytes(transitions))  # torch.load(weights_only=True)
+    assert len(back) == len(transitions)
+    for a, b in zip(transitions, back, strict=True):
+        assert _equal(dict(a), dict(b))
+
+
+def test_parameter_push_larger_than_the_chunk_size_round_trips_in_chunks():
+    weights = {"big": torch.randn(3 * CHUNK_SIZE // 4 + 123), "version": torch.tensor(7)}
+    payload = state_to_bytes(weights)
+    assert len(payload) > 2 * CHUNK_SIZE
+    messages = list(send_bytes_in_chunks(payload, services_pb2.Parameters))
+    assert len(messages) >= 3
+    received = receive_bytes_in_chunks(iter(messages), None, threading.Event())
+    assert _equal(bytes_to_state_dict(received), weights)
+
+
+class _Context:
+    def __init__(self):
+        self.active = True
+
+    def is_active(self):
+        return self.active
+
+
+def test_every_subscriber_receives_every_weights_version():
+    board = WeightsBoard()
+    shutdown = threading.Event()
+    service = BroadcastLearnerService(
+        board,
+        shutdown_event=shutdown,
+        transition_queue=None,
+        interaction_message_queue=None,
+        queue_get_timeout=0.05,
+    )
+    streams = [service.StreamParameters(None, _Context()) for _ in range(2)]
+    received: list[list[int]] = [[], []]
+
+    def consume(i):
+        for msg in streams[i]:
+            if msg.transfer_state == services_pb2.TransferState.TRANSFER_END:
+                received[i].append(int(bytes_to_state_dict(msg.data)["v"]))
+            if len(received[i]) == 3:
+                return
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for v in range(3):
+        board.publish(v, state_to_bytes({"v": torch.tensor(v)}))
+        threading.Event().wait(0.2)
+    for t in threads:
+        t.join(timeout=5)
+    shutdown.set()
+    assert received == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_interaction_messages_are_json_and_never_unpickled():
+    import pickle
+
+    msg = {"env_steps": 10, "episodes": [{"return": 1.0, "success": 1.0, "length": 40}]}
+    assert decode_interaction(encode_interaction(msg)) == msg
+    assert decode_interaction(pickle.dumps(msg)) is None
+    assert decode_interaction(b"[1, 2]") is None
+    log = EpisodeLog()
+    log.add(msg["episodes"] + [{"return": "x"}, "junk"])
+    assert log.summary()["episodes"] == 1.0
