@@ -15,7 +15,6 @@ import random
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
 
@@ -44,16 +43,6 @@ from lerobot_pirl.runtime.vector import ChunkStepper
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class ActorOptions:
-    """Actor-only knobs, read from environment variables so the shared recipe stays LeRobot's config."""
-
-    eval_every: int = int(os.environ.get("PIRL_EVAL_EVERY", "0"))  # policy versions between evals (0 = off)
-    eval_episodes: int = int(os.environ.get("PIRL_EVAL_EPISODES", "50"))
-    stats_period_s: float = float(os.environ.get("PIRL_STATS_PERIOD_S", "1.0"))
-    max_reconnects: int = int(os.environ.get("PIRL_MAX_RECONNECTS", "10"))
-
-
 def with_reconnect(name: str, fn, cfg, q: Queue, shutdown_event, max_attempts: int) -> None:
     """Run one of LeRobot's streaming loops; when the stream drops, retry with back-off (bounded)."""
     attempt = 0
@@ -79,10 +68,10 @@ def with_reconnect(name: str, fn, cfg, q: Queue, shutdown_event, max_attempts: i
 
 
 class PiRLActor:
-    def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event, options: ActorOptions | None = None):
+    def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event):
         self.cfg = cfg
         self.shutdown_event = shutdown_event
-        self.options = options or ActorOptions()
+        self.options = cfg.policy.actor
         self.actor_id = secrets.randbits(62)  # not `random`: it is seeded identically in every actor
         self.policy = PiRLPolicy(cfg.policy).eval()
         self.algorithm = PiRLAlgorithm(self.policy, cfg.algorithm)
@@ -130,9 +119,19 @@ class PiRLActor:
         pending_episodes, steps_since_msg, last_msg = [], 0, time.time()
         last_eval_version = -1
         t_start, total_steps = time.time(), 0
+        budget = self.chunks_per_version(n)
+        chunks_this_version = 0
         while not self.shutdown_event.is_set():
-            self.poll_weights()
+            if self.poll_weights():
+                # New weights, or the same version pushed again by a restarted learner: a new budget.
+                chunks_this_version = 0
+            if budget and chunks_this_version >= budget:
+                # One rollout per version is in: wait for the learner's next weights (stay on-policy).
+                if self.poll_weights(block=True, timeout=0.5):
+                    chunks_this_version = 0
+                continue
             version = self.algorithm.policy_version
+            chunks_this_version += 1
             if (
                 self.options.eval_every
                 and version >= 0
@@ -185,6 +184,11 @@ class PiRLActor:
         self.send_stats(pending_episodes, steps_since_msg, total_steps / max(time.time() - t_start, 1e-9))
         vec.close()
 
+    def chunks_per_version(self, num_envs: int) -> int:
+        if self.options.chunks_per_version is not None:
+            return self.options.chunks_per_version
+        return -(-self.cfg.algorithm.rollout_size // num_envs)
+
     def send_stats(self, episodes: list[dict], env_steps: int, sps: float) -> None:
         self.interactions_queue.put(
             encode_interaction(
@@ -228,7 +232,7 @@ def run_actor(cfg: TrainRLServerPipelineConfig) -> None:
     os.makedirs(out / "logs", exist_ok=True)
     init_logging(log_file=str(out / "logs" / f"actor_{cfg.job_name}_{os.getpid()}.log"))
     set_seed(cfg.seed if cfg.seed is not None else 0)
-    torch.set_num_threads(int(os.environ.get("PIRL_ACTOR_THREADS", "1")))
+    torch.set_num_threads(cfg.policy.actor.torch_threads)
     shutdown = ProcessSignalHandler(use_threads=True).shutdown_event
     actor = PiRLActor(cfg, shutdown)
     acfg = cfg.policy.actor_learner_config

@@ -143,7 +143,7 @@ class PiRLLearner:
         if self.buffer.num_usable(version, alg_cfg.max_policy_lag) < alg_cfg.rollout_size:
             return False
         t_start = time.time()
-        batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag)
+        batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag, limit=2 * alg_cfg.rollout_size)
         rollout = self.algorithm.prepare_rollout(batch, self.pre)
         self.trainer.set_data_mixer(RolloutSource(rollout))
         stats = self.trainer.training_step().to_log_dict()

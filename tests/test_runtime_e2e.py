@@ -74,7 +74,7 @@ def _config(tmp: Path, base: Path, port: int) -> Path:
 
 
 def _spawn(module: str, recipe: Path, log: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PIRL_MAX_RECONNECTS": "8", "PIRL_STATS_PERIOD_S": "0.3"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", module, f"--config_path={recipe}", *extra],
         stdout=open(log, "w"),

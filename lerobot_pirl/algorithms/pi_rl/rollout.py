@@ -206,10 +206,20 @@ class RolloutBuffer:
     def num_usable(self, version: int, max_lag: int) -> int:
         return sum(self._fresh(version, max_lag))
 
-    def take(self, version: int, max_lag: int) -> tuple[TransitionBatch | None, int]:
-        """Everything usable, as a batch (the buffer is emptied); also returns how many were too old."""
+    def take(self, version: int, max_lag: int, limit: int | None = None) -> tuple[TransitionBatch | None, int]:
+        """The usable transitions as a batch (the buffer is emptied); also returns how many were dropped.
+
+        With ``limit``, at most that many are used, the freshest policy versions first (an actor that
+        outpaces the learner must not make rollouts, and update times, grow without bound).
+        """
         fresh = self._fresh(version, max_lag)
         items = [tr for tr, ok in zip(self._items, fresh, strict=True) if ok]
+        if limit is not None and len(items) > limit:
+            newest_first = sorted(
+                range(len(items)), key=lambda i: -int(items[i]["complementary_info"][POLICY_VERSION])
+            )
+            keep = set(newest_first[:limit])
+            items = [tr for i, tr in enumerate(items) if i in keep]
         dropped = len(fresh) - len(items)
         self.dropped_stale += dropped
         self._items = []

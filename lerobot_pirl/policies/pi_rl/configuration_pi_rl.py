@@ -19,6 +19,34 @@ from lerobot.policies.gaussian_actor.configuration_gaussian_actor import (
 from lerobot_pirl.flow.config import FlowSamplerConfig, NoiseHeadConfig, ValueHeadConfig
 
 
+@dataclass
+class PiRLActorConfig:
+    """How a πRL actor paces, evaluates and reconnects (read by ``lerobot_pirl.actor`` only)."""
+
+    # Chunks each env runs per policy version before the actor waits for new weights
+    # (null = ceil(rollout_size / num_envs): one on-policy rollout per version from a single actor;
+    # with A actors use ceil(rollout_size / (num_envs * A)); 0 = never wait).
+    chunks_per_version: int | None = None
+    # Policy versions between held-out ODE evaluations run by the actor (0 = never).
+    eval_every: int = 0
+    # Episodes per held-out evaluation.
+    eval_episodes: int = 30
+    # Seconds between episode-statistics messages to the learner.
+    stats_period_s: float = 1.0
+    # Reconnection attempts (with exponential back-off) before an actor gives up on its learner.
+    max_reconnects: int = 10
+    # Torch intra-op threads of the actor process (small models sample fastest on one thread).
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.chunks_per_version is not None and self.chunks_per_version < 0:
+            raise ValueError(f"actor.chunks_per_version must be >= 0 or null, got {self.chunks_per_version}")
+        if self.eval_every < 0 or self.eval_episodes < 1:
+            raise ValueError("actor.eval_every must be >= 0 and actor.eval_episodes >= 1")
+        if self.max_reconnects < 0 or self.torch_threads < 1 or self.stats_period_s <= 0:
+            raise ValueError("actor.max_reconnects >= 0, actor.torch_threads >= 1, actor.stats_period_s > 0")
+
+
 @PreTrainedConfig.register_subclass("pi_rl")
 @dataclass
 class PiRLConfig(PreTrainedConfig):
@@ -69,6 +97,8 @@ class PiRLConfig(PreTrainedConfig):
     actor_learner_config: ActorLearnerConfig = field(default_factory=ActorLearnerConfig)
     # Threads or processes for the communication side of actor and learner.
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    # Actor pacing, periodic evaluation and reconnection.
+    actor: PiRLActorConfig = field(default_factory=PiRLActorConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()

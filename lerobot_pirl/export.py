@@ -1,0 +1,49 @@
+"""Export the base policy of a ``pi_rl`` checkpoint as a plain checkpoint of its own type.
+
+``lerobot-pirl-export --checkpoint outputs/.../checkpoints/last/pretrained_model --out exported/``
+writes e.g. a ``flow_mlp`` (later ``pi0``) ``pretrained_model`` with its processors, which LeRobot's
+``make_policy`` / ``lerobot-eval`` load like any other checkpoint of that type; ``--repo_id`` also
+pushes it to the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
+    import lerobot_pirl  # noqa: F401
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"checkpoint: {checkpoint} is not a pretrained_model directory (no config.json)")
+    policy = PiRLPolicy.from_pretrained(checkpoint)
+    policy.export_base(out)
+    pre, post = make_pre_post_processors(policy.config, pretrained_path=str(checkpoint))
+    pre.save_pretrained(out)
+    post.save_pretrained(out)
+    if repo_id:
+        exported_cls = type(policy.base)
+        exported_cls.from_pretrained(out).push_to_hub(repo_id)
+        pre.push_to_hub(repo_id)
+        post.push_to_hub(repo_id)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lerobot_pirl.cli import run_cli
+
+    p = argparse.ArgumentParser(description="Export the base policy of a pi_rl checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a pi_rl pretrained_model directory")
+    p.add_argument("--out", required=True, help="where to write the plain base-policy checkpoint")
+    p.add_argument("--repo_id", default=None, help="also push the exported policy to this Hub repo")
+    args = p.parse_args(argv)
+    run_cli(lambda: print(export_checkpoint(args.checkpoint, args.out, args.repo_id)))
+
+
+if __name__ == "__main__":
+    main()
