@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lerobot_pirl.flow.adapters.base import FlowAdapter, Prefix
-from lerobot_pirl.flow.config import FlowSamplerConfig, ValueHeadConfig
+from lerobot_pirl.flow.config import FlowSamplerConfig, NoiseHeadConfig, ValueHeadConfig
 from lerobot_pirl.flow.heads import NoiseHead, ValueHead
 from lerobot_pirl.flow.sampler import FlowChainSampler
 from lerobot_pirl.flow.steps import make_step_rule
@@ -65,7 +65,7 @@ def _padded_setup(method, sde_steps, level="chunk"):
     noise_head = NoiseHead(
         5, 5, __import__("lerobot_pirl.flow.config", fromlist=["x"]).NoiseHeadConfig([8]), 0.08, 0.16
     )
-    value_head = ValueHead(4, 5, ValueHeadConfig(hidden_dims=[8]))
+    value_head = ValueHead(4, 5, ValueHeadConfig(hidden_dims=[8]), "prefix")
     return adapter, sampler, noise_head, value_head, {"s": torch.randn(8, 4)}
 
 

@@ -89,15 +89,16 @@ class NoiseHeadConfig:
 class ValueHeadConfig:
     """The critic head."""
 
-    # "prefix": on the pooled observation features; "expert": on action-token features averaged over steps.
-    placement: str = "prefix"
+    # "prefix": on the pooled observation features; "expert": on action-token features averaged over
+    # the denoising steps; null: the base family's default (pi0: expert; flow_mlp, pi05, smolvla: prefix).
+    placement: str | None = None
     # Hidden widths of the ReLU MLP.
     hidden_dims: list[int] = field(default_factory=lambda: [256, 128])
     # Stop critic gradients from flowing into the base model.
     detach_critic_input: bool = True
 
     def __post_init__(self) -> None:
-        if self.placement not in VALUE_PLACEMENTS:
+        if self.placement is not None and self.placement not in VALUE_PLACEMENTS:
             raise ValueError(
                 f"value_head.placement must be one of {list(VALUE_PLACEMENTS)}, got {self.placement!r}"
             )

@@ -39,11 +39,11 @@ class NoiseHead(nn.Module):
 class ValueHead(nn.Module):
     """ReLU MLP on either the pooled prefix features or the mean action-token features."""
 
-    def __init__(self, prefix_dim: int, hidden_dim: int, cfg: ValueHeadConfig):
+    def __init__(self, prefix_dim: int, hidden_dim: int, cfg: ValueHeadConfig, placement: str):
         super().__init__()
-        self.placement = cfg.placement
+        self.placement = placement
         self.detach_input = cfg.detach_critic_input
-        in_dim = prefix_dim if cfg.placement == "prefix" else hidden_dim
+        in_dim = prefix_dim if placement == "prefix" else hidden_dim
         self.net = mlp(in_dim, cfg.hidden_dims, 1, nn.ReLU)
         nn.init.zeros_(self.net[-1].bias)
 

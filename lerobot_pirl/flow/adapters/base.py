@@ -30,7 +30,11 @@ class Prefix:
 
 
 class FlowAdapter(abc.ABC):
-    """Base class of the per-family adapters (``flow_mlp``, later ``pi0``, ``pi05``, ``smolvla``)."""
+    """Base class of the per-family adapters (``flow_mlp``, ``pi0``, ``pi05``, ``smolvla``)."""
+
+    # Where this family's value head reads by default: "prefix" (pooled observation features) or
+    # "expert" (action-token features averaged over the denoising steps).
+    default_value_placement: str = "prefix"
 
     def __init__(self, policy: nn.Module):
         self.policy = policy
@@ -86,6 +90,11 @@ class FlowAdapter(abc.ABC):
         (``1.0 + k * dt`` in double precision, then cast) so the ODE matches it bit for bit."""
         dt = -1.0 / num_steps
         return torch.tensor([1.0 + k * dt for k in range(num_steps + 1)], dtype=torch.float32, device=device)
+
+    def export_overrides(self, num_denoise_steps: int, action_chunk: int) -> dict[str, int]:
+        """Config fields an exported base checkpoint gets so that it deploys what πRL trained: the
+        ODE with ``num_denoise_steps`` steps and ``action_chunk`` executed actions."""
+        return {"num_inference_steps": num_denoise_steps, "n_action_steps": action_chunk}
 
     def sample_noise(self, batch_size: int, device: torch.device | str, generator=None) -> Tensor:
         """Standard normal ``x_0`` of shape ``[B, T, D]`` (float32)."""

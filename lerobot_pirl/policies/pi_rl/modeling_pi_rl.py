@@ -85,7 +85,10 @@ class PiRLPolicy(PreTrainedPolicy):
             if make_step_rule(scfg.noise_method, scfg.noise_level).learned_std
             else None
         )
-        self.value_head = ValueHead(self.adapter.prefix_dim, self.adapter.hidden_dim, config.value_head)
+        self.value_placement = config.value_head.placement or self.adapter.default_value_placement
+        self.value_head = ValueHead(
+            self.adapter.prefix_dim, self.adapter.hidden_dim, config.value_head, self.value_placement
+        )
         if config.train_expert_only:
             for p in self.adapter.backbone_parameters():
                 p.requires_grad_(False)
@@ -121,7 +124,7 @@ class PiRLPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def value_of(self, batch: dict[str, Tensor]) -> Tensor:
         """``V(s)`` for observations without a stored chain (bootstrap values)."""
-        if self.config.value_head.placement == "prefix":
+        if self.value_placement == "prefix":
             return self.value_head(self.adapter.encode(batch).features, None).float()
         return self.sample_chain(batch).value
 
@@ -155,10 +158,8 @@ class PiRLPolicy(PreTrainedPolicy):
         save_directory = Path(save_directory)
         base_cfg = self.base.config
         saved = {}
-        for name, value in (
-            ("num_inference_steps", self.config.sampler.num_denoise_steps),
-            ("n_action_steps", self.action_chunk),
-        ):
+        overrides = self.adapter.export_overrides(self.config.sampler.num_denoise_steps, self.action_chunk)
+        for name, value in overrides.items():
             if hasattr(base_cfg, name):
                 saved[name] = getattr(base_cfg, name)
                 setattr(base_cfg, name, value)
