@@ -92,8 +92,15 @@ def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path) -> Pat
     demos = root / "demos"
     if not (demos / "meta" / "info.json").is_file():
         _run(
-            [sys.executable, "-m", "lerobot_pirl.collect", f"--task={task}", f"--episodes={setup.demos}",
-             f"--root={demos}", f"--episode_length={setup.episode_length}"],
+            [
+                sys.executable,
+                "-m",
+                "lerobot_pirl.collect",
+                f"--task={task}",
+                f"--episodes={setup.demos}",
+                f"--root={demos}",
+                f"--episode_length={setup.episode_length}",
+            ],
             log_dir / "collect.log",
             "demo collection",
         )
@@ -110,11 +117,23 @@ def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Pat
             shutil.rmtree(out)
         lerobot_train = Path(sys.executable).parent / "lerobot-train"
         _run(
-            [str(lerobot_train), "--policy.discover_packages_path=lerobot_pirl", "--policy.type=flow_mlp",
-             "--policy.device=cpu", "--policy.push_to_hub=false", f"--dataset.repo_id=local/{task}",
-             f"--dataset.root={demos}", f"--output_dir={out}", f"--steps={setup.sft_steps}", "--batch_size=64",
-             f"--save_freq={setup.sft_steps}", "--log_freq=200", "--num_workers=0", "--wandb.enable=false",
-             "--seed=1000"],
+            [
+                str(lerobot_train),
+                "--policy.discover_packages_path=lerobot_pirl",
+                "--policy.type=flow_mlp",
+                "--policy.device=cpu",
+                "--policy.push_to_hub=false",
+                f"--dataset.repo_id=local/{task}",
+                f"--dataset.root={demos}",
+                f"--output_dir={out}",
+                f"--steps={setup.sft_steps}",
+                "--batch_size=64",
+                f"--save_freq={setup.sft_steps}",
+                "--log_freq=200",
+                "--num_workers=0",
+                "--wandb.enable=false",
+                "--seed=1000",
+            ],
             log_dir / "sft.log",
             "SFT (lerobot-train)",
         )
@@ -181,11 +200,25 @@ def rl_stage(
     env = _env()
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    learner = subprocess.Popen([sys.executable, "-m", "lerobot_pirl.learner", *args],
-                               stdout=open(logs / "learner.out", "w"), stderr=subprocess.STDOUT, env=env)
-    time.sleep(1.0)
-    actor = subprocess.Popen([sys.executable, "-m", "lerobot_pirl.actor", *args],
-                             stdout=open(logs / "actor.out", "w"), stderr=subprocess.STDOUT, env=env)
+    with open(logs / "learner.out", "w") as learner_out, open(logs / "actor.out", "w") as actor_out:
+        learner = subprocess.Popen(
+            [sys.executable, "-m", "lerobot_pirl.learner", *args],
+            stdout=learner_out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        time.sleep(1.0)
+        actor = subprocess.Popen(
+            [sys.executable, "-m", "lerobot_pirl.actor", *args],
+            stdout=actor_out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    return _supervise(task, setup, method, learner, actor, rl_out, logs, timeout_s)
+
+
+def _supervise(task, setup, method, learner, actor, rl_out: Path, logs: Path, timeout_s: float) -> list[dict]:
+    """Show progress until the learner is done, then stop the actor cleanly."""
     metrics = rl_out / "metrics.jsonl"
     bar = tqdm(total=setup.rl_updates, desc=f"πRL {task} {method}", unit="update")
     start = time.time()
@@ -201,7 +234,9 @@ def rl_stage(
             done = sum(r["kind"] == "update" for r in records)
             if done > bar.n:
                 last = [r for r in records if r["kind"] == "update"][-1]
-                bar.set_postfix(success=f"{last.get('episode_success', float('nan')):.2f}", steps=last["env_steps"])
+                bar.set_postfix(
+                    success=f"{last.get('episode_success', float('nan')):.2f}", steps=last["env_steps"]
+                )
                 bar.update(done - bar.n)
             time.sleep(1.0)
     finally:
@@ -229,16 +264,30 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
     evals = [r for r in records if r["kind"] == "eval"]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     if updates:
-        ax.plot([r["env_steps"] for r in updates], [r["episode_success"] for r in updates], color="tab:orange",
-                alpha=0.8, lw=1.5, label="training episodes (stochastic rollouts)")
+        ax.plot(
+            [r["env_steps"] for r in updates],
+            [r["episode_success"] for r in updates],
+            color="tab:orange",
+            alpha=0.8,
+            lw=1.5,
+            label="training episodes (stochastic rollouts)",
+        )
     eval_x = [0] + [r["env_steps"] for r in evals]
     eval_y = [sft["success_rate"]] + [r["eval_success_rate"] for r in evals]
     ax.plot(eval_x, eval_y, "o-", color="tab:blue", lw=2, label="held-out eval (deterministic ODE)")
     last_x = records[-1]["env_steps"] if records else 0
-    ax.errorbar([0, last_x], [sft["success_rate"], final["success_rate"]],
-                yerr=[[sft["success_rate"] - sft["ci95"][0], final["success_rate"] - final["ci95"][0]],
-                      [sft["ci95"][1] - sft["success_rate"], final["ci95"][1] - final["success_rate"]]],
-                fmt="s", color="black", capsize=4, label=f"SFT / final, {final['episodes']} eval episodes (95% CI)")
+    ax.errorbar(
+        [0, last_x],
+        [sft["success_rate"], final["success_rate"]],
+        yerr=[
+            [sft["success_rate"] - sft["ci95"][0], final["success_rate"] - final["ci95"][0]],
+            [sft["ci95"][1] - sft["success_rate"], final["ci95"][1] - final["success_rate"]],
+        ],
+        fmt="s",
+        color="black",
+        capsize=4,
+        label=f"SFT / final, {final['episodes']} eval episodes (95% CI)",
+    )
     ax.set_xlabel("environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.03, 1.03)
@@ -250,19 +299,31 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
     plt.close(fig)
 
 
-def run_task(task: str, method: str, out: Path, setup: TaskSetup, eval_episodes: int, eval_every: int,
-             timeout_s: float, extra_args: tuple[str, ...] = ()) -> RunResult:
+def run_task(
+    task: str,
+    method: str,
+    out: Path,
+    setup: TaskSetup,
+    eval_episodes: int,
+    eval_every: int,
+    timeout_s: float,
+    extra_args: tuple[str, ...] = (),
+) -> RunResult:
     t0 = time.time()
     root = out / task
     run_dir = root / method
     run_dir.mkdir(parents=True, exist_ok=True)
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"== {task} / {method}: {setup.demos} demos, {setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates")
+    print(
+        f"== {task} / {method}: {setup.demos} demos, {setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
+    )
     demos = collect_stage(task, setup, root, logs)
     sft = sft_stage(task, setup, root, demos, logs)
     sft_eval = eval_stage(sft, task, setup, eval_episodes, root / "sft_eval.json")
-    print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {sft_eval['ci95'][0]:.2f}-{sft_eval['ci95'][1]:.2f})")
+    print(
+        f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {sft_eval['ci95'][0]:.2f}-{sft_eval['ci95'][1]:.2f})"
+    )
     t_rl = time.time()
     records = rl_stage(task, setup, method, sft, run_dir, eval_every, timeout_s, extra_args)
     rl_wall = time.time() - t_rl
@@ -273,15 +334,29 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, eval_episodes:
     plot = run_dir / "success_vs_env_steps.png"
     plot_curve(records, sft_eval, final_eval, f"{task}, flow_mlp + πRL ({method})", plot)
     result = RunResult(
-        task=task, noise_method=method, demos=setup.demos,
-        sft_success=sft_eval["success_rate"], sft_ci95=list(sft_eval["ci95"]),
-        rl_success=final_eval["success_rate"], rl_ci95=list(final_eval["ci95"]),
-        eval_episodes=final_eval["episodes"], env_steps=int(env_steps), updates=len(updates),
-        wall_s=round(time.time() - t0, 1), rl_wall_s=round(rl_wall, 1), plot=str(plot),
-        curve=[{"env_steps": r["env_steps"], "eval_success": r["eval_success_rate"]} for r in records if r["kind"] == "eval"],
+        task=task,
+        noise_method=method,
+        demos=setup.demos,
+        sft_success=sft_eval["success_rate"],
+        sft_ci95=list(sft_eval["ci95"]),
+        rl_success=final_eval["success_rate"],
+        rl_ci95=list(final_eval["ci95"]),
+        eval_episodes=final_eval["episodes"],
+        env_steps=int(env_steps),
+        updates=len(updates),
+        wall_s=round(time.time() - t0, 1),
+        rl_wall_s=round(rl_wall, 1),
+        plot=str(plot),
+        curve=[
+            {"env_steps": r["env_steps"], "eval_success": r["eval_success_rate"]}
+            for r in records
+            if r["kind"] == "eval"
+        ],
     )
-    print(f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
-          f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | plot {plot}")
+    print(
+        f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
+        f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | plot {plot}"
+    )
     return result
 
 
@@ -315,24 +390,42 @@ def main(argv: list[str] | None = None) -> None:
     from lerobot_pirl.cli import run_cli
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--demo", action="store_true", help=f"the embedded default: {DEFAULT_TASK}, flow_sde, outputs/demo")
-    p.add_argument("--task", nargs="*", default=None, help="MetaWorld v3 task names (default: the five bench tasks)")
-    p.add_argument("--noise_method", nargs="*", default=["flow_sde", "flow_noise"], choices=["flow_sde", "flow_noise"])
+    p.add_argument(
+        "--demo", action="store_true", help=f"the embedded default: {DEFAULT_TASK}, flow_sde, outputs/demo"
+    )
+    p.add_argument(
+        "--task", nargs="*", default=None, help="MetaWorld v3 task names (default: the five bench tasks)"
+    )
+    p.add_argument(
+        "--noise_method", nargs="*", default=["flow_sde", "flow_noise"], choices=["flow_sde", "flow_noise"]
+    )
     p.add_argument("--out", default=None, help="output folder (default outputs/bench, or outputs/demo)")
-    p.add_argument("--results", default=None, help="results JSON (default benchmarks/results.json; none for --demo)")
+    p.add_argument(
+        "--results", default=None, help="results JSON (default benchmarks/results.json; none for --demo)"
+    )
     p.add_argument("--demos", type=int, default=None, help="override the per-task number of demos")
     p.add_argument("--sft_steps", type=int, default=None)
     p.add_argument("--rl_updates", type=int, default=None)
     p.add_argument("--eval_episodes", type=int, default=100)
-    p.add_argument("--eval_every", type=int, default=10, help="policy versions between held-out evals during RL")
+    p.add_argument(
+        "--eval_every", type=int, default=10, help="policy versions between held-out evals during RL"
+    )
     p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL run")
-    p.add_argument("--rl_arg", action="append", default=[], help="extra learner/actor override, e.g. "
-                   "--rl_arg=--algorithm.actor_lr=1e-5 (repeatable)")
+    p.add_argument(
+        "--rl_arg",
+        action="append",
+        default=[],
+        help="extra learner/actor override, e.g. --rl_arg=--algorithm.actor_lr=1e-5 (repeatable)",
+    )
     args = p.parse_args(argv)
 
     def run() -> None:
         tasks = [DEFAULT_TASK] if args.demo else (args.task or BENCH_TASKS)
-        methods = ["flow_sde"] if args.demo and args.noise_method == ["flow_sde", "flow_noise"] else args.noise_method
+        methods = (
+            ["flow_sde"]
+            if args.demo and args.noise_method == ["flow_sde", "flow_noise"]
+            else args.noise_method
+        )
         out = Path(args.out or ("outputs/demo" if args.demo else "outputs/bench"))
         results = []
         for task in tasks:
@@ -341,17 +434,33 @@ def main(argv: list[str] | None = None) -> None:
                 if getattr(args, name) is not None:
                     setattr(setup, name, getattr(args, name))
             for method in methods:
-                results.append(run_task(task, method, out, setup, args.eval_episodes, args.eval_every,
-                                        args.timeout_min * 60, tuple(args.rl_arg)))
+                results.append(
+                    run_task(
+                        task,
+                        method,
+                        out,
+                        setup,
+                        args.eval_episodes,
+                        args.eval_every,
+                        args.timeout_min * 60,
+                        tuple(args.rl_arg),
+                    )
+                )
         command = "python -m lerobot_pirl.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-        results_path = Path(args.results) if args.results else (None if args.demo else REPO / "benchmarks" / "results.json")
+        results_path = (
+            Path(args.results)
+            if args.results
+            else (None if args.demo else REPO / "benchmarks" / "results.json")
+        )
         if results_path is not None:
             write_results(results, results_path, command)
             print(f"results: {results_path} and {results_path.with_suffix('.md')}")
         print("\nsummary:")
         for r in results:
-            print(f"  {r.task:18s} {r.noise_method:10s} SFT {r.sft_success:.2f} -> πRL {r.rl_success:.2f}  "
-                  f"({r.env_steps:,} env steps, {r.rl_wall_s / 60:.1f} min RL, {r.wall_s / 60:.1f} min total)  {r.plot}")
+            print(
+                f"  {r.task:18s} {r.noise_method:10s} SFT {r.sft_success:.2f} -> πRL {r.rl_success:.2f}  "
+                f"({r.env_steps:,} env steps, {r.rl_wall_s / 60:.1f} min RL, {r.wall_s / 60:.1f} min total)  {r.plot}"
+            )
 
     run_cli(run)
 

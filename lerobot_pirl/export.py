@@ -13,14 +13,16 @@ from pathlib import Path
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
-    import lerobot_pirl  # noqa: F401
     from lerobot.policies.factory import make_pre_post_processors
 
+    import lerobot_pirl  # noqa: F401
     from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
     checkpoint, out = Path(checkpoint), Path(out)
     if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"checkpoint: {checkpoint} is not a pretrained_model directory (no config.json)")
+        raise FileNotFoundError(
+            f"checkpoint: {checkpoint} is not a pretrained_model directory (no config.json)"
+        )
     policy = PiRLPolicy.from_pretrained(checkpoint)
     policy.export_base(out)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(checkpoint))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lerobot_pirl.flow.adapters.base import FlowAdapter, Prefix
-from lerobot_pirl.flow.config import FlowSamplerConfig, NoiseHeadConfig, ValueHeadConfig
+from lerobot_pirl.flow.config import FlowSamplerConfig, ValueHeadConfig
 from lerobot_pirl.flow.heads import NoiseHead, ValueHead
 from lerobot_pirl.flow.sampler import FlowChainSampler
 from lerobot_pirl.flow.steps import make_step_rule

@@ -206,7 +206,9 @@ class RolloutBuffer:
     def num_usable(self, version: int, max_lag: int) -> int:
         return sum(self._fresh(version, max_lag))
 
-    def take(self, version: int, max_lag: int, limit: int | None = None) -> tuple[TransitionBatch | None, int]:
+    def take(
+        self, version: int, max_lag: int, limit: int | None = None
+    ) -> tuple[TransitionBatch | None, int]:
         """The usable transitions as a batch (the buffer is emptied); also returns how many were dropped.
 
         With ``limit``, at most that many are used, the freshest policy versions first (an actor that

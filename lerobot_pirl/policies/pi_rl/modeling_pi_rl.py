@@ -12,6 +12,8 @@ from collections import deque
 from pathlib import Path
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.configs import PreTrainedConfig
 from lerobot.policies.factory import get_policy_class
 from lerobot.policies.pretrained import PreTrainedPolicy
@@ -41,11 +43,28 @@ def load_base_policy(config: PiRLConfig) -> PreTrainedPolicy:
     except (OSError, ValueError) as e:  # missing files, Hub unreachable, invalid repo id
         raise ValueError(f"base_policy_path: cannot read a LeRobot policy config from {path!r}: {e}") from e
     _check_base_type(base_cfg.type, "base_policy_path")
+    _require_base_weights(path)
     base_cfg.device = config.device
     policy = get_policy_class(base_cfg.type).from_pretrained(path, config=base_cfg)
     config.base = encode_base_config(policy.config)
     config.adopt_base_features(policy.config)
     return policy
+
+
+def _require_base_weights(path: str) -> None:
+    """Fail loudly when the checkpoint has no weights file: LeRobot's pi0 / pi05 ``from_pretrained``
+    print a message and return a randomly initialised model when ``model.safetensors`` cannot be resolved."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if not (local / SAFETENSORS_SINGLE_FILE).is_file():
+            raise ValueError(f"base_policy_path: {path!r} has no {SAFETENSORS_SINGLE_FILE}")
+        return
+    try:
+        hf_hub_download(repo_id=path, filename=SAFETENSORS_SINGLE_FILE)
+    except Exception as e:  # not found, offline without a cached copy, invalid repo id
+        raise ValueError(
+            f"base_policy_path: cannot fetch {SAFETENSORS_SINGLE_FILE} of {path!r} from the Hub: {e}"
+        ) from e
 
 
 def _check_base_type(policy_type: str, field_name: str) -> None:
