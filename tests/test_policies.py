@@ -161,3 +161,19 @@ def test_vanilla_lerobot_train_trains_flow_mlp(tmp_path):
     # The checkpoint is a pi_rl base.
     policy = PiRLPolicy(PiRLConfig(device="cpu", base_policy_path=str(ckpt), push_to_hub=False))
     assert policy.base.config.chunk_size == 4
+
+
+def test_flow_mlp_processors_floor_tiny_dataset_std():
+    cfg = tiny_flow_mlp_config()
+    stats = {
+        "observation.state": {"mean": torch.zeros(STATE_DIM), "std": torch.tensor([0.0, 1e-5, 0.5, 2.0, 0.0, 0.0])},
+        "action": {"mean": torch.zeros(ACTION_DIM), "std": torch.tensor([0.0, 0.3, 1.0])},
+    }
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    out = pre({"observation.state": torch.ones(STATE_DIM)})["observation.state"]
+    # 1 / max(std, 0.01): constant dims no longer explode to 1e8.
+    torch.testing.assert_close(out, torch.tensor([[100.0, 100.0, 2.0, 0.5, 100.0, 100.0]]))
+    torch.testing.assert_close(post(torch.ones(1, ACTION_DIM)), torch.tensor([[0.01, 0.3, 1.0]]))
+    cfg0 = tiny_flow_mlp_config(normalization_std_floor=0.0)
+    pre0, _ = make_pre_post_processors(cfg0, dataset_stats=stats)
+    assert pre0({"observation.state": torch.ones(STATE_DIM)})["observation.state"][0, 0] > 1e7

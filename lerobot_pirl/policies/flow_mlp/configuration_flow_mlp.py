@@ -62,6 +62,11 @@ class FlowMLPConfig(PreTrainedConfig):
         }
     )
 
+    # Lower bound on the dataset std used for MEAN_STD normalisation. Few-shot datasets have (nearly)
+    # constant dims (e.g. a goal that is fixed within a demo); dividing by their ~0 std makes the inputs of
+    # a new episode explode. 0 keeps LeRobot's plain statistics.
+    normalization_std_floor: float = 0.01
+
     # AdamW learning rate of the training preset.
     optimizer_lr: float = 1e-3
     # AdamW weight decay of the training preset.
@@ -84,6 +89,8 @@ class FlowMLPConfig(PreTrainedConfig):
         for name in ("obs_dim", "hidden_dim", "num_layers", "token_dim", "time_embed_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.normalization_std_floor < 0:
+            raise ValueError(f"normalization_std_floor must be >= 0, got {self.normalization_std_floor}")
         if self.time_embed_dim % 2:
             raise ValueError(f"time_embed_dim must be even, got {self.time_embed_dim}")
 

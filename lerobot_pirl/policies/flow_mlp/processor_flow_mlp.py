@@ -17,5 +17,25 @@ def make_flow_mlp_pre_post_processors(
     PolicyProcessorPipeline[dict[str, Any], dict[str, Any]],
     PolicyProcessorPipeline[PolicyAction, PolicyAction],
 ]:
-    """Normalise inputs with the dataset statistics, unnormalise the predicted actions."""
-    return make_default_pre_post_processors(config, dataset_stats, normalizer_device=config.device)
+    """Normalise inputs with the dataset statistics, unnormalise the predicted actions.
+
+    Standard deviations below ``config.normalization_std_floor`` are raised to it (see the config).
+    """
+    return make_default_pre_post_processors(
+        config, floor_std(dataset_stats, config.normalization_std_floor), normalizer_device=config.device
+    )
+
+
+def floor_std(
+    stats: dict[str, dict[str, torch.Tensor]] | None, floor: float
+) -> dict[str, dict[str, torch.Tensor]] | None:
+    """A copy of ``stats`` whose ``std`` entries are at least ``floor``."""
+    if stats is None or floor <= 0:
+        return stats
+    out = {}
+    for key, entry in stats.items():
+        entry = dict(entry)
+        if "std" in entry:
+            entry["std"] = torch.clamp(torch.as_tensor(entry["std"], dtype=torch.float32), min=floor)
+        out[key] = entry
+    return out
