@@ -21,7 +21,6 @@ from queue import Empty, Queue
 import numpy as np
 import torch
 from lerobot.configs import parser
-from lerobot.envs.utils import preprocess_observation
 from lerobot.rl.actor import learner_service_client, receive_policy, send_interactions, send_transitions
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 from lerobot.transport.utils import bytes_to_state_dict, transitions_to_bytes
@@ -37,6 +36,7 @@ from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
 from lerobot_pirl.runtime.config import is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.interactions import encode_interaction
+from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
 from lerobot_pirl.runtime.transitions import chunk_transitions
 from lerobot_pirl.runtime.vector import ChunkStepper
 
@@ -99,8 +99,8 @@ class PiRLActor:
 
     # ------------------------------------------------------------------ rollouts
     def observe(self, obs: dict) -> tuple[dict, dict]:
-        """Raw LeRobot observation tensors and the normalised batch the policy reads."""
-        raw = {k: v for k, v in preprocess_observation(obs).items() if k in self.policy.config.input_features}
+        """The observation transitions carry (policy input features + task) and the batch the policy reads."""
+        raw = self.observations(obs, self.tasks)
         return raw, self.pre(dict(raw))
 
     def run(self) -> None:
@@ -108,6 +108,8 @@ class PiRLActor:
         envs = cfg.env.create_envs(cfg.env.num_envs if hasattr(cfg.env, "num_envs") else 1)
         vec = next(iter(next(iter(envs.values())).values()))
         stepper = ChunkStepper(vec)
+        self.observations = ObservationPipeline(cfg.env, cfg.policy, self.policy.config.input_features)
+        self.tasks = env_tasks(vec)
         n = stepper.num_envs
         logger.info("[ACTOR %x] %d envs, waiting for the learner's weights", self.actor_id, n)
         while not self.shutdown_event.is_set() and not self.poll_weights(block=True, timeout=1.0):

@@ -34,7 +34,7 @@ def evaluate_policy(
 ) -> dict:
     """Run ``episodes`` episodes on seeds ``env_cfg.eval_seed + j`` with the policy's deterministic
     ``predict_action_chunk`` (executing its whole returned chunk), batched over ``env_cfg.num_envs``."""
-    from lerobot.envs.utils import preprocess_observation
+    from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
 
     if not hasattr(env_cfg, "make_eval_env"):
         raise ValueError(f"env: held-out evaluation needs an env with make_eval_env (got {env_cfg.type!r})")
@@ -43,7 +43,8 @@ def evaluate_policy(
     n_envs = max(1, min(episodes, getattr(env_cfg, "num_envs", 1)))
     vec = env_cfg.make_eval_env(n_envs)
     stepper = ChunkStepper(vec)
-    features = policy.config.input_features
+    observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
+    tasks = env_tasks(vec)
     successes, returns, lengths = [], [], []
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress, leave=False)
     done_eps = 0
@@ -55,8 +56,7 @@ def evaluate_policy(
         ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=int)
         ep_succ = np.zeros(n_envs, dtype=bool)
         while alive.any():
-            raw = {k: v for k, v in preprocess_observation(obs).items() if k in features}
-            chunk = policy.predict_action_chunk(preprocessor(raw))
+            chunk = policy.predict_action_chunk(preprocessor(observations(obs, tasks)))
             n_exec = getattr(
                 policy.config, "n_action_steps", None
             )  # plain base policies execute n_action_steps

@@ -314,3 +314,28 @@ def test_grpo_estimator_gives_zero_mean_group_advantages():
     assert all(len(v) == 1 for v in by_env.values())
     adv = [next(iter(by_env[e])) for e in range(4)]
     assert adv[0] == pytest.approx(-adv[1], abs=1e-4) and adv[2] == pytest.approx(-adv[3], abs=1e-4)
+
+
+def test_task_strings_ride_along_and_preprocessor_outputs_reach_the_policy_inputs():
+    """VLA prompts: transitions carry the env's task strings; whatever tensors the policy's preprocessor
+    derives from them (e.g. language tokens) are part of the rollout's observations."""
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy)
+    buffer = RolloutBuffer(algo.transition_spec())
+    transitions = synthetic_transitions(policy, n_envs=2, n_chunks=3)
+    for i, t in enumerate(transitions):
+        t["state"]["task"] = [f"press the button {i % 2}"]
+        t["next_state"]["task"] = [f"press the button {i % 2}"]
+    buffer.add(transitions)
+    batch, _ = buffer.take(0, 1)
+    assert batch.state["task"][:2] == ["press the button 0", "press the button 1"]
+    seen = {}
+
+    def preprocessor(obs):
+        seen["task"] = obs["task"]
+        n = len(obs["task"])
+        return {**obs, "observation.language.tokens": torch.arange(n)[:, None].expand(n, 4)}
+
+    rollout = algo.prepare_rollout(batch, preprocessor)
+    assert seen["task"] and rollout.obs["observation.language.tokens"].shape == (6, 4)
+    assert "task" not in rollout.obs

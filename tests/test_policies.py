@@ -166,7 +166,10 @@ def test_vanilla_lerobot_train_trains_flow_mlp(tmp_path):
 def test_flow_mlp_processors_floor_tiny_dataset_std():
     cfg = tiny_flow_mlp_config()
     stats = {
-        "observation.state": {"mean": torch.zeros(STATE_DIM), "std": torch.tensor([0.0, 1e-5, 0.5, 2.0, 0.0, 0.0])},
+        "observation.state": {
+            "mean": torch.zeros(STATE_DIM),
+            "std": torch.tensor([0.0, 1e-5, 0.5, 2.0, 0.0, 0.0]),
+        },
         "action": {"mean": torch.zeros(ACTION_DIM), "std": torch.tensor([0.0, 0.3, 1.0])},
     }
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)

@@ -46,13 +46,21 @@ def chunk_transitions(
         }
         transitions.append(
             Transition(
-                state={k: v[i : i + 1].detach().cpu() for k, v in state.items()},
+                state=_one(state, i),
                 action=env_actions[i].detach().cpu(),
                 reward=float(rewards[i]),
-                next_state={k: v[i : i + 1].detach().cpu() for k, v in next_state.items()},
+                next_state=_one(next_state, i),
                 done=bool(terminated[i]),
                 truncated=bool(truncated[i]),
                 complementary_info=info,
             )
         )
     return transitions
+
+
+def _one(obs: dict, i: int) -> dict:
+    """Env ``i`` of a batched observation: tensors keep a batch dim of 1, lists (task strings) too."""
+    return {
+        k: v[i : i + 1].detach().cpu() if isinstance(v, Tensor) else list(v[i : i + 1])
+        for k, v in obs.items()
+    }

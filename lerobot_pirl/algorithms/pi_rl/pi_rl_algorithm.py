@@ -48,6 +48,15 @@ class Rollout:
         return out
 
 
+def _take(v, idx: Tensor):
+    return v[idx] if isinstance(v, Tensor) else [v[i] for i in idx.tolist()]
+
+
+def _policy_inputs(processed: dict, device) -> dict[str, Tensor]:
+    """The tensors a preprocessor produced (features, language tokens), on the policy's device."""
+    return {k: v.to(device) for k, v in processed.items() if isinstance(v, Tensor)}
+
+
 class RolloutSource:
     """Holds one prepared rollout; stands where LeRobot's ``DataMixer`` stands for replay-based SAC."""
 
@@ -157,8 +166,10 @@ class PiRLAlgorithm(RLAlgorithm):
     def prepare_rollout(self, batch: TransitionBatch, preprocessor=None) -> Rollout:
         """Normalise observations, compute values under the current critic and the advantages."""
         device = self.policy.config.device
-        norm = preprocessor.process_observation if preprocessor is not None else (lambda o: o)
-        obs = {k: v.to(device) for k, v in norm(dict(batch.state)).items() if k in batch.state}
+        # The same call the actor makes (batch -> transition -> steps -> batch), so both sides see the
+        # same normalised (and tokenised) inputs.
+        norm = preprocessor if preprocessor is not None else (lambda o: o)
+        obs = _policy_inputs(norm(dict(batch.state)), device)
         chain, k_idx = batch.chain.to(device), batch.denoise_index.to(device)
         values = self._values(obs, chain, k_idx).cpu()
 
@@ -194,8 +205,8 @@ class PiRLAlgorithm(RLAlgorithm):
         boot = torch.nonzero(cut, as_tuple=True)[0]
         if boot.numel():
             device = self.policy.config.device
-            nxt = {k: v[boot] for k, v in batch.next_state.items()}
-            nxt = {k: v.to(device) for k, v in norm(nxt).items() if k in batch.next_state}
+            nxt = {k: _take(v, boot) for k, v in batch.next_state.items()}
+            nxt = _policy_inputs(norm(nxt), device)
             next_values[boot] = self._bootstrap_values(nxt).cpu()
         pad = cols < 0
         idx = cols.clamp_min(0)

@@ -128,12 +128,18 @@ class TransitionBatch:
         return int(self.reward.shape[0])
 
 
-def _stack_obs(observations: list[Mapping], keys: Iterable[str]) -> dict[str, Tensor]:
-    out = {}
+TASK = "task"
+
+
+def _stack_obs(observations: list[Mapping], keys: Iterable[str]) -> dict:
+    """Stack the feature tensors (and the task strings, when the observations carry them)."""
+    out: dict = {}
     for key in keys:
         parts = [_as_tensor(o[key]) for o in observations]
         shape = parts[0].shape if parts[0].ndim == 0 or parts[0].shape[0] != 1 else parts[0].shape[1:]
         out[key] = torch.stack([p.reshape(shape) for p in parts]).float()
+    if all(TASK in o for o in observations):
+        out[TASK] = [str(o[TASK][0] if isinstance(o[TASK], list | tuple) else o[TASK]) for o in observations]
     return out
 
 
