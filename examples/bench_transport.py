@@ -1,0 +1,178 @@
+"""Transport and learner throughput on loopback (issue 5's benchmark).
+
+    python examples/bench_transport.py [--messages 200] [--per_message 16]
+
+1. Transitions per second through LeRobot's gRPC path (``transitions_to_bytes`` -> ``SendTransitions``
+   in 2 MB chunks -> ``bytes_to_transitions`` on the learner) with the πRL payload in
+   ``complementary_info`` vs the same observations without it.
+2. Learner updates per second for flow_mlp with the MetaWorld recipe's sizes (rollout 1024 chunk
+   transitions, minibatch 256, 4 epochs), including rollout preparation (values, GAE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.transport import services_pb2, services_pb2_grpc
+from lerobot.transport.utils import (
+    bytes_to_transitions,
+    grpc_channel_options,
+    send_bytes_in_chunks,
+    transitions_to_bytes,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm, RolloutSource
+from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
+from lerobot_pirl.flow.config import FlowSamplerConfig
+from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
+from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
+from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
+from lerobot_pirl.runtime.transitions import chunk_transitions
+
+
+def policy() -> PiRLPolicy:
+    torch.manual_seed(0)
+    base = FlowMLPConfig(
+        device="cpu",
+        input_features={"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(39,))},
+        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
+        push_to_hub=False,
+    )
+    cfg = PiRLConfig(
+        device="cpu",
+        base=base,
+        push_to_hub=False,
+        train_expert_only=False,
+        sampler=FlowSamplerConfig(noise_method="flow_sde"),
+    )
+    return PiRLPolicy(cfg)
+
+
+def transitions(pol: PiRLPolicy, n: int, chunk: int) -> list:
+    out = []
+    state = {"observation.state": torch.randn(n, 39)}
+    for c in range(chunk):
+        sample = pol.sample_chain(state)
+        out += chunk_transitions(
+            state,
+            state,
+            sample.executed,
+            torch.randn(n),
+            torch.zeros(n, dtype=torch.bool),
+            torch.zeros(n, dtype=torch.bool),
+            sample,
+            policy_version=0,
+            actor_id=1,
+            env_ids=torch.arange(n),
+            episode_ids=torch.zeros(n),
+            chunk_indices=torch.full((n,), c),
+            success=torch.zeros(n),
+        )
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def grpc_rate(payload: list, messages: int) -> float:
+    """Transitions per second from serialisation on the actor to decoded transitions on the learner."""
+    q: queue.Queue = queue.Queue()
+    shutdown = threading.Event()
+    service = BroadcastLearnerService(
+        WeightsBoard(),
+        shutdown_event=shutdown,
+        transition_queue=q,
+        interaction_message_queue=queue.Queue(),
+        queue_get_timeout=0.1,
+    )
+    port = free_port()
+    server = start_server(service, "127.0.0.1", port)
+    decoded = [0]
+
+    def consume():
+        while decoded[0] < messages * len(payload):
+            decoded[0] += len(bytes_to_transitions(q.get()))
+
+    consumer = threading.Thread(target=consume)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", grpc_channel_options())
+    stub = services_pb2_grpc.LearnerServiceStub(channel)
+
+    def stream():
+        for _ in range(messages):
+            yield from send_bytes_in_chunks(transitions_to_bytes(payload), services_pb2.Transition)
+
+    t = time.perf_counter()
+    consumer.start()
+    stub.SendTransitions(stream())
+    consumer.join()
+    rate = messages * len(payload) / (time.perf_counter() - t)
+    channel.close()
+    shutdown.set()
+    stop_server(server)
+    return rate
+
+
+def update_rate(pol: PiRLPolicy, repeats: int) -> float:
+    cfg = PiRLAlgorithmConfig(
+        policy_config=pol.config,
+        rollout_size=1024,
+        minibatch_size=256,
+        update_epochs=4,
+        actor_lr=3e-5,
+        critic_lr=1e-3,
+    )
+    algo = PiRLAlgorithm(pol, cfg)
+    algo.make_optimizers_and_scheduler()
+    data = transitions(pol, 16, 64)  # 1024 chunk transitions from 16 env streams
+    t = time.perf_counter()
+    for _ in range(repeats):
+        buffer = RolloutBuffer(algo.transition_spec())
+        buffer.add(data)
+        batch, _ = buffer.take(0, 10)
+        rollout = algo.prepare_rollout(batch)
+        algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    return repeats / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--messages", type=int, default=200)
+    p.add_argument("--per_message", type=int, default=16, help="transitions per message (= envs per actor)")
+    p.add_argument("--update_repeats", type=int, default=5)
+    args = p.parse_args()
+    pol = policy()
+    with torch.no_grad():
+        pirl = transitions(pol, args.per_message, 1)
+    plain = [{**t, "complementary_info": {}} for t in pirl]
+    r_pirl, r_plain = grpc_rate(pirl, args.messages), grpc_rate(plain, args.messages)
+    print(f"gRPC loopback, {args.per_message} transitions/message, {args.messages} messages:")
+    print(
+        f"  with the πRL payload: {r_pirl:,.0f} transitions/s ({len(transitions_to_bytes(pirl)) / len(pirl):,.0f} B each)"
+    )
+    print(
+        f"  without it:           {r_plain:,.0f} transitions/s ({len(transitions_to_bytes(plain)) / len(plain):,.0f} B each)"
+    )
+    print(f"  ratio:                {r_pirl / r_plain:.2f}")
+    print(
+        f"learner updates/s (flow_mlp, 1024 transitions, minibatch 256 x 4 epochs): {update_rate(pol, args.update_repeats):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The pirl_metaworld env config, demo collection and the chunk stepper (issue 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lerobot_pirl.collect import collect_episodes
+from lerobot_pirl.envs.metaworld import MetaWorldStateEnv, MetaWorldStateEnvConfig
+from lerobot_pirl.runtime.vector import ChunkStepper
+
+
+def test_env_config_shapes_features_and_registration():
+    from lerobot.envs.configs import EnvConfig
+
+    assert EnvConfig.get_choice_class("pirl_metaworld") is MetaWorldStateEnvConfig
+    cfg = MetaWorldStateEnvConfig(task="drawer-close-v3", num_envs=3)
+    assert cfg.features["agent_pos"].shape == (39,) and cfg.features["action"].shape == (4,)
+    assert cfg.features_map["agent_pos"] == "observation.state"
+    vec = cfg.create_envs()["pirl_metaworld"][0]
+    obs, _ = vec.reset()
+    assert obs["agent_pos"].shape == (3, 39) and obs["agent_pos"].dtype == np.float32
+    vec.close()
+    with pytest.raises(ValueError, match="reward_type"):
+        MetaWorldStateEnvConfig(reward_type="shaped")
+    with pytest.raises(ValueError, match="group_size"):
+        MetaWorldStateEnvConfig(num_envs=4, group_size=3)
+    with pytest.raises(ValueError, match="task"):
+        MetaWorldStateEnv("no-such-task-v3")
+
+
+def test_training_and_evaluation_seeds_are_disjoint_and_deterministic():
+    cfg = MetaWorldStateEnvConfig(task="button-press-v3", num_envs=4, seed=0, eval_seed=10)
+    train = [cfg.make_env(i, seed_stride=4, seed_limit=cfg.eval_seed) for i in range(4)]
+    seeds = sorted(env.reset()[1]["episode_seed"] for env in train for _ in range(2))
+    assert seeds == list(range(8))
+    env = train[0]
+    assert env.reset()[1]["episode_seed"] == 8
+    with pytest.raises(RuntimeError, match="held-out"):
+        env.reset()  # the next training seed would be 12 >= eval_seed
+    a, b = cfg.make_env(cfg.eval_seed), cfg.make_env(cfg.eval_seed)
+    obs_a, _ = a.reset(seed=cfg.eval_seed + 3)
+    obs_b, _ = b.reset(seed=cfg.eval_seed + 3)
+    assert np.array_equal(obs_a["agent_pos"], obs_b["agent_pos"])  # same seed, same task variation
+
+
+@pytest.mark.parametrize("reward_type", ["sparse", "dense"])
+def test_reward_types_and_success_flag(reward_type):
+    eps, _ = collect_episodes("button-press-v3", 1, seed=123, progress=False)
+    actions = [f["action"] for f in eps[0]]
+    env = MetaWorldStateEnv("button-press-v3", reward_type=reward_type, reward_scale=0.1)
+    env.reset(seed=123)
+    rewards, info, terminated = [], {}, False
+    for a in actions:
+        _, r, terminated, truncated, info = env.step(a)
+        rewards.append(r)
+        if terminated or truncated:
+            break
+    assert terminated and info["is_success"]  # the expert's demo replays to success, which terminates
+    if reward_type == "sparse":
+        assert rewards[-1] == 1.0 and set(rewards[:-1]) == {0.0}
+    else:
+        assert 0.0 < rewards[-1] <= 1.0 and len(set(rewards)) > 2
+
+
+def test_chunk_stepper_never_runs_a_chunk_across_two_episodes():
+    cfg = MetaWorldStateEnvConfig(task="button-press-v3", num_envs=2, episode_length=7)
+    stepper = ChunkStepper(cfg.create_envs()["pirl_metaworld"][0])
+    stepper.reset()
+    res = stepper.step_chunk(np.zeros((2, 5, 4), dtype=np.float32))
+    assert res.steps.tolist() == [5, 5] and not res.truncated.any()
+    res = stepper.step_chunk(np.zeros((2, 5, 4), dtype=np.float32))
+    # The episode ends after 7 steps: the second chunk executes only 2 of its 5 actions.
+    assert res.steps.tolist() == [2, 2] and res.truncated.all()
+    before = [env._t for env in stepper.vec.envs]
+    stepper.reset_done(res)
+    assert before == [7, 7] and [env._t for env in stepper.vec.envs] == [0, 0]

@@ -1,0 +1,55 @@
+"""The whole few-shot pipeline on one easy task with a tiny budget (issue 6, `slow`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lerobot_pirl.bench import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
+    results = tmp_path / "results.json"
+    main(
+        [
+            "--task",
+            "drawer-close-v3",
+            "--noise_method",
+            "flow_sde",
+            "--demos",
+            "2",
+            "--sft_steps",
+            "40",
+            "--rl_updates",
+            "2",
+            "--eval_episodes",
+            "6",
+            "--eval_every",
+            "1",
+            "--out",
+            str(tmp_path / "bench"),
+            "--results",
+            str(results),
+            "--rl_arg=--algorithm.rollout_size=64",
+            "--rl_arg=--algorithm.minibatch_size=32",
+            "--rl_arg=--env.num_envs=4",
+        ]
+    )
+    root = tmp_path / "bench" / "drawer-close-v3"
+    assert (root / "demos" / "meta" / "info.json").is_file()  # a real LeRobotDataset
+    assert (root / "sft" / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
+    records = [
+        json.loads(line) for line in (root / "flow_sde" / "rl" / "metrics.jsonl").read_text().splitlines()
+    ]
+    updates = [r for r in records if r["kind"] == "update"]
+    assert len(updates) >= 2
+    assert updates[-1]["rollout_version_max"] >= 1  # weights synced to the actor
+    payload = json.loads(results.read_text())
+    row = payload["tasks"][0]
+    assert row["task"] == "drawer-close-v3" and row["eval_episodes"] == 6
+    assert 0.0 <= row["sft_success"] <= 1.0 and 0.0 <= row["rl_success"] <= 1.0
+    assert (root / "flow_sde" / "success_vs_env_steps.png").stat().st_size > 10_000
+    assert results.with_suffix(".md").read_text().startswith("| task |")
