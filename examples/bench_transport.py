@@ -21,7 +21,6 @@ from pathlib import Path
 
 import grpc
 import torch
-from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.transport import services_pb2, services_pb2_grpc
 from lerobot.transport.utils import (
     bytes_to_transitions,
@@ -32,33 +31,19 @@ from lerobot.transport.utils import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_sampling import build  # examples/ is on sys.path when this runs as a script
+
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm, RolloutSource
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
-from lerobot_pirl.flow.config import FlowSamplerConfig
-from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
-from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
 from lerobot_pirl.runtime.transitions import chunk_transitions
 
 
 def policy() -> PiRLPolicy:
-    torch.manual_seed(0)
-    base = FlowMLPConfig(
-        device="cpu",
-        input_features={"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(39,))},
-        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
-        push_to_hub=False,
-    )
-    cfg = PiRLConfig(
-        device="cpu",
-        base=base,
-        push_to_hub=False,
-        train_expert_only=False,
-        sampler=FlowSamplerConfig(noise_method="flow_sde"),
-    )
-    return PiRLPolicy(cfg)
+    """The benchmark's flow_mlp pi_rl policy (the same one bench_sampling.py times), Flow-SDE hybrid."""
+    return build("flow_sde", 4)
 
 
 def transitions(pol: PiRLPolicy, n: int, chunk: int) -> list:

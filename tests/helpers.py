@@ -16,26 +16,28 @@ ACTION_DIM = 3
 
 
 def tiny_flow_mlp_config(
-    chunk_size: int = 4, n_action_steps: int = 2, image: bool = False, **kw
+    chunk_size: int = 4,
+    n_action_steps: int = 2,
+    image: bool = False,
+    state_dim: int = STATE_DIM,
+    action_dim: int = ACTION_DIM,
+    **kw,
 ) -> FlowMLPConfig:
-    inputs = {OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))}
+    inputs = {OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(state_dim,))}
     if image:
         inputs["observation.image"] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, 16, 16))
+    sizes = dict(
+        num_inference_steps=4, obs_dim=16, hidden_dim=32, num_layers=2, token_dim=8, time_embed_dim=8
+    )
     return FlowMLPConfig(
         device="cpu",
         chunk_size=chunk_size,
         n_action_steps=n_action_steps,
-        num_inference_steps=4,
-        obs_dim=16,
-        hidden_dim=32,
-        num_layers=2,
-        token_dim=8,
-        time_embed_dim=8,
         image_channels=[4, 8],
         input_features=inputs,
-        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(action_dim,))},
         push_to_hub=False,
-        **kw,
+        **{**sizes, **kw},
     )
 
 
@@ -117,18 +119,14 @@ def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3) -> 
     saved like a lerobot-train checkpoint (stands in for an SFT policy in runtime tests)."""
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-    cfg = FlowMLPConfig(
-        device="cpu",
-        chunk_size=chunk_size,
-        n_action_steps=n_action_steps,
+    cfg = tiny_flow_mlp_config(
+        chunk_size,
+        n_action_steps,
+        state_dim=39,
+        action_dim=4,
+        num_inference_steps=10,
         obs_dim=32,
         hidden_dim=64,
-        num_layers=2,
-        token_dim=8,
-        time_embed_dim=8,
-        input_features={OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(39,))},
-        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
-        push_to_hub=False,
     )
     policy = get_policy_class("flow_mlp")(cfg)
     stats = {
