@@ -56,8 +56,8 @@ def collect_episodes(
         for _ in range(episode_length):
             state = obs["agent_pos"]
             action = np.asarray(expert.get_action(state.astype(np.float64)), dtype=np.float32)
-            if action_noise > 0:
-                action = action + rng.normal(0.0, action_noise, size=action.shape).astype(np.float32)
+            if action_noise > 0:  # jitter of the end-effector motion; the gripper command stays clean
+                action[:3] += rng.normal(0.0, action_noise, size=3).astype(np.float32)
             action = np.clip(action, -1.0, 1.0)
             frames.append({"observation.state": state, "action": action})
             obs, _, terminated, truncated, info = env.step(action)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repo_id", default=None)
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--episode_length", type=int, default=200)
-    p.add_argument("--action_noise", type=float, default=0.0)
+    p.add_argument("--action_noise", type=float, default=0.0, help="std of noise on the xyz part of the actions")
     args = p.parse_args(argv)
     run_cli(
         lambda: print(
