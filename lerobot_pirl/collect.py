@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repo_id", default=None)
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--episode_length", type=int, default=200)
-    p.add_argument("--action_noise", type=float, default=0.0, help="std of noise on the xyz part of the actions")
+    p.add_argument(
+        "--action_noise", type=float, default=0.0, help="std of noise on the xyz part of the actions"
+    )
     args = p.parse_args(argv)
     run_cli(
         lambda: print(

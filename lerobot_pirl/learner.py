@@ -77,6 +77,7 @@ class PiRLLearner:
                 self.algorithm.policy_version,
                 self.env_steps,
             )
+        self.algorithm.demo_iterator = self.demo_batches()
         self.buffer = RolloutBuffer(self.algorithm.transition_spec())
         self.board = WeightsBoard()
         self.transition_queue: queue.Queue = queue.Queue()
@@ -89,6 +90,31 @@ class PiRLLearner:
             from lerobot.common.wandb_utils import WandBLogger
 
             self.wandb = WandBLogger(cfg)
+
+    def demo_batches(self):
+        """Endless preprocessed demo batches from ``cfg.dataset`` for ``algorithm.demo_loss_coef`` (the
+        base policy's flow-matching loss as a regulariser), or ``None`` when not configured."""
+        cfg = self.cfg
+        if cfg.algorithm.demo_loss_coef <= 0:
+            return None
+        if cfg.dataset is None:
+            raise ValueError(
+                "dataset: algorithm.demo_loss_coef > 0 needs --dataset.repo_id (and --dataset.root)"
+            )
+        from lerobot.datasets import make_dataset
+
+        dataset = make_dataset(cfg)  # delta timestamps from the pi_rl config, i.e. the base's action chunk
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.algorithm.demo_batch_size, shuffle=True, drop_last=True, num_workers=0
+        )
+
+        def endless():
+            while True:
+                for batch in loader:
+                    yield self.pre(batch)
+
+        logger.info("[LEARNER] demo regulariser on %s (%d frames)", cfg.dataset.repo_id, len(dataset))
+        return endless()
 
     # ------------------------------------------------------------------ plumbing
     def push_weights(self) -> None:

@@ -339,3 +339,20 @@ def test_task_strings_ride_along_and_preprocessor_outputs_reach_the_policy_input
     rollout = algo.prepare_rollout(batch, preprocessor)
     assert seen["task"] and rollout.obs["observation.language.tokens"].shape == (6, 4)
     assert "task" not in rollout.obs
+
+
+def test_demo_loss_adds_the_base_flow_matching_loss_on_demo_batches():
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy, demo_loss_coef=0.5)
+    demo = {**obs_batch(8), "action": torch.randn(8, 4, 3)}
+    calls = []
+
+    def demos():
+        while True:
+            calls.append(1)
+            yield demo
+
+    algo.demo_iterator = demos()
+    _, _, rollout = _rollout_from(policy)
+    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    assert len(calls) == stats.extra["minibatches"] and stats.losses["demo_loss"] > 0
