@@ -439,12 +439,18 @@ def main(argv: list[str] | None = None) -> None:
         )
         out = Path(args.out or ("outputs/demo" if args.demo else "outputs/bench"))
         results = []
-        for task in tasks:
-            setup = TASKS.get(task, TaskSetup())
-            for name in ("demos", "action_noise", "sft_steps", "rl_updates"):
-                if getattr(args, name) is not None:
-                    setattr(setup, name, getattr(args, name))
-            for method in methods:
+        command = "python -m lerobot_pirl.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        results_path = (
+            Path(args.results)
+            if args.results
+            else (None if args.demo else REPO / "benchmarks" / "results.json")
+        )
+        for method in methods:
+            for task in tasks:
+                setup = TASKS.get(task, TaskSetup())
+                for name in ("demos", "action_noise", "sft_steps", "rl_updates"):
+                    if getattr(args, name) is not None:
+                        setattr(setup, name, getattr(args, name))
                 results.append(
                     run_task(
                         task,
@@ -457,14 +463,9 @@ def main(argv: list[str] | None = None) -> None:
                         tuple(args.rl_arg),
                     )
                 )
-        command = "python -m lerobot_pirl.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-        results_path = (
-            Path(args.results)
-            if args.results
-            else (None if args.demo else REPO / "benchmarks" / "results.json")
-        )
+                if results_path is not None:  # after every run, so a long benchmark leaves partial results
+                    write_results(results, results_path, command)
         if results_path is not None:
-            write_results(results, results_path, command)
             print(f"results: {results_path} and {results_path.with_suffix('.md')}")
         print("\nsummary:")
         for r in results:
