@@ -49,11 +49,11 @@ class TaskSetup:
 
 
 TASKS: dict[str, TaskSetup] = {
-    "button-press-v3": TaskSetup(),
-    "door-open-v3": TaskSetup(),
-    "drawer-close-v3": TaskSetup(),
-    "push-v3": TaskSetup(),
-    "pick-place-v3": TaskSetup(),
+    "button-press-v3": TaskSetup(action_noise=2.0),
+    "door-open-v3": TaskSetup(action_noise=1.5),
+    "drawer-close-v3": TaskSetup(action_noise=2.0),
+    "push-v3": TaskSetup(action_noise=0.6),
+    "pick-place-v3": TaskSetup(action_noise=0.6),
 }
 
 

@@ -75,3 +75,14 @@ def test_chunk_stepper_never_runs_a_chunk_across_two_episodes():
     before = [env._t for env in stepper.vec.envs]
     stepper.reset_done(res)
     assert before == [7, 7] and [env._t for env in stepper.vec.envs] == [0, 0]
+
+
+def test_goal_stays_in_the_state_after_reset():
+    """MetaWorld caches its observation space; a stale one would clip the goal dims to 0 after reset."""
+    env = MetaWorldStateEnv("push-v3")
+    obs, _ = env.reset(seed=7)
+    goal = obs["agent_pos"][36:39].copy()
+    assert np.abs(goal).sum() > 0
+    for _ in range(3):
+        obs, *_ = env.step(np.zeros(4, dtype=np.float32))
+        np.testing.assert_allclose(obs["agent_pos"][36:39], goal, atol=1e-6)

@@ -54,7 +54,8 @@ class MetaWorldStateEnv(gym.Env):
             raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {reward_type!r}")
         render = {"render_mode": "rgb_array", "width": image_size, "height": image_size} if image_size else {}
         env = ALL_V3_ENVIRONMENTS[task](**render)
-        env._partially_observable = False  # the goal is part of the 39-dim state
+        env._partially_observable = False  # the goal is part of the 39-dim state ...
+        env.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a stale cached space
         env._freeze_rand_vec = False  # every reset draws a new task variation ...
         env.seeded_rand_vec = True  # ... from the env's own seeded generator
         env._set_task_called = True
