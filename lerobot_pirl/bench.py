@@ -325,7 +325,8 @@ def run_task(
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(
-        f"== {task} / {method}: {setup.demos} demos, {setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
+        f"== {task} / {method}: {setup.demos} demos (action noise {setup.action_noise}), "
+        f"{setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
     )
     demos = collect_stage(task, setup, root, logs)
     sft = sft_stage(task, setup, root, demos, logs)
