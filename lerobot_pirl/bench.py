@@ -42,7 +42,10 @@ class TaskSetup:
     never from the held-out evaluation seeds)."""
 
     demos: int = 5  # scripted demos for SFT
-    action_noise: float = 1.5  # std of the Gaussian noise on the expert's actions (imperfect teleoperation)
+    action_noise: float = (
+        1.5  # std of the Gaussian noise on the expert's xyz commands (imperfect teleoperation)
+    )
+    noise_gripper: bool = True  # noise on the gripper command too (not for grasping tasks: it breaks grasps)
     sft_steps: int = 1000  # lerobot-train steps
     rl_updates: int = 60  # learner updates (policy.online_steps)
     episode_length: int = 150  # env steps per episode

@@ -35,6 +35,7 @@ def collect_episodes(
     seed: int = DEMO_SEED,
     episode_length: int = 200,
     action_noise: float = 0.0,
+    noise_gripper: bool = False,
     only_successes: bool = True,
     progress: bool = True,
 ) -> tuple[list[list[dict]], dict]:
@@ -56,8 +57,9 @@ def collect_episodes(
         for _ in range(episode_length):
             state = obs["agent_pos"]
             action = np.asarray(expert.get_action(state.astype(np.float64)), dtype=np.float32)
-            if action_noise > 0:  # jitter of the end-effector motion; the gripper command stays clean
-                action[:3] += rng.normal(0.0, action_noise, size=3).astype(np.float32)
+            if action_noise > 0:  # jitter of the commands (with noise_gripper, of the gripper command too)
+                dims = action.shape[0] if noise_gripper else 3
+                action[:dims] += rng.normal(0.0, action_noise, size=dims).astype(np.float32)
             action = np.clip(action, -1.0, 1.0)
             frames.append({"observation.state": state, "action": action})
             obs, _, terminated, truncated, info = env.step(action)
@@ -81,6 +83,7 @@ def collect_dataset(
     seed: int = DEMO_SEED,
     episode_length: int = 200,
     action_noise: float = 0.0,
+    noise_gripper: bool = False,
     overwrite: bool = True,
     progress: bool = True,
 ) -> dict:
@@ -89,7 +92,9 @@ def collect_dataset(
         if not overwrite:
             raise FileExistsError(f"root: {root} exists (pass --overwrite)")
         shutil.rmtree(root)
-    eps, stats = collect_episodes(task, episodes, seed, episode_length, action_noise, progress=progress)
+    eps, stats = collect_episodes(
+        task, episodes, seed, episode_length, action_noise, noise_gripper=noise_gripper, progress=progress
+    )
     write_dataset(
         root,
         repo_id or f"local/{task}",
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.seed,
                 args.episode_length,
                 args.action_noise,
+                noise_gripper=args.noise_gripper,
             )
         )
     )
