@@ -42,10 +42,10 @@ class TaskSetup:
     never from the held-out evaluation seeds)."""
 
     demos: int = 5  # scripted demos for SFT
-    action_noise: float = (
-        1.5  # std of the Gaussian noise on the expert's xyz commands (imperfect teleoperation)
-    )
-    noise_gripper: bool = True  # noise on the gripper command too (not for grasping tasks: it breaks grasps)
+    # Std of the Gaussian noise on the expert's xyz commands (an imperfect teleoperator).
+    action_noise: float = 1.5
+    # Noise on the gripper command too (not for grasping tasks: it breaks their grasps).
+    noise_gripper: bool = True
     sft_steps: int = 1000  # lerobot-train steps
     rl_updates: int = 60  # learner updates (policy.online_steps)
     episode_length: int = 150  # env steps per episode
@@ -109,6 +109,8 @@ def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path) -> Pat
                 f"--episodes={setup.demos}",
                 f"--root={demos}",
                 f"--episode_length={setup.episode_length}",
+                f"--action_noise={setup.action_noise}",
+                *(["--noise_gripper"] if setup.noise_gripper else []),
             ],
             log_dir / "collect.log",
             "demo collection",
