@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lerobot_pirl.bench import main
 
@@ -21,6 +22,8 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
             "flow_sde",
             "--demos",
             "2",
+            "--action_noise",
+            "0.5",
             "--sft_steps",
             "40",
             "--rl_updates",
@@ -40,6 +43,15 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
     )
     root = tmp_path / "bench" / "drawer-close-v3"
     assert (root / "demos" / "meta" / "info.json").is_file()  # a real LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
+
+    from lerobot_pirl.collect import collect_episodes
+
+    demo_actions = LeRobotDataset("local/drawer-close-v3", root=root / "demos")[0]["action"]
+    clean, _ = collect_episodes("drawer-close-v3", 1, progress=False)
+    assert not torch.allclose(
+        demo_actions, torch.as_tensor(clean[0][0]["action"])
+    )  # the demo noise was applied
     assert (root / "sft" / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
     records = [
         json.loads(line) for line in (root / "flow_sde" / "rl" / "metrics.jsonl").read_text().splitlines()
