@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--action_noise", type=float, default=0.0, help="std of noise on the xyz part of the actions"
     )
+    p.add_argument("--noise_gripper", action="store_true", help="also add the noise to the gripper command")
     args = p.parse_args(argv)
     run_cli(
         lambda: print(
