@@ -52,11 +52,12 @@ class TaskSetup:
 
 
 TASKS: dict[str, TaskSetup] = {
+    # SFT success on validation seeds 2,000,000+ while choosing: 0.30, 0.42, 0.72, 0.12, 0.10.
     "button-press-v3": TaskSetup(action_noise=2.0),
     "door-open-v3": TaskSetup(action_noise=1.5),
     "drawer-close-v3": TaskSetup(action_noise=2.0),
-    "push-v3": TaskSetup(action_noise=0.6),
-    "pick-place-v3": TaskSetup(action_noise=0.6),
+    "push-v3": TaskSetup(action_noise=0.3, noise_gripper=False),
+    "pick-place-v3": TaskSetup(action_noise=0.3, noise_gripper=False),
 }
 
 
