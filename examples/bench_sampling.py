@@ -3,10 +3,11 @@
     python examples/bench_sampling.py [--threads 1] [--repeats 200]
 
 Prints, for batch 1 and 64, the time of: plain deterministic ODE sampling (the base policy's own
-``predict_action_chunk``), stochastic sampling with the behaviour log-prob (Flow-SDE hybrid, Flow-Noise
-joint), and re-scoring a stored chain (what the learner pays per sample), as ratios measured in one run.
-Targets: Flow-SDE hybrid <= 1.10x ODE, Flow-Noise <= 1.25x ODE, hybrid re-scoring <= 1/K of
-(re-running the chain + encoding).
+``predict_action_chunk``), stochastic sampling with the behaviour log-prob as an actor runs it (Flow-SDE
+hybrid, Flow-Noise joint; ``with_value=False``), and re-scoring a stored hybrid chain (what the learner pays
+per sample, value head included), as ratios measured in one run. Targets: Flow-SDE hybrid <= 1.10x ODE,
+Flow-Noise <= 1.25x ODE, hybrid re-scoring <= the encoding plus 1/K of the chain's velocity evaluations
+(last column: measured / that budget).
 """
 
 from __future__ import annotations
@@ -63,19 +64,21 @@ def main() -> None:
     sde, noise = build("flow_sde", args.k), build("flow_noise", args.k)
     print(f"flow_mlp (39 -> 4 x chunk 10, hidden 256), K={args.k}, torch threads={args.threads}")
     print(
-        f"{'batch':>5} {'ODE ms':>8} {'SDE/ODE':>8} {'Noise/ODE':>9} {'rescore/ODE':>11} {'rescore*K/(chain+enc)':>21}"
+        f"{'batch':>5} {'ODE ms':>8} {'SDE/ODE':>8} {'Noise/ODE':>9} {'rescore/ODE':>11} {'rescore/budget':>14}"
     )
     for bsz in (1, 64):
         obs = {"observation.state": torch.randn(bsz, 39)}
         with torch.no_grad():
             t_ode = timeit(lambda o=obs: sde.base.predict_action_chunk(o), args.repeats)
-            t_sde = timeit(lambda o=obs: sde.sample_chain(o), args.repeats)
-            t_noise = timeit(lambda o=obs: noise.sample_chain(o), args.repeats)
+            t_sde = timeit(lambda o=obs: sde.sample_chain(o, with_value=False), args.repeats)
+            t_noise = timeit(lambda o=obs: noise.sample_chain(o, with_value=False), args.repeats)
+            t_enc = timeit(lambda o=obs: sde.adapter.encode(o), args.repeats)
             out = sde.sample_chain(obs)
             t_score = timeit(lambda o=obs, c=out: sde.score_chain(o, c.chain, c.denoise_index), args.repeats)
+        budget = t_enc + (t_ode - t_enc) / args.k  # encoding + one of the K velocity evaluations
         print(
             f"{bsz:>5} {t_ode * 1e3:>8.3f} {t_sde / t_ode:>8.2f} {t_noise / t_ode:>9.2f} {t_score / t_ode:>11.2f} "
-            f"{t_score * args.k / t_sde:>21.2f}"
+            f"{t_score / budget:>14.2f}"
         )
 
 

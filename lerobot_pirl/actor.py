@@ -144,7 +144,7 @@ class PiRLActor:
                 self.evaluate(version)
             raw, batch = self.observe(obs)
             with torch.no_grad():
-                sample = self.policy.sample_chain(batch)
+                sample = self.policy.sample_chain(batch, with_value=False)  # values come from the learner
             env_actions = self.post(sample.executed).cpu()
             result = stepper.step_chunk(env_actions.numpy())
             raw_next, _ = self.observe(result.next_obs)

@@ -97,80 +97,88 @@ class FlowChainSampler:
         batch: dict[str, Tensor],
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        with_value: bool = True,
     ) -> ChainSample:
+        """One stochastic chain per observation. The per-step work is the ODE step plus, on the
+        stochastic step(s), the step rule; log-densities are computed once, after the loop, from the
+        recorded ``(x_k, x_k+1, mean, std)``. ``with_value=False`` skips the value head (an actor does
+        not need it: the learner computes values) and returns NaN values."""
         prefix = adapter.encode(batch)
         bsz = prefix.features.shape[0]
         device = prefix.features.device
         taus = adapter.time_grid(self.num_steps, device)
         x = (noise if noise is not None else adapter.sample_noise(bsz, device, generator)).float()
-
-        if self.hybrid:
-            k_star = self._sample_k_star(bsz, device, generator)
-        else:
-            k_star = torch.full((bsz,), -1, dtype=torch.long, device=device)
-        chain = [x] if not self.hybrid else [torch.zeros_like(x), torch.zeros_like(x)]
-        terms: list[Tensor] = [] if self.hybrid else [self._prior_term(x)]
-        hybrid_term = torch.zeros_like(self._executed(x))
-        std_sum = torch.zeros(bsz, device=device)
-        ent_sum = torch.zeros(bsz, device=device)
-        hybrid_feat = None
-        step_feats: list[Tensor] = []
+        k_star = (
+            self._sample_k_star(bsz, device, generator)
+            if self.hybrid
+            else torch.full((bsz,), -1, dtype=torch.long, device=device)
+        )
+        need_feats = with_value and value_head.placement == "expert"
+        chain, feats = [x], []
+        record: list[Tensor] | None = None  # hybrid: [x_k*, x_k*+1, mean, std, feat] gathered per sample
+        means, stds = [], []  # joint: per step
 
         for k in range(self.num_steps):
             tau = taus[k].expand(bsz)
             v, hidden = adapter.velocity(prefix, x, tau)
             v = v.float()
-            x_ode = self.ode(x, v, tau.view(-1, 1, 1), self.delta, self.num_steps, None)[0]
-            stochastic_now = (
-                (k_star == k) if self.hybrid else torch.ones(bsz, dtype=torch.bool, device=device)
-            )
-            token_mean = hidden.float().mean(1)
-            if self.hybrid:
-                hybrid_feat = token_mean if hybrid_feat is None else hybrid_feat
-                hybrid_feat = torch.where(stochastic_now[:, None], token_mean, hybrid_feat)
-            else:
-                step_feats.append(token_mean)
-
-            if self.rule.stochastic and bool(stochastic_now.any()):
+            x_next = self.ode(x, v, tau.view(-1, 1, 1), self.delta, self.num_steps, None)[0]
+            feat = hidden.float().mean(1) if need_feats else x.new_zeros(bsz, 1)
+            selected = (k_star == k) if self.hybrid else None
+            if self.hybrid and not bool(selected.any()):
+                x = x_next
+                continue
+            mean = std = x_next
+            if self.rule.stochastic:
                 mean, std = self._step(x, v, tau, hidden, noise_head)
                 eps = torch.randn(mean.shape, device=device, generator=generator, dtype=mean.dtype)
                 x_sde = mean + std * eps
-                x_next = torch.where(stochastic_now.view(-1, 1, 1), x_sde, x_ode)
-                elem = self._executed(gaussian_log_prob(x_next, mean, std))
-                exec_std = self._executed(std)
-                sel = stochastic_now.float()
-                std_sum += sel * exec_std.flatten(1).mean(-1)
-                ent_sum += sel * self._executed(gaussian_entropy(std)).flatten(1).mean(-1)
-                if self.hybrid:
-                    hybrid_term = torch.where(stochastic_now.view(-1, 1, 1), elem, hybrid_term)
-                else:
-                    terms.append(elem)
-            else:
-                x_next = x_ode
-
+                x_next = torch.where(selected.view(-1, 1, 1), x_sde, x_next) if self.hybrid else x_sde
             if self.hybrid:
-                sel = stochastic_now.view(-1, 1, 1)
-                chain[0] = torch.where(sel, x, chain[0])
-                chain[1] = torch.where(sel, x_next, chain[1])
+                values = [x, x_next, mean, std, feat]
+                if record is None:
+                    record = values
+                else:
+                    sel3, sel1 = selected.view(-1, 1, 1), selected.view(-1, 1)
+                    record = [
+                        torch.where(sel1 if t.ndim == 2 else sel3, t, old)
+                        for t, old in zip(values, record, strict=True)
+                    ]
             else:
                 chain.append(x_next)
+                means.append(mean)
+                stds.append(std)
+                feats.append(feat)
             x = x_next
 
-        n_stochastic = 1 if self.hybrid else self.num_steps
-        expert_feat = self._pool([hybrid_feat] if self.hybrid else step_feats)
+        if self.hybrid:
+            x_k, x_k1, mean_t, std_t, feat_t = record
+            stored = torch.stack([x_k, x_k1], dim=1)
+            nexts, means_t, stds_t, feats = x_k1[None], mean_t[None], std_t[None], [feat_t]
+            terms: list[Tensor] = []
+        else:
+            stored = torch.stack(chain, dim=1)
+            nexts, means_t, stds_t = torch.stack(chain[1:]), torch.stack(means), torch.stack(stds)
+            terms = [self._prior_term(chain[0])]
         if self.rule.stochastic:
-            logprob = self._reduce([hybrid_term] if self.hybrid else terms)
+            terms += list(self._executed(gaussian_log_prob(nexts, means_t, stds_t)).unbind(0))
+            logprob = self._reduce(terms)
+            noise_std = self._executed(stds_t).flatten(2).mean(-1).mean(0)
         else:
             logprob = self._reduce([torch.zeros_like(self._executed(x))])
-        value = value_head(prefix.features, expert_feat).float()
+            noise_std = torch.zeros(bsz, device=device)
+        if with_value:
+            value = value_head(prefix.features, self._pool(feats) if need_feats else None).float()
+        else:
+            value = torch.full((bsz,), float("nan"), device=device)
         return ChainSample(
             actions=x,
             executed=self._executed(x),
-            chain=torch.stack(chain, dim=1),
+            chain=stored,
             denoise_index=k_star,
             logprob=logprob,
             value=value,
-            noise_std=std_sum / n_stochastic,
+            noise_std=noise_std,
         )
 
     @torch.no_grad()

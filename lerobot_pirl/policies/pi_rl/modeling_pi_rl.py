@@ -133,9 +133,15 @@ class PiRLPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------ training-time sampling
     def sample_chain(
-        self, batch: dict[str, Tensor], noise: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        batch: dict[str, Tensor],
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        with_value: bool = True,
     ) -> ChainSample:
-        return self.sampler.sample(self.adapter, self.value_head, self.noise_head, batch, noise, generator)
+        return self.sampler.sample(
+            self.adapter, self.value_head, self.noise_head, batch, noise, generator, with_value=with_value
+        )
 
     def score_chain(self, batch: dict[str, Tensor], chain: Tensor, denoise_index: Tensor) -> ChainScore:
         return self.sampler.score(self.adapter, self.value_head, self.noise_head, batch, chain, denoise_index)
