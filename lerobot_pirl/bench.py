@@ -291,13 +291,14 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
     eval_y = [sft["success_rate"]] + [r["eval_success_rate"] for r in evals]
     ax.plot(eval_x, eval_y, "o-", color="tab:blue", lw=2, label="held-out eval (deterministic ODE)")
     last_x = records[-1]["env_steps"] if records else 0
+    points = (sft, final)
+    # Wilson bounds can sit a rounding error inside the point estimate at 0 or 1: clamp the bars at 0.
+    low = [max(p["success_rate"] - p["ci95"][0], 0.0) for p in points]
+    high = [max(p["ci95"][1] - p["success_rate"], 0.0) for p in points]
     ax.errorbar(
         [0, last_x],
-        [sft["success_rate"], final["success_rate"]],
-        yerr=[
-            [sft["success_rate"] - sft["ci95"][0], final["success_rate"] - final["ci95"][0]],
-            [sft["ci95"][1] - sft["success_rate"], final["ci95"][1] - final["success_rate"]],
-        ],
+        [p["success_rate"] for p in points],
+        yerr=[low, high],
         fmt="s",
         color="black",
         capsize=4,
@@ -387,12 +388,13 @@ def write_results(results: list[RunResult], path: Path, command: str) -> None:
     }
     path.write_text(json.dumps(payload, indent=2))
     lines = [
-        "| task | noise method | demos | SFT success | πRL success | eval episodes | env steps | wall (RL / total) |",
+        "| task | noise method | demos (noise) | SFT success [95% CI] | πRL success [95% CI] | eval episodes "
+        "| env steps | wall (RL / total) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.task} | {r.noise_method} | {r.demos} | {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
+            f"| {r.task} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) | {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min |"
         )

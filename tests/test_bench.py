@@ -1,0 +1,53 @@
+"""Benchmark reporting: confidence intervals, plots and the results table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lerobot_pirl.bench import RunResult, plot_curve, write_results
+from lerobot_pirl.evaluate import wilson_interval
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(25, 50)
+    assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(50, 50)
+    assert lo > 0.9 and hi <= 1.0
+
+
+@pytest.mark.parametrize("k", [0, 6])  # all failed / all solved: bounds at a rounding error from 0 / 1
+def test_plot_handles_perfect_and_zero_success(tmp_path, k):
+    report = {"success_rate": k / 6, "ci95": wilson_interval(k, 6), "episodes": 6}
+    records = [
+        {"kind": "update", "env_steps": 100, "episodes": 3, "episode_success": 0.5},
+        {"kind": "eval", "env_steps": 150, "eval_success_rate": 0.5},
+    ]
+    plot_curve(records, report, report, "t", tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_results_json_and_table(tmp_path):
+    row = RunResult(
+        task="push-v3",
+        noise_method="flow_sde",
+        demos=5,
+        demo_action_noise=0.3,
+        sft_success=0.1,
+        sft_ci95=[0.04, 0.21],
+        rl_success=0.5,
+        rl_ci95=[0.37, 0.63],
+        eval_episodes=50,
+        env_steps=1000,
+        updates=2,
+        wall_s=60.0,
+        rl_wall_s=30.0,
+        plot="p.png",
+    )
+    write_results([row], tmp_path / "results.json", "python -m lerobot_pirl.bench")
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["tasks"][0]["rl_success"] == 0.5 and "machine" in payload
+    table = (tmp_path / "results.md").read_text()
+    assert "| push-v3 | flow_sde | 5 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |" in table
