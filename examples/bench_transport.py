@@ -129,9 +129,10 @@ def update_rate(pol: PiRLPolicy, repeats: int) -> float:
     for _ in range(repeats):
         buffer = RolloutBuffer(algo.transition_spec())
         buffer.add(data)
-        batch, _ = buffer.take(0, 10)
+        batch, _ = buffer.take(algo.policy_version, 10**6)
         rollout = algo.prepare_rollout(batch)
         algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+        algo.policy_version += 1  # the same data is re-used: it is no longer on-policy for the guard
     return repeats / (time.perf_counter() - t)
 
 
