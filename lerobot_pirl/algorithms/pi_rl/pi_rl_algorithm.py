@@ -153,14 +153,16 @@ class PiRLAlgorithm(RLAlgorithm):
 
     # ------------------------------------------------------------------ rollout preparation
     @torch.no_grad()
-    def _values(self, obs: dict[str, Tensor], chain: Tensor, denoise_index: Tensor) -> Tensor:
-        out = []
+    def _in_minibatches(self, fn, obs: dict[str, Tensor], *extra: Tensor) -> Tensor:
+        """``fn(obs_slice, *extra_slices)`` over minibatch-sized slices, concatenated (float32)."""
         bs = self.config.minibatch_size
-        for s in range(0, chain.shape[0], bs):
-            sl = slice(s, s + bs)
-            score = self.policy.score_chain({k: v[sl] for k, v in obs.items()}, chain[sl], denoise_index[sl])
-            out.append(score.value.float())
-        return torch.cat(out)
+        n = next(iter(obs.values())).shape[0]
+        return torch.cat(
+            [
+                fn({k: v[s : s + bs] for k, v in obs.items()}, *(t[s : s + bs] for t in extra)).float()
+                for s in range(0, n, bs)
+            ]
+        )
 
     @torch.no_grad()
     def prepare_rollout(self, batch: TransitionBatch, preprocessor=None) -> Rollout:
@@ -171,7 +173,9 @@ class PiRLAlgorithm(RLAlgorithm):
         norm = preprocessor if preprocessor is not None else (lambda o: o)
         obs = _policy_inputs(norm(dict(batch.state)), device)
         chain, k_idx = batch.chain.to(device), batch.denoise_index.to(device)
-        values = self._values(obs, chain, k_idx).cpu()
+        values = self._in_minibatches(
+            lambda o, c, k: self.policy.score_chain(o, c, k).value, obs, chain, k_idx
+        ).cpu()
 
         if self.config.estimator == "gae":
             advantages, returns = self._gae(batch, values, norm)
@@ -207,7 +211,7 @@ class PiRLAlgorithm(RLAlgorithm):
             device = self.policy.config.device
             nxt = {k: _take(v, boot) for k, v in batch.next_state.items()}
             nxt = _policy_inputs(norm(nxt), device)
-            next_values[boot] = self._bootstrap_values(nxt).cpu()
+            next_values[boot] = self._in_minibatches(self.policy.value_of, nxt).cpu()
         pad = cols < 0
         idx = cols.clamp_min(0)
 
@@ -226,14 +230,6 @@ class PiRLAlgorithm(RLAlgorithm):
         advantages = torch.zeros(n)
         advantages[cols[~pad]] = adv_tb[~pad]
         return advantages, advantages + values
-
-    @torch.no_grad()
-    def _bootstrap_values(self, obs: dict[str, Tensor]) -> Tensor:
-        bs = self.config.minibatch_size
-        n = next(iter(obs.values())).shape[0]
-        return torch.cat(
-            [self.policy.value_of({k: v[s : s + bs] for k, v in obs.items()}) for s in range(0, n, bs)]
-        )
 
     def _grpo(self, batch: TransitionBatch, values: Tensor) -> tuple[Tensor, Tensor]:
         """Group-relative advantages; every step of an episode gets its episode's advantage.

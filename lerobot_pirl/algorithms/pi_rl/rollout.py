@@ -30,6 +30,7 @@ ENV_ID = "env_id"  # index of the env in the actor's vector env
 EPISODE_ID = "episode_id"  # per-env episode counter
 CHUNK_INDEX = "chunk_index"  # per-env counter of chunks (consecutive within a stream)
 SUCCESS = "success"  # 1.0 if the task was solved inside the chunk
+TASK = "task"  # observation key of the env's task strings (a VLA's prompt), carried next to the features
 REQUIRED_INFO_KEYS = (
     LOGPROB,
     CHAIN,
@@ -126,9 +127,6 @@ class TransitionBatch:
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
-
-
-TASK = "task"
 
 
 def _stack_obs(observations: list[Mapping], keys: Iterable[str]) -> dict:
