@@ -13,7 +13,6 @@ from lerobot_pirl.flow.adapters.base import FlowAdapter, Prefix
 from lerobot_pirl.flow.config import FlowSamplerConfig, ValueHeadConfig
 from lerobot_pirl.flow.heads import NoiseHead, ValueHead
 from lerobot_pirl.flow.sampler import FlowChainSampler
-from lerobot_pirl.flow.steps import make_step_rule
 from tests.helpers import obs_batch, tiny_pi_rl
 
 METHODS = [
@@ -74,13 +73,29 @@ def test_hybrid_logprob_is_normal_log_prob_over_the_executed_slice_only(method):
     adapter, sampler, nh, vh, batch = _padded_setup(method, "one")
     out = sampler.sample(adapter, vh, nh, batch)
     x, x_next, k = out.chain[:, 0], out.chain[:, 1], out.denoise_index
-    tau = adapter.time_grid(4, "cpu")[k]
-    v, hidden = adapter.velocity(adapter.encode(batch), x, tau)
-    rule = make_step_rule(method, 0.5)
-    mean, std = rule(x, v, tau.view(-1, 1, 1), 0.25, 4, nh(hidden) if rule.learned_std else None)
-    std = std.clamp_min(sampler.cfg.std_floor)
+    tau = adapter.time_grid(4, "cpu")[k].double().view(-1, 1, 1)
+    v, hidden = adapter.velocity(adapter.encode(batch), x, tau.float().view(-1))
+    x, v, delta = x.double(), v.double(), 0.25
+    if method == "flow_sde":  # the spec's bracket form, sigma = a sqrt(tau / (1 - tau)), fallback at tau = 1
+        sigma = 0.5 * torch.sqrt(tau / (1 - torch.where(tau >= 1, 1 - delta, tau)))
+        mean = x - delta * (v + sigma**2 / (2 * tau) * (x + (1 - tau) * v))
+        std = (delta**0.5 * sigma).expand_as(x)
+    elif method == "flow_noise":
+        mean, std = x - delta * v, nh(hidden).double()
+    else:  # CPS
+        t_next, angle = tau - delta, torch.tensor(torch.pi * 0.5 / 2)
+        mean = (1 - t_next) * (x - tau * v) + t_next * torch.cos(angle) * (x + (1 - tau) * v)
+        std = (t_next * torch.sin(angle)).expand_as(x)
+    std = std.clamp_min(sampler.cfg.std_floor).float()
+    mean = mean.float()
     ref = torch.distributions.Normal(mean[:, :2, :3], std[:, :2, :3]).log_prob(x_next[:, :2, :3]).sum((1, 2))
     torch.testing.assert_close(out.logprob, ref, rtol=1e-5, atol=1e-5)
+
+    # The entropy is the mean Normal entropy of the executed elements of the stochastic step.
+    ent_ref = torch.distributions.Normal(mean[:, :2, :3], std[:, :2, :3]).entropy().mean((1, 2))
+    score = sampler.score(adapter, vh, nh, batch, out.chain, out.denoise_index)
+    torch.testing.assert_close(score.entropy, ent_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(score.noise_std, std[:, :2, :3].mean((1, 2)), rtol=1e-5, atol=1e-6)
 
     # Padded dims and non-executed actions contribute nothing.
     chain = out.chain.clone()
@@ -137,6 +152,31 @@ def test_stored_logprob_equals_rescored_logprob(method, sde_steps, level):
     assert (ratio - 1).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+def test_per_batch_hybrid_step_is_shared_and_rescored_exactly(method):
+    policy = tiny_pi_rl(method, "one", hybrid_step_draw="per_batch", num_denoise_steps=5)
+    batch = obs_batch(32, seed=8)
+    draws = set()
+    for _ in range(12):
+        out = policy.sample_chain(batch)
+        assert out.denoise_index.unique().numel() == 1  # one k* for the whole call
+        draws.add(int(out.denoise_index[0]))
+        score = policy.score_chain(batch, out.chain, out.denoise_index)
+        torch.testing.assert_close(score.logprob, out.logprob, rtol=0, atol=1e-6)
+    assert len(draws) > 1  # but a fresh one every call
+    with pytest.raises(ValueError, match="hybrid_step_draw"):
+        FlowSamplerConfig(hybrid_step_draw="per_env")
+
+
+@pytest.mark.parametrize("sde_steps", ["one", "all"])
+def test_expert_placed_value_is_the_same_in_sampling_and_rescoring(sde_steps):
+    policy = tiny_pi_rl("flow_sde", sde_steps, value_placement="expert")
+    batch = obs_batch(16, seed=9)
+    out = policy.sample_chain(batch)
+    score = policy.score_chain(batch, out.chain, out.denoise_index)
+    torch.testing.assert_close(score.value, out.value, rtol=0, atol=1e-6)
+
+
 def test_ode_sampler_reproduces_the_base_policy_bitwise():
     policy = tiny_pi_rl("flow_sde", num_denoise_steps=4)
     batch = obs_batch(16, seed=4)
@@ -158,6 +198,10 @@ def test_flow_sde_with_zero_noise_reproduces_the_base_policy_bitwise():
 @pytest.mark.parametrize("num_steps", range(1, 11))
 @pytest.mark.parametrize("method", ["flow_sde", "flow_noise", "flow_cps"])
 def test_no_nan_or_inf_for_any_step_count(num_steps, method):
+    if method == "flow_cps" and num_steps == 1:
+        with pytest.raises(ValueError, match="num_denoise_steps"):
+            tiny_pi_rl(method, sde_steps="all", num_denoise_steps=num_steps)
+        return
     policy = tiny_pi_rl(method, sde_steps="all", num_denoise_steps=num_steps)
     batch = obs_batch(8, seed=num_steps)
     out = policy.sample_chain(batch)

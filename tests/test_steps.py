@@ -18,6 +18,8 @@ from lerobot_pirl.flow.steps import (
     gaussian_entropy,
     gaussian_log_prob,
     make_step_rule,
+    standard_normal_log_prob,
+    step_mean,
 )
 
 
@@ -36,9 +38,23 @@ def test_gaussian_log_prob_matches_torch_normal():
     assert gaussian_log_prob(x, mean, std).dtype == torch.float32
 
 
+def test_gaussian_log_prob_broadcasts_a_per_sample_std_and_the_prior():
+    x, mean = _xv(2)
+    std = torch.rand(x.shape[0], 1, 1, dtype=torch.float64) + 0.05
+    expected = torch.distributions.Normal(mean.float(), std.float().expand_as(x)).log_prob(x.float())
+    torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected, rtol=1e-6, atol=1e-6)
+    prior = torch.distributions.Normal(0.0, 1.0).log_prob(x.float())
+    torch.testing.assert_close(standard_normal_log_prob(x), prior, rtol=1e-6, atol=1e-6)
+
+
 def test_gaussian_entropy_matches_torch_normal():
     std = torch.rand(10) + 0.01
     torch.testing.assert_close(gaussian_entropy(std), torch.distributions.Normal(0.0, std).entropy())
+
+
+def _mean_std(rule, x, v, tau, delta, num_steps):
+    c = rule.coefficients(tau, delta, num_steps)
+    return step_mean(x, v, c.a_x, c.a_v), c.std
 
 
 @pytest.mark.parametrize("num_steps", range(1, 11))
@@ -47,55 +63,65 @@ def test_flow_sde_mean_equals_both_algebraic_forms(num_steps):
     a, delta = 0.5, 1.0 / num_steps
     rule = FlowSDEStep(a)
     for k in range(num_steps):
-        tau = torch.tensor(1.0 - k / num_steps, dtype=torch.float64)
-        mean, std = rule(x, v, tau, delta, num_steps)
+        tau = 1.0 - k / num_steps
+        mean, std = _mean_std(rule, x, v, tau, delta, num_steps)
         sigma = flow_sde_sigma(tau, a, num_steps)
         mixture = flow_sde_mean_mixture(x, v, tau, delta, sigma)
         bracket = x - delta * (v + sigma**2 / (2 * tau) * (x + (1 - tau) * v))
         torch.testing.assert_close(mean, mixture, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(mean, bracket, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(std, torch.full_like(x, math.sqrt(delta) * float(sigma)))
-        assert torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()
+        assert std == pytest.approx(math.sqrt(delta) * sigma, rel=1e-15)
+        assert torch.isfinite(mean).all() and math.isfinite(std) and std > 0
 
 
 @pytest.mark.parametrize("num_steps", [1, 2, 4, 10])
 def test_flow_sde_sigma_at_tau_one_uses_fallback(num_steps):
     a = 0.7
-    sigma = flow_sde_sigma(torch.tensor(1.0, dtype=torch.float64), a, num_steps)
     # tau = 1 - 1/K in the denominator: sigma = a * sqrt(1 / (1/K)) = a * sqrt(K)
-    assert float(sigma) == pytest.approx(a * math.sqrt(num_steps))
-    inner = flow_sde_sigma(torch.tensor(0.25, dtype=torch.float64), a, num_steps)
-    assert float(inner) == pytest.approx(a * math.sqrt(0.25 / 0.75))
+    assert flow_sde_sigma(1.0, a, num_steps) == pytest.approx(a * math.sqrt(num_steps))
+    assert flow_sde_sigma(0.25, a, num_steps) == pytest.approx(a * math.sqrt(0.25 / 0.75))
 
 
-def test_flow_sde_with_zero_noise_is_the_ode_step_bitwise():
+@pytest.mark.parametrize("num_steps", [1, 3, 4, 7])
+def test_flow_sde_with_zero_noise_is_the_ode_step_bitwise(num_steps):
     x, v = _xv(3)
     x, v = x.float(), v.float()
-    tau = torch.tensor(0.75)
-    mean, std = FlowSDEStep(0.0)(x, v, tau, 0.25, 4)
-    ode_mean, ode_std = ODEStep()(x, v, tau, 0.25, 4)
-    assert torch.equal(mean, ode_mean)
-    assert torch.equal(std, torch.zeros_like(std)) and torch.equal(ode_std, torch.zeros_like(ode_std))
+    delta = 1.0 / num_steps
+    for k in range(num_steps):
+        tau = 1.0 - k / num_steps
+        c = FlowSDEStep(0.0).coefficients(tau, delta, num_steps)
+        assert c == ODEStep().coefficients(tau, delta, num_steps)
+        assert c.std == 0.0
+        # LeRobot's Euler update, x + dt * v with dt = -1/K.
+        assert torch.equal(step_mean(x, v, c.a_x, c.a_v), x + (-1.0 / num_steps) * v)
 
 
-def test_flow_noise_uses_the_head_std_and_ode_mean():
+def test_step_mean_with_tensor_coefficients_is_bitwise_the_scalar_form():
+    """Re-scoring gathers per-sample coefficients; sampling uses Python floats: same bits."""
+    x, v = _xv(6)
+    x, v = x.float(), v.float()
+    c = FlowSDEStep(0.5).coefficients(0.75, 0.25, 4)
+    a_x, a_v = float(torch.tensor(c.a_x)), float(torch.tensor(c.a_v))  # float32-exact, as the sampler
+    per_sample = torch.tensor([a_x, a_v]).expand(x.shape[0], 2)
+    tensor_form = step_mean(x, v, per_sample[:, 0].view(-1, 1, 1), per_sample[:, 1].view(-1, 1, 1))
+    assert torch.equal(step_mean(x, v, a_x, a_v), tensor_form)
+
+
+def test_flow_noise_uses_the_ode_mean_and_a_learned_std():
     x, v = _xv(4)
-    std_in = torch.rand_like(x) + 0.1
-    mean, std = FlowNoiseStep()(x, v, torch.tensor(0.5), 0.25, 4, std_in)
+    mean, std = _mean_std(FlowNoiseStep(), x, v, 0.5, 0.25, 4)
     torch.testing.assert_close(mean, x - 0.25 * v)
-    assert torch.equal(std, std_in)
-    with pytest.raises(ValueError, match="noise_std"):
-        FlowNoiseStep()(x, v, torch.tensor(0.5), 0.25, 4, None)
+    assert std is None and FlowNoiseStep.learned_std
 
 
 def test_cps_step_formula():
     x, v = _xv(5)
-    a, tau, delta = 0.4, torch.tensor(0.75, dtype=torch.float64), 0.25
-    mean, std = FlowCPSStep(a)(x, v, tau, delta, 4)
+    a, tau, delta = 0.4, 0.75, 0.25
+    mean, std = _mean_std(FlowCPSStep(a), x, v, tau, delta, 4)
     t_next = 0.5
     x0, x1 = x - tau * v, x + (1 - tau) * v
     torch.testing.assert_close(mean, (1 - t_next) * x0 + t_next * math.cos(math.pi * a / 2) * x1)
-    torch.testing.assert_close(std, torch.full_like(x, t_next * math.sin(math.pi * a / 2)))
+    assert std == pytest.approx(t_next * math.sin(math.pi * a / 2))
 
 
 def test_bounded_std_stays_in_bounds():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from lerobot_pirl.flow.steps import NOISE_METHODS
 
 SDE_STEPS = ("one", "all")
+HYBRID_STEP_DRAWS = ("per_sample", "per_batch")
 LOGPROB_REDUCTIONS = ("sum", "mean")
 LOGPROB_LEVELS = ("chunk", "token")
 VALUE_PLACEMENTS = ("prefix", "expert")
@@ -27,6 +28,9 @@ class FlowSamplerConfig:
     sde_steps: str | None = None
     # Draw the hybrid step k* from 0..K-2 instead of 0..K-1.
     exclude_last_step: bool = False
+    # Hybrid k*: "per_sample" (each sample its own step) or "per_batch" (one step per sampling call, as
+    # RLinf does; cheaper: no per-sample selection work).
+    hybrid_step_draw: str = "per_sample"
     # Lower bound of the Flow-Noise head's std.
     noise_std_min: float = 0.08
     # Upper bound of the Flow-Noise head's std.
@@ -47,8 +51,16 @@ class FlowSamplerConfig:
             self.sde_steps = "all" if self.noise_method == "flow_noise" else "one"
         if self.sde_steps not in SDE_STEPS:
             raise ValueError(f"sde_steps must be one of {list(SDE_STEPS)}, got {self.sde_steps!r}")
+        if self.hybrid_step_draw not in HYBRID_STEP_DRAWS:
+            raise ValueError(
+                f"hybrid_step_draw must be one of {list(HYBRID_STEP_DRAWS)}, got {self.hybrid_step_draw!r}"
+            )
         if self.num_denoise_steps < 1:
             raise ValueError(f"num_denoise_steps must be >= 1, got {self.num_denoise_steps}")
+        if self.noise_method == "flow_cps" and self.num_denoise_steps < 2:
+            raise ValueError(
+                "noise_method='flow_cps' needs num_denoise_steps >= 2 (its last step is deterministic)"
+            )
         if self.exclude_last_step and self.num_denoise_steps < 2:
             raise ValueError("exclude_last_step needs num_denoise_steps >= 2")
         if self.noise_level < 0:

@@ -10,6 +10,7 @@ one velocity evaluation per sample.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,16 @@ from torch import Tensor
 from lerobot_pirl.flow.adapters.base import FlowAdapter, Prefix
 from lerobot_pirl.flow.config import FlowSamplerConfig
 from lerobot_pirl.flow.heads import NoiseHead, ValueHead
-from lerobot_pirl.flow.steps import ODEStep, gaussian_entropy, gaussian_log_prob, make_step_rule
+from lerobot_pirl.flow.steps import (
+    LOG_SQRT_2PI,
+    StepCoefficients,
+    as_float32,
+    gaussian_entropy,
+    gaussian_log_prob,
+    make_step_rule,
+    standard_normal_log_prob,
+    step_mean,
+)
 
 
 @dataclass
@@ -45,46 +55,120 @@ class ChainScore:
 
 
 class FlowChainSampler:
+    """Stochastic sampling and re-scoring of the denoising chain with one step rule.
+
+    The step coefficients of the K steps are computed once here (rounded to float32, the std floored),
+    so a sampled step is the ODE step plus ``mean + eps * std`` and the log-density is evaluated once,
+    after the chain, on the executed slice only. Sampling and re-scoring evaluate the same float32
+    expressions, so the stored behaviour log-prob equals the re-scored one for unchanged weights.
+    """
+
     def __init__(self, cfg: FlowSamplerConfig, action_chunk: int, real_action_dim: int):
         self.cfg = cfg
         self.rule = make_step_rule(cfg.noise_method, cfg.noise_level)
-        self.ode = ODEStep()
         self.num_steps = cfg.num_denoise_steps
         self.delta = 1.0 / cfg.num_denoise_steps
         self.hybrid = cfg.sde_steps == "one"
         self.action_chunk = action_chunk
         self.real_action_dim = real_action_dim
+        # The ODE step x + dt * v with LeRobot's dt = -1/K (bit-identical to its Euler loop).
+        self.ode_a_v = -1.0 / cfg.num_denoise_steps
+        raw = [self.rule.coefficients(tau, self.delta, self.num_steps) for tau in self.taus]
+        # Steps with a zero fixed std (CPS's last step) are deterministic: they are ODE steps, carry no
+        # log-density term and are never the hybrid step. (With noise_level=0 every std is zero: then
+        # all steps stay stochastic with the floor std.)
+        self.noisy_steps: list[int] = []
+        if self.rule.stochastic:
+            positive = [k for k, c in enumerate(raw) if c.std is None or c.std > 0]
+            self.noisy_steps = positive or list(range(self.num_steps))
+        if self.noisy_steps != list(range(len(self.noisy_steps))):
+            raise ValueError(f"noise_method={cfg.noise_method!r}: stochastic steps must come first")
+        self.coefs = [self._rounded(c) for c in raw]
+        # The head's std lies in [noise_std_min, noise_std_max]; the floor only matters below that band.
+        self.clamp_learned_std = cfg.std_floor > cfg.noise_std_min
+        self._tables: dict[torch.device, Tensor] = {}
+        self._taus: dict[torch.device, tuple[Tensor, ...]] = {}
+
+    @property
+    def taus(self) -> list[float]:
+        """``tau_k = 1 + k dt`` for the K steps, like LeRobot's Euler loop (double precision)."""
+        return [1.0 + k * (-1.0 / self.num_steps) for k in range(self.num_steps)]
+
+    def _rounded(self, c: StepCoefficients) -> StepCoefficients:
+        def f32(value: float) -> float:
+            return float(torch.tensor(value, dtype=torch.float32))
+
+        std = None if c.std is None else f32(max(c.std, self.cfg.std_floor))
+        return StepCoefficients(f32(c.a_x), f32(c.a_v), std)
+
+    def _table(self, device: torch.device) -> Tensor:
+        """``[K, 5]`` float32 rows ``(tau, a_x, a_v, std, entropy)`` (std and entropy NaN when learned),
+        cached per device: re-scoring gathers a sample's row by its step index."""
+        if device not in self._tables:
+            rows = []
+            for tau, c in zip(self.taus, self.coefs, strict=True):
+                std = float("nan") if c.std is None else c.std
+                entropy = math.log(std) + 0.5 + LOG_SQRT_2PI if std > 0 else -math.inf
+                entropy = math.nan if math.isnan(std) else entropy
+                rows.append((tau, c.a_x, c.a_v, std, entropy))
+            self._tables[device] = torch.tensor(rows, dtype=torch.float32, device=device)
+        return self._tables[device]
+
+    def _tau_rows(self, device: torch.device) -> tuple[Tensor, ...]:
+        """The K step times as 0-dim float32 tensors (LeRobot's ``torch.tensor(1 + k dt)``)."""
+        if device not in self._taus:
+            self._taus[device] = self._table(device)[:, 0].unbind(0)
+        return self._taus[device]
 
     # ---------------------------------------------------------------- helpers
     def _executed(self, t: Tensor) -> Tensor:
-        """The executed slice ``[..., :H, :Dr]`` of a ``[..., T, D]`` tensor."""
-        return t[..., : self.action_chunk, : self.real_action_dim]
+        """The executed slice ``[..., :H, :Dr]`` of a ``[..., T, D]`` tensor (a broadcast std stays)."""
+        if t.shape[-1] > self.real_action_dim:
+            t = t[..., : self.real_action_dim]
+        return t[..., : self.action_chunk, :] if t.shape[-2] > self.action_chunk else t
 
-    def _step(
-        self, x: Tensor, v: Tensor, tau: Tensor, hidden: Tensor, noise_head: NoiseHead | None
-    ) -> tuple[Tensor, Tensor]:
-        noise_std = noise_head(hidden) if self.rule.learned_std else None
-        mean, std = self.rule(x, v, tau.view(-1, 1, 1), self.delta, self.num_steps, noise_std)
-        return mean, std.clamp_min(self.cfg.std_floor)
+    def _learned_std(self, noise_head: NoiseHead, hidden: Tensor) -> Tensor:
+        std = noise_head(hidden)
+        return std.clamp_min(self.cfg.std_floor) if self.clamp_learned_std else std
 
-    def _reduce(self, terms: list[Tensor]) -> Tensor:
-        """Combine per-term element log-densities ``[B, H, Dr]`` into the configured log-prob."""
-        stacked = torch.stack(terms, dim=0)
-        per_elem = stacked.sum(0) if self.cfg.logprob_reduction == "sum" else stacked.mean(0)
-        if self.cfg.logprob_level == "chunk":
-            return per_elem.flatten(1).sum(-1)
-        return per_elem
+    def _logprob(self, per_elem: Tensor, num_terms: int) -> Tensor:
+        """The configured log-prob from the summed element log-densities ``[B, H, Dr]`` of the chain's
+        ``num_terms`` terms (stochastic steps, plus the prior of a joint chain)."""
+        if self.cfg.logprob_reduction == "mean" and num_terms > 1:
+            per_elem = per_elem / num_terms
+        return per_elem.sum((-2, -1)) if self.cfg.logprob_level == "chunk" else per_elem
+
+    def _step_log_density(self, x_next: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        ex = self._executed
+        return gaussian_log_prob(ex(x_next), ex(mean), ex(std))
+
+    def _joint_std(self, learned: list[Tensor], table: Tensor) -> Tensor:
+        """Stds of the noisy steps of a joint chain: ``[S, B, T, D]`` learned, ``[S, 1, 1, 1]`` fixed."""
+        return torch.stack(learned) if self.rule.learned_std else table[self.noisy_steps, 3].view(-1, 1, 1, 1)
+
+    def _joint_log_density(
+        self, x0: Tensor, nexts: Tensor, means: Tensor, stds: Tensor
+    ) -> tuple[Tensor, int]:
+        """Summed element log-densities of a joint chain (prior + every noisy step) and the term count."""
+        steps = self._step_log_density(nexts, means, stds)
+        return steps.sum(0) + standard_normal_log_prob(self._executed(x0)), steps.shape[0] + 1
+
+    def _per_sample(self, std: Tensor) -> Tensor:
+        """Mean over the executed elements (and steps) of ``[B, *, *]`` or ``[S, B, *, *]``: ``[B]``."""
+        t = self._executed(std).flatten(-2).mean(-1)
+        return t.mean(0) if t.ndim == 2 else t
 
     @staticmethod
     def _pool(step_feats: list[Tensor]) -> Tensor:
         """Average the per-step action-token features (the "expert" value-head input)."""
         return torch.stack(step_feats, dim=0).mean(0)
 
-    def _prior_term(self, x0: Tensor) -> Tensor:
-        return self._executed(gaussian_log_prob(x0, torch.zeros_like(x0), torch.ones_like(x0)))
-
     def _sample_k_star(self, batch_size: int, device, generator) -> Tensor:
         high = self.num_steps - 1 if self.cfg.exclude_last_step else self.num_steps
+        if self.rule.stochastic:
+            high = min(high, len(self.noisy_steps))
+        if self.cfg.hybrid_step_draw == "per_batch":
+            return torch.randint(0, high, (1,), device=device, generator=generator).repeat(batch_size)
         return torch.randint(0, high, (batch_size,), device=device, generator=generator)
 
     # ---------------------------------------------------------------- sampling
@@ -99,76 +183,98 @@ class FlowChainSampler:
         generator: torch.Generator | None = None,
         with_value: bool = True,
     ) -> ChainSample:
-        """One stochastic chain per observation. The per-step work is the ODE step plus, on the
-        stochastic step(s), the step rule; log-densities are computed once, after the loop, from the
-        recorded ``(x_k, x_k+1, mean, std)``. ``with_value=False`` skips the value head (an actor does
-        not need it: the learner computes values) and returns NaN values."""
+        """One stochastic chain per observation. Steps nobody samples at are plain ODE steps; the
+        hybrid mode records ``(x_k*, x_k*+1, mean, std)`` per sample and scores it after the loop.
+        ``with_value=False`` skips the value head (an actor does not need it: the learner computes
+        values) and returns NaN values."""
         prefix = adapter.encode(batch)
         bsz = prefix.features.shape[0]
         device = prefix.features.device
-        taus = adapter.time_grid(self.num_steps, device)
-        x = (noise if noise is not None else adapter.sample_noise(bsz, device, generator)).float()
-        k_star = (
-            self._sample_k_star(bsz, device, generator)
-            if self.hybrid
-            else torch.full((bsz,), -1, dtype=torch.long, device=device)
-        )
+        taus = self._tau_rows(device)
+        x = as_float32(noise if noise is not None else adapter.sample_noise(bsz, device, generator))
+        if self.hybrid:
+            k_star = self._sample_k_star(bsz, device, generator)
+            k_list = k_star.tolist()
+            steps, shared = set(k_list), len(set(k_list)) == 1
+            eps = torch.randn(x.shape, device=device, generator=generator) if self.rule.stochastic else None
+        else:
+            k_star = torch.full((bsz,), -1, dtype=torch.long, device=device)
+            steps, shared, eps = (
+                set(self.noisy_steps if self.rule.stochastic else range(self.num_steps)),
+                True,
+                None,
+            )
         need_feats = with_value and value_head.placement == "expert"
-        chain, feats = [x], []
-        record: list[Tensor] | None = None  # hybrid: [x_k*, x_k*+1, mean, std, feat] gathered per sample
-        means, stds = [], []  # joint: per step
+        chain, means, stds, feats = [x], [], [], []
+        record: list[Tensor | None] | None = None  # hybrid: x_k*, x_k*+1, mean, learned std
 
         for k in range(self.num_steps):
-            tau = taus[k].expand(bsz)
-            v, hidden = adapter.velocity(prefix, x, tau)
-            v = v.float()
-            x_next = self.ode(x, v, tau.view(-1, 1, 1), self.delta, self.num_steps, None)[0]
-            feat = hidden.float().mean(1) if need_feats else x.new_zeros(bsz, 1)
-            selected = (k_star == k) if self.hybrid else None
-            if self.hybrid and not bool(selected.any()):
-                x = x_next
+            v, hidden = adapter.velocity(prefix, x, taus[k].expand(bsz))
+            v = as_float32(v)
+            if need_feats:
+                feats.append(as_float32(hidden).mean(1))
+            x_ode = x + v * self.ode_a_v
+            if k not in steps:
+                x = x_ode
+                if not self.hybrid:
+                    chain.append(x)
                 continue
-            mean = std = x_next
-            if self.rule.stochastic:
-                mean, std = self._step(x, v, tau, hidden, noise_head)
-                eps = torch.randn(mean.shape, device=device, generator=generator, dtype=mean.dtype)
-                x_sde = mean + std * eps
-                x_next = torch.where(selected.view(-1, 1, 1), x_sde, x_next) if self.hybrid else x_sde
+            c = self.coefs[k]
+            mean = x_ode if (c.a_x == 1.0 and c.a_v == self.ode_a_v) else step_mean(x, v, c.a_x, c.a_v)
+            std = self._learned_std(noise_head, hidden) if self.rule.learned_std else c.std
+            if not self.rule.stochastic:
+                x_next = mean
+            else:
+                step_eps = (
+                    eps if eps is not None else torch.randn(x.shape, device=device, generator=generator)
+                )
+                x_next = mean + step_eps * std
             if self.hybrid:
-                values = [x, x_next, mean, std, feat]
-                if record is None:
-                    record = values
+                learned = std if self.rule.learned_std else None
+                if shared:
+                    record = [x, x_next, mean, learned]
                 else:
-                    sel3, sel1 = selected.view(-1, 1, 1), selected.view(-1, 1)
-                    record = [
-                        torch.where(sel1 if t.ndim == 2 else sel3, t, old)
-                        for t, old in zip(values, record, strict=True)
-                    ]
+                    sel = (k_star == k).view(-1, 1, 1)
+                    x_next = torch.where(sel, x_next, x_ode)
+                    new = [x, x_next, mean, learned]
+                    record = (
+                        new
+                        if record is None
+                        else [
+                            None if n is None else torch.where(sel, n, o)
+                            for n, o in zip(new, record, strict=True)
+                        ]
+                    )
             else:
                 chain.append(x_next)
                 means.append(mean)
                 stds.append(std)
-                feats.append(feat)
             x = x_next
 
+        table = self._table(device)
         if self.hybrid:
-            x_k, x_k1, mean_t, std_t, feat_t = record
+            x_k, x_k1, mean_k, learned = record
+            std_all = learned if learned is not None else table[k_star, 3].view(-1, 1, 1)
             stored = torch.stack([x_k, x_k1], dim=1)
-            nexts, means_t, stds_t, feats = x_k1[None], mean_t[None], std_t[None], [feat_t]
-            terms: list[Tensor] = []
+            per_elem, num_terms = self._step_log_density(x_k1, mean_k, std_all), 1
         else:
             stored = torch.stack(chain, dim=1)
-            nexts, means_t, stds_t = torch.stack(chain[1:]), torch.stack(means), torch.stack(stds)
-            terms = [self._prior_term(chain[0])]
+            std_all = self._joint_std(stds, table)
+            nexts = torch.stack([chain[k + 1] for k in self.noisy_steps])
+            per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), std_all)
         if self.rule.stochastic:
-            terms += list(self._executed(gaussian_log_prob(nexts, means_t, stds_t)).unbind(0))
-            logprob = self._reduce(terms)
-            noise_std = self._executed(stds_t).flatten(2).mean(-1).mean(0)
+            logprob = self._logprob(per_elem, num_terms)
+            noise_std = std_all.view(-1) if std_all.dim() == 3 and std_all.numel() == bsz else None
+            noise_std = self._per_sample(std_all).expand(bsz) if noise_std is None else noise_std
         else:
-            logprob = self._reduce([torch.zeros_like(self._executed(x))])
+            logprob = self._logprob(torch.zeros_like(self._executed(x)), 1)
             noise_std = torch.zeros(bsz, device=device)
         if with_value:
-            value = value_head(prefix.features, self._pool(feats) if need_feats else None).float()
+            expert = None
+            if need_feats:  # hybrid: the features at each sample's own k*, as re-scoring sees them
+                stacked = torch.stack(feats)
+                expert = stacked[k_star, torch.arange(bsz, device=device)] if self.hybrid else stacked.mean(0)
+            value = as_float32(value_head(prefix.features, expert))
         else:
             value = torch.full((bsz,), float("nan"), device=device)
         return ChainSample(
@@ -189,12 +295,11 @@ class FlowChainSampler:
         prefix = adapter.encode(batch)
         bsz = prefix.features.shape[0]
         device = prefix.features.device
-        taus = adapter.time_grid(self.num_steps, device)
-        x = (noise if noise is not None else adapter.sample_noise(bsz, device)).float()
+        taus = self._tau_rows(device)
+        x = as_float32(noise if noise is not None else adapter.sample_noise(bsz, device))
         for k in range(self.num_steps):
-            tau = taus[k].expand(bsz)
-            v, _ = adapter.velocity(prefix, x, tau)
-            x = self.ode(x, v.float(), tau.view(-1, 1, 1), self.delta, self.num_steps, None)[0]
+            v, _ = adapter.velocity(prefix, x, taus[k].expand(bsz))
+            x = x + as_float32(v) * self.ode_a_v
         return x
 
     # ---------------------------------------------------------------- re-scoring
@@ -207,37 +312,56 @@ class FlowChainSampler:
         chain: Tensor,
         denoise_index: Tensor,
     ) -> ChainScore:
+        """Log-prob, entropy and value of stored chains under the current weights; the hybrid mode
+        evaluates the velocity once per sample, at its own step ``k*``."""
         prefix: Prefix = adapter.encode(batch)
-        taus = adapter.time_grid(self.num_steps, prefix.features.device)
-        chain = chain.float()
+        device = prefix.features.device
+        taus = self._tau_rows(device)
+        table = self._table(device)
+        chain = as_float32(chain)
+        need_feats = value_head.placement == "expert"
+        feats = []
         if self.hybrid:
-            pairs = [(chain[:, 0], chain[:, 1], taus[denoise_index.long()])]
-            terms: list[Tensor] = []
+            k_star = denoise_index.long()
+            x, x_next = chain[:, 0], chain[:, 1]
+            coef = table[k_star]
+            v, hidden = adapter.velocity(prefix, x, coef[:, 0])
+            mean = step_mean(x, as_float32(v), coef[:, 1].view(-1, 1, 1), coef[:, 2].view(-1, 1, 1))
+            learned = self.rule.learned_std and self.rule.stochastic
+            std_all = self._learned_std(noise_head, hidden) if learned else coef[:, 3].view(-1, 1, 1)
+            if need_feats:
+                feats.append(as_float32(hidden).mean(1))
+            if self.rule.stochastic:
+                per_elem, num_terms = self._step_log_density(x_next, mean, std_all), 1
         else:
             bsz = chain.shape[0]
-            pairs = [(chain[:, k], chain[:, k + 1], taus[k].expand(bsz)) for k in range(self.num_steps)]
-            terms = [self._prior_term(chain[:, 0])]
+            means, stds = [], []
+            for k, c in enumerate(self.coefs):
+                if k not in self.noisy_steps and not need_feats:
+                    continue
+                x = chain[:, k]
+                v, hidden = adapter.velocity(prefix, x, taus[k].expand(bsz))
+                if need_feats:
+                    feats.append(as_float32(hidden).mean(1))
+                if k in self.noisy_steps:
+                    means.append(step_mean(x, as_float32(v), c.a_x, c.a_v))
+                    if self.rule.learned_std:
+                        stds.append(self._learned_std(noise_head, hidden))
+            if self.rule.stochastic:
+                std_all = self._joint_std(stds, table)
+                nexts = chain[:, [k + 1 for k in self.noisy_steps]].transpose(0, 1)
+                per_elem, num_terms = self._joint_log_density(chain[:, 0], nexts, torch.stack(means), std_all)
 
-        stds, ents, feats = [], [], []
-        for x, x_next, tau in pairs:
-            v, hidden = adapter.velocity(prefix, x, tau)
-            feats.append(hidden.float().mean(1))
-            if not self.rule.stochastic:
-                continue
-            mean, std = self._step(x, v.float(), tau, hidden, noise_head)
-            terms.append(self._executed(gaussian_log_prob(x_next, mean, std)))
-            stds.append(self._executed(std).flatten(1).mean(-1))
-            ents.append(self._executed(gaussian_entropy(std)).flatten(1).mean(-1))
-
-        expert_feat = self._pool(feats)
-        value = value_head(prefix.features, expert_feat).float()
+        value = as_float32(value_head(prefix.features, self._pool(feats) if need_feats else None))
         if not self.rule.stochastic:
             zeros = torch.zeros_like(value)
-            logprob = self._reduce([torch.zeros_like(self._executed(chain[:, 0]))])
+            logprob = self._logprob(torch.zeros_like(self._executed(chain[:, 0])), 1)
             return ChainScore(logprob=logprob, entropy=zeros, value=value, noise_std=zeros)
+        if self.hybrid and not self.rule.learned_std:  # fixed std: the step's row has both
+            entropy, noise_std = coef[:, 4], coef[:, 3]
+        else:
+            entropy = self._per_sample(gaussian_entropy(std_all)).expand_as(value)
+            noise_std = self._per_sample(std_all).expand_as(value)
         return ChainScore(
-            logprob=self._reduce(terms),
-            entropy=torch.stack(ents, 0).mean(0),
-            value=value,
-            noise_std=torch.stack(stds, 0).mean(0),
+            logprob=self._logprob(per_elem, num_terms), entropy=entropy, value=value, noise_std=noise_std
         )

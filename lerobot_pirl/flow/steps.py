@@ -5,10 +5,13 @@ velocity is ``v = noise - action`` and sampling integrates from ``tau = 1`` (noi
 (action) on the grid ``tau_k = 1 - k / K``. A step maps ``x_k`` at ``tau`` to ``x_{k+1}`` at
 ``tau - delta`` with ``delta = 1 / K``.
 
-Every rule returns the Gaussian transition ``N(mean, std^2)`` of the step; the deterministic ODE rule
-has ``std == 0``. All rules share one signature so a sampler can swap them without branching:
-``rule(x, v, tau, delta, num_steps, noise_std) -> (mean, std)``, where ``tau`` broadcasts against
-``x`` and ``noise_std`` is the learned per-element std (only Flow-Noise reads it).
+Every rule is affine in ``(x, v)``: a step draws ``x_{k+1} ~ N(a_x * x + a_v * v, std^2)``, where the
+coefficients depend only on the step's time (and the method's noise level), and ``std`` is either a
+fixed schedule or, for Flow-Noise, the noise head's per-element output. A rule therefore only provides
+:meth:`StepRule.coefficients`, in double precision; :func:`step_mean` applies them. Samplers precompute
+the coefficients of the K steps once, so a stochastic step costs three tensor operations more than an
+ODE step, and sampling and re-scoring evaluate exactly the same expression. The deterministic ODE step
+``(1, -delta, 0)`` reproduces LeRobot's ``x + dt * v`` bit for bit.
 """
 
 from __future__ import annotations
@@ -23,23 +26,37 @@ from torch import Tensor
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+@dataclass(frozen=True)
+class StepCoefficients:
+    """One step's transition ``N(a_x * x + a_v * v, std^2)``; ``std`` is None when it is learned."""
+
+    a_x: float
+    a_v: float
+    std: float | None
+
+
 class StepRule(Protocol):
     """One stochastic (or deterministic) Euler step of the reverse flow."""
 
     stochastic: ClassVar[bool]  # False only for the deterministic ODE step
     learned_std: ClassVar[bool]  # True when the std comes from the noise head
 
-    def __call__(
-        self, x: Tensor, v: Tensor, tau: Tensor, delta: float, num_steps: int, noise_std: Tensor | None
-    ) -> tuple[Tensor, Tensor]: ...
+    def coefficients(self, tau: float, delta: float, num_steps: int) -> StepCoefficients: ...
 
 
-def predicted_action(x: Tensor, v: Tensor, tau: Tensor) -> Tensor:
+def step_mean(x: Tensor, v: Tensor, a_x: float | Tensor, a_v: float | Tensor) -> Tensor:
+    """``a_x * x + a_v * v``; ``a_x == 1`` skips a multiplication that would not change a bit."""
+    if isinstance(a_x, float) and a_x == 1.0:
+        return x + v * a_v
+    return x * a_x + v * a_v
+
+
+def predicted_action(x: Tensor, v: Tensor, tau: float | Tensor) -> Tensor:
     """``x0_hat = x - tau * v``: the action the current velocity points to."""
     return x - tau * v
 
 
-def predicted_noise(x: Tensor, v: Tensor, tau: Tensor) -> Tensor:
+def predicted_noise(x: Tensor, v: Tensor, tau: float | Tensor) -> Tensor:
     """``x1_hat = x + (1 - tau) * v``: the noise the current velocity points back to."""
     return x + (1.0 - tau) * v
 
@@ -51,46 +68,40 @@ class ODEStep:
     stochastic: ClassVar[bool] = False
     learned_std: ClassVar[bool] = False
 
-    def __call__(
-        self, x: Tensor, v: Tensor, tau: Tensor, delta: float, num_steps: int, noise_std: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        mean = x - delta * v
-        return mean, torch.zeros_like(mean)
+    def coefficients(self, tau: float, delta: float, num_steps: int) -> StepCoefficients:
+        return StepCoefficients(1.0, -delta, 0.0)
 
 
-def flow_sde_sigma(tau: Tensor, noise_level: float, num_steps: int) -> Tensor:
+def flow_sde_sigma(tau: float, noise_level: float, num_steps: int) -> float:
     """``sigma_tau = a * sqrt(tau / (1 - tau))``; at ``tau = 1`` the denominator uses ``tau = 1 - 1/K``."""
-    tau_den = torch.where(tau >= 1.0, torch.full_like(tau, 1.0 - 1.0 / num_steps), tau)
-    return noise_level * torch.sqrt(tau / (1.0 - tau_den))
+    tau_den = 1.0 - 1.0 / num_steps if tau >= 1.0 else tau
+    return noise_level * math.sqrt(tau / (1.0 - tau_den))
 
 
 @dataclass(frozen=True)
 class FlowSDEStep:
     """Flow-SDE: the ODE turned into an SDE with the same marginals, noise level ``a``.
 
-    The mean is computed in the form ``x - delta * [v + sigma^2 / (2 tau) * (x + (1 - tau) v)]``, which
-    equals ``(1 - tau + delta) x0_hat + (tau - delta - sigma^2 delta / (2 tau)) x1_hat`` and reduces
-    bit-for-bit to the ODE step when ``noise_level == 0``.
+    The mean ``x - delta * [v + sigma^2 / (2 tau) * (x + (1 - tau) v)]`` (equivalently
+    ``(1 - tau + delta) x0_hat + (tau - delta - sigma^2 delta / (2 tau)) x1_hat``) is affine with
+    ``a_x = 1 - delta c`` and ``a_v = -delta (1 + c (1 - tau))``, ``c = sigma^2 / (2 tau)``; the std is
+    ``sqrt(delta) sigma``. With ``noise_level == 0`` the coefficients are exactly the ODE's.
     """
 
     noise_level: float
     stochastic: ClassVar[bool] = True
     learned_std: ClassVar[bool] = False
 
-    def __call__(
-        self, x: Tensor, v: Tensor, tau: Tensor, delta: float, num_steps: int, noise_std: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def coefficients(self, tau: float, delta: float, num_steps: int) -> StepCoefficients:
         sigma = flow_sde_sigma(tau, self.noise_level, num_steps)
-        drift = v + sigma.square() / (2.0 * tau) * predicted_noise(x, v, tau)
-        mean = x - delta * drift
-        std = (math.sqrt(delta) * sigma).expand_as(mean)
-        return mean, std
+        c = sigma * sigma / (2.0 * tau)
+        return StepCoefficients(1.0 - delta * c, -delta * (1.0 + c * (1.0 - tau)), math.sqrt(delta) * sigma)
 
 
-def flow_sde_mean_mixture(x: Tensor, v: Tensor, tau: Tensor, delta: float, sigma: Tensor) -> Tensor:
+def flow_sde_mean_mixture(x: Tensor, v: Tensor, tau: float, delta: float, sigma: float) -> Tensor:
     """The Flow-SDE mean written as a mixture of the predicted action and noise (reference form)."""
     w0 = 1.0 - tau + delta
-    w1 = tau - delta - sigma.square() * delta / (2.0 * tau)
+    w1 = tau - delta - sigma * sigma * delta / (2.0 * tau)
     return w0 * predicted_action(x, v, tau) + w1 * predicted_noise(x, v, tau)
 
 
@@ -101,13 +112,8 @@ class FlowNoiseStep:
     stochastic: ClassVar[bool] = True
     learned_std: ClassVar[bool] = True
 
-    def __call__(
-        self, x: Tensor, v: Tensor, tau: Tensor, delta: float, num_steps: int, noise_std: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        if noise_std is None:
-            raise ValueError("flow_noise needs the noise head's std (noise_std is None)")
-        mean = x - delta * v
-        return mean, noise_std.expand_as(mean)
+    def coefficients(self, tau: float, delta: float, num_steps: int) -> StepCoefficients:
+        return StepCoefficients(1.0, -delta, None)
 
 
 @dataclass(frozen=True)
@@ -118,22 +124,28 @@ class FlowCPSStep:
     stochastic: ClassVar[bool] = True
     learned_std: ClassVar[bool] = False
 
-    def __call__(
-        self, x: Tensor, v: Tensor, tau: Tensor, delta: float, num_steps: int, noise_std: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def coefficients(self, tau: float, delta: float, num_steps: int) -> StepCoefficients:
         t_next = tau - delta
         angle = math.pi * self.noise_level / 2.0
-        mean = (1.0 - t_next) * predicted_action(x, v, tau) + t_next * math.cos(angle) * predicted_noise(
-            x, v, tau
-        )
-        std = (t_next * math.sin(angle)).expand_as(mean)
-        return mean, std
+        w0, w1 = 1.0 - t_next, t_next * math.cos(angle)  # weights of x0_hat and x1_hat
+        return StepCoefficients(w0 + w1, -w0 * tau + w1 * (1.0 - tau), t_next * math.sin(angle))
+
+
+def as_float32(t: Tensor) -> Tensor:
+    """``t.float()`` without a dispatch when it already is float32 (hot loops count operations)."""
+    return t if t.dtype == torch.float32 else t.float()
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Element-wise ``log N(x; mean, std^2)`` computed in float32."""
-    x, mean, std = x.float(), mean.float(), std.float()
-    return -((x - mean) ** 2) / (2.0 * std**2) - torch.log(std) - LOG_SQRT_2PI
+    """Element-wise ``log N(x; mean, std^2)`` computed in float32 (``std`` broadcasts)."""
+    std = as_float32(std)
+    z = (as_float32(x) - as_float32(mean)) / std
+    return z.square().mul_(-0.5).sub_(torch.log(std) + LOG_SQRT_2PI)
+
+
+def standard_normal_log_prob(x: Tensor) -> Tensor:
+    """Element-wise ``log N(x; 0, 1)`` in float32 (the chain's prior term)."""
+    return as_float32(x).square().mul_(-0.5).sub_(LOG_SQRT_2PI)
 
 
 def gaussian_entropy(std: Tensor) -> Tensor:
@@ -143,7 +155,7 @@ def gaussian_entropy(std: Tensor) -> Tensor:
 
 def bounded_std(raw: Tensor, std_min: float, std_max: float) -> Tensor:
     """Squash an unbounded head output into ``[std_min, std_max]`` with ``tanh``."""
-    return std_min + (std_max - std_min) * (torch.tanh(raw) + 1.0) / 2.0
+    return torch.tanh(raw) * ((std_max - std_min) / 2.0) + (std_max + std_min) / 2.0
 
 
 def make_step_rule(noise_method: str, noise_level: float) -> StepRule:
