@@ -36,7 +36,8 @@ from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
 from lerobot_pirl.runtime.config import is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.interactions import encode_interaction
-from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
+from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
+from lerobot_pirl.runtime.observations import FeatureObservations, ObservationPipeline, env_tasks
 from lerobot_pirl.runtime.transitions import chunk_transitions
 from lerobot_pirl.runtime.vector import ChunkStepper
 
@@ -103,21 +104,39 @@ class PiRLActor:
         raw = self.observations(obs, self.tasks)
         return raw, self.pre(dict(raw))
 
-    def run(self) -> None:
+    def make_env(self):
+        """The chunk stepper: LeRobot's ``gym_manipulator`` stack (one env, human interventions), or a
+        vector env from the env config's ``create_envs``."""
         cfg = self.cfg
+        features = self.policy.config.input_features
+        if cfg.env.type == "gym_manipulator":
+            self.observations = FeatureObservations(features)
+            self.tasks = [self.options.task]
+            return ManipulatorChunkStepper(cfg.env, cfg.policy.device)
         envs = cfg.env.create_envs(cfg.env.num_envs if hasattr(cfg.env, "num_envs") else 1)
         vec = next(iter(next(iter(envs.values())).values()))
-        stepper = ChunkStepper(vec)
-        self.observations = ObservationPipeline(cfg.env, cfg.policy, self.policy.config.input_features)
+        self.observations = ObservationPipeline(cfg.env, cfg.policy, features)
         self.tasks = env_tasks(vec)
+        return ChunkStepper(vec)
+
+    def run(self, stepper=None) -> None:
+        cfg = self.cfg
+        stepper = stepper if stepper is not None else self.make_env()
         n = stepper.num_envs
+        can_evaluate = hasattr(cfg.env, "make_eval_env")
+        if self.options.eval_every and not can_evaluate:
+            logger.warning(
+                "[ACTOR] env type %r has no held-out evaluation envs: actor.eval_every is ignored "
+                "(training-episode success is still reported)",
+                cfg.env.type,
+            )
         logger.info("[ACTOR %x] %d envs, waiting for the learner's weights", self.actor_id, n)
         while not self.shutdown_event.is_set() and not self.poll_weights(block=True, timeout=1.0):
             pass
         obs = stepper.reset(seed=None if getattr(cfg.env, "seeds_episodes", False) else cfg.seed)
         episode_ids = torch.zeros(n, dtype=torch.long)
         chunk_idx = torch.zeros(n, dtype=torch.long)
-        ep_return, ep_len = np.zeros(n), np.zeros(n, dtype=int)
+        ep_return, ep_len, ep_intervened = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n, dtype=int)
         pending_episodes, steps_since_msg, last_msg = [], 0, time.time()
         last_eval_version = -1
         t_start, total_steps = time.time(), 0
@@ -136,6 +155,7 @@ class PiRLActor:
             chunks_this_version += 1
             if (
                 self.options.eval_every
+                and can_evaluate
                 and version >= 0
                 and version % self.options.eval_every == 0
                 and version != last_eval_version
@@ -148,10 +168,11 @@ class PiRLActor:
             env_actions = self.post(sample.executed).cpu()
             result = stepper.step_chunk(env_actions.numpy())
             raw_next, _ = self.observe(result.next_obs)
+            intervened = result.intervention_steps if result.intervention_steps is not None else np.zeros(n)
             transitions = chunk_transitions(
                 raw,
                 raw_next,
-                env_actions,
+                env_actions if result.executed_actions is None else torch.as_tensor(result.executed_actions),
                 torch.as_tensor(result.rewards, dtype=torch.float32),
                 torch.as_tensor(result.terminated),
                 torch.as_tensor(result.truncated),
@@ -162,11 +183,13 @@ class PiRLActor:
                 episode_ids=episode_ids.clone(),
                 chunk_indices=chunk_idx.clone(),
                 success=torch.as_tensor(result.success, dtype=torch.float32),
+                intervention=torch.as_tensor(intervened > 0),
             )
             self.transitions_queue.put(transitions_to_bytes(transitions))
             chunk_idx += 1
             ep_return += result.rewards
             ep_len += result.steps
+            ep_intervened += intervened.astype(int)
             steps_since_msg += int(result.steps.sum())
             total_steps += int(result.steps.sum())
             for i in np.flatnonzero(result.terminated | result.truncated):
@@ -175,16 +198,17 @@ class PiRLActor:
                         "return": float(ep_return[i]),
                         "success": float(result.episode_success[i]),
                         "length": int(ep_len[i]),
+                        "intervention_rate": float(ep_intervened[i]) / max(int(ep_len[i]), 1),
                     }
                 )
-                ep_return[i], ep_len[i] = 0.0, 0
+                ep_return[i], ep_len[i], ep_intervened[i] = 0.0, 0, 0
                 episode_ids[i] += 1
             obs = stepper.reset_done(result)
             if time.time() - last_msg >= self.options.stats_period_s:
                 self.send_stats(pending_episodes, steps_since_msg, total_steps / (time.time() - t_start))
                 pending_episodes, steps_since_msg, last_msg = [], 0, time.time()
         self.send_stats(pending_episodes, steps_since_msg, total_steps / max(time.time() - t_start, 1e-9))
-        vec.close()
+        stepper.close()
 
     def chunks_per_version(self, num_envs: int) -> int:
         if self.options.chunks_per_version is not None:

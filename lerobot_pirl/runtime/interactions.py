@@ -31,7 +31,7 @@ def decode_interaction(payload: bytes) -> dict | None:
 
 
 class EpisodeLog:
-    """Episodes finished since the last summary (return, success, length)."""
+    """Episodes finished since the last summary (return, success, length, human intervention rate)."""
 
     def __init__(self):
         self._episodes: list[dict] = []
@@ -50,10 +50,16 @@ class EpisodeLog:
         if not eps:
             return {"episodes": 0.0}
         n = len(eps)
-        return {
+        out = {
             "episodes": float(n),
             "episodes_total": float(self.total),
             "episode_return": sum(e["return"] for e in eps) / n,
             "episode_success": sum(float(e["success"]) for e in eps) / n,
             "episode_length": sum(e["length"] for e in eps) / n,
         }
+        rates = [
+            float(e["intervention_rate"]) for e in eps if isinstance(e.get("intervention_rate"), int | float)
+        ]
+        if rates:
+            out["episode_intervention_rate"] = sum(rates) / len(rates)
+        return out

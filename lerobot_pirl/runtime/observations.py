@@ -1,5 +1,6 @@
 """From a vector env's observations to what a LeRobot policy reads, as LeRobot's own eval does it:
 ``preprocess_observation`` -> the env's task strings under ``"task"`` -> the env's processor pipeline.
+(``gym_manipulator`` envs produce LeRobot features already: :class:`FeatureObservations` selects them.)
 
 The result (the policy's input features plus ``"task"``) is what transitions carry; the policy's own
 preprocessor (normalisation, tokenisation) then runs on it, on the actor and on the learner alike.
@@ -35,5 +36,23 @@ class ObservationPipeline:
         raw[TASK] = list(tasks)
         raw = self.env_pre(raw)
         out = {k: v for k, v in raw.items() if k in self.keys}
+        out[TASK] = list(tasks)
+        return out
+
+
+class FeatureObservations:
+    """Observations that already are LeRobot feature dicts (``gym_manipulator``'s env processor output):
+    keep the policy's input features and add the task string."""
+
+    def __init__(self, input_features: dict[str, Any]):
+        self.keys = list(input_features)
+
+    def __call__(self, obs: dict, tasks: list[str]) -> dict[str, Any]:
+        missing = [k for k in self.keys if k not in obs]
+        if missing:
+            raise ValueError(
+                f"env: the observation lacks the policy's input features {missing}; it has {sorted(obs)}"
+            )
+        out = {k: obs[k] for k in self.keys}
         out[TASK] = list(tasks)
         return out

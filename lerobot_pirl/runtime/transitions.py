@@ -24,12 +24,15 @@ def chunk_transitions(
     episode_ids: Tensor,
     chunk_indices: Tensor,
     success: Tensor,
+    intervention: Tensor | None = None,
 ) -> list[Transition]:
     """One transition per env for one executed chunk (all inputs batched over the envs, on CPU).
 
     ``state`` / ``next_state`` are raw observations (the learner normalises them exactly like the actor);
     each transition keeps a batch dim of 1 on them, as LeRobot's actor does. ``next_state`` must be the
     final observation of an episode that ended inside the chunk, not the reset observation.
+    ``intervention`` flags chunks in which a human teleoperated (under LeRobot's ``is_intervention``
+    key, as its actor does); ``env_actions`` are then the actions that really ran.
     """
     transitions = []
     for i in range(env_actions.shape[0]):
@@ -43,6 +46,7 @@ def chunk_transitions(
             keys.EPISODE_ID: int(episode_ids[i]),
             keys.CHUNK_INDEX: int(chunk_indices[i]),
             keys.SUCCESS: float(success[i]),
+            keys.INTERVENTION: bool(intervention[i]) if intervention is not None else False,
         }
         transitions.append(
             Transition(

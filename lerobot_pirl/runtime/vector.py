@@ -20,6 +20,10 @@ class ChunkResult:
     truncated: np.ndarray  # [N] bool
     success: np.ndarray  # [N] bool: solved inside this chunk
     episode_success: np.ndarray  # [N] bool: solved at any time in the episode so far
+    intervention_steps: np.ndarray | None = None  # [N] steps a human teleoperated (gym_manipulator)
+    executed_actions: np.ndarray | None = (
+        None  # [N, H, A] what really ran, when it can differ from the policy's
+    )
 
 
 def _stack(obs_list: list[dict]) -> dict[str, np.ndarray]:
@@ -135,3 +139,6 @@ class ChunkStepper:
         for i in np.flatnonzero(ended):
             self._obs[i] = self.vec.envs[i].reset()[0]
         return _stack(self._obs)
+
+    def close(self) -> None:
+        self.vec.close()

@@ -183,6 +183,9 @@ class PiRLAlgorithm(RLAlgorithm):
             advantages, returns = self._grpo(batch, values)
         if self.config.normalize_advantages and advantages.numel() > 1:
             advantages = normalize(advantages)
+        # A chunk a human teleoperated says nothing about the sampled chain: no policy-gradient credit
+        # (its rewards still train the critic through the returns).
+        advantages = advantages.masked_fill(batch.intervention, 0.0)
         return Rollout(
             obs=obs,
             chain=chain,
@@ -378,6 +381,7 @@ class PiRLAlgorithm(RLAlgorithm):
             "transitions_dropped": float(dropped),
             "on_policy_fraction": float(rollout.on_policy.float().mean()),
             "reward_mean": float(batch.reward.mean()),
+            "intervention_fraction": float(batch.intervention.float().mean()),
             "actors": float(len(torch.unique(batch.actor_id))),
             "streams": float(batch.columns.shape[1]),
             "rollout_version_min": float(batch.version.min()),

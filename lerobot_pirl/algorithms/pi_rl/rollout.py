@@ -30,6 +30,9 @@ ENV_ID = "env_id"  # index of the env in the actor's vector env
 EPISODE_ID = "episode_id"  # per-env episode counter
 CHUNK_INDEX = "chunk_index"  # per-env counter of chunks (consecutive within a stream)
 SUCCESS = "success"  # 1.0 if the task was solved inside the chunk
+# True if a human teleoperated during the chunk (LeRobot's TeleopEvents.IS_INTERVENTION key): the executed
+# actions are not the sampled chain's, so the chunk gives the policy no credit (zero advantage).
+INTERVENTION = "is_intervention"
 TASK = "task"  # observation key of the env's task strings (a VLA's prompt), carried next to the features
 REQUIRED_INFO_KEYS = (
     LOGPROB,
@@ -122,6 +125,7 @@ class TransitionBatch:
     version: Tensor  # [N] int64
     success: Tensor  # [N] float
     actor_id: Tensor  # [N] int64
+    intervention: Tensor  # [N] bool: a human teleoperated during the chunk
     columns: Tensor  # [T_max, E] int64 indices into the batch, -1 = padding
     gap_after: Tensor  # [N] bool: the stream continues but its next transition is not in this batch
 
@@ -250,6 +254,7 @@ class RolloutBuffer:
             version=torch.tensor([int(_as_tensor(i[POLICY_VERSION])) for i in infos], dtype=torch.long),
             success=torch.tensor([float(_as_tensor(i.get(SUCCESS, 0.0))) for i in infos]),
             actor_id=torch.tensor([int(_as_tensor(i[ACTOR_ID])) for i in infos], dtype=torch.long),
+            intervention=torch.tensor([bool(_as_tensor(i.get(INTERVENTION, False))) for i in infos]),
             columns=columns,
             gap_after=gap_after & ~(terminated | truncated),
         )

@@ -37,6 +37,8 @@ class PiRLActorConfig:
     max_reconnects: int = 10
     # Torch intra-op threads of the actor process (small models sample fastest on one thread).
     torch_threads: int = 1
+    # Language instruction for envs that provide none (gym_manipulator robots); a VLA's prompt.
+    task: str = ""
 
     def __post_init__(self) -> None:
         if self.chunks_per_version is not None and self.chunks_per_version < 0:
