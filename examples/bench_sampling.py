@@ -6,7 +6,8 @@ Prints, for batch 1 and 64, the time of: plain deterministic ODE sampling (the b
 ``predict_action_chunk``), stochastic sampling with the behaviour log-prob as an actor runs it (Flow-SDE
 hybrid with a per-sample and a per-batch step k*, Flow-Noise joint; ``with_value=False``), the cost of the
 Flow-Noise head alone (K evaluations: the floor of Flow-Noise's overhead) and re-scoring a stored hybrid chain
-(what the learner pays per sample, value head included), as ratios measured in one run. Targets: Flow-SDE hybrid <= 1.10x ODE,
+(what the learner pays per sample, value head included; also against re-scoring a whole Flow-SDE chain,
+``sde_steps=all``), as ratios measured in one run. Targets: Flow-SDE hybrid <= 1.10x ODE,
 Flow-Noise <= 1.25x ODE, hybrid re-scoring <= the encoding plus 1/K of the chain's velocity evaluations
 (last column: measured / that budget).
 """
@@ -25,7 +26,7 @@ from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
 
-def build(noise_method: str, k: int, draw: str = "per_sample") -> PiRLPolicy:
+def build(noise_method: str, k: int, draw: str = "per_sample", sde_steps: str | None = None) -> PiRLPolicy:
     torch.manual_seed(0)
     base = FlowMLPConfig(
         device="cpu",
@@ -38,7 +39,9 @@ def build(noise_method: str, k: int, draw: str = "per_sample") -> PiRLPolicy:
         device="cpu",
         base=base,
         push_to_hub=False,
-        sampler=FlowSamplerConfig(noise_method=noise_method, num_denoise_steps=k, hybrid_step_draw=draw),
+        sampler=FlowSamplerConfig(
+            noise_method=noise_method, num_denoise_steps=k, hybrid_step_draw=draw, sde_steps=sde_steps
+        ),
     )
     return PiRLPolicy(cfg).eval()
 
@@ -64,10 +67,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sde, noise = build("flow_sde", args.k), build("flow_noise", args.k)
     sde_batch = build("flow_sde", args.k, draw="per_batch")
+    sde_joint = build("flow_sde", args.k, sde_steps="all")  # re-scoring it re-runs the whole chain
     print(f"flow_mlp (39 -> 4 x chunk 10, hidden 256), K={args.k}, torch threads={args.threads}")
     print(
         f"{'batch':>5} {'ODE ms':>7} {'SDE/ODE':>8} {'SDE(batch k*)/ODE':>17} {'Noise/ODE':>9} "
-        f"{'head share':>10} {'rescore/ODE':>11} {'rescore/budget':>14}"
+        f"{'head share':>10} {'rescore/ODE':>11} {'rescore/budget':>14} {'rescore/whole-chain':>19}"
     )
     for bsz in (1, 64):
         obs = {"observation.state": torch.randn(bsz, 39)}
@@ -84,10 +88,15 @@ def main() -> None:
             t_enc = timeit(lambda o=obs: sde.adapter.encode(o), args.repeats)
             out = sde.sample_chain(obs)
             t_score = timeit(lambda o=obs, c=out: sde.score_chain(o, c.chain, c.denoise_index), args.repeats)
+            out_j = sde_joint.sample_chain(obs)
+            t_joint = timeit(
+                lambda o=obs, c=out_j: sde_joint.score_chain(o, c.chain, c.denoise_index), args.repeats
+            )
         budget = t_enc + (t_ode - t_enc) / args.k  # encoding + one of the K velocity evaluations
         print(
             f"{bsz:>5} {t_ode * 1e3:>7.3f} {t_sde / t_ode:>8.2f} {t_sde_b / t_ode:>17.2f} "
-            f"{t_noise / t_ode:>9.2f} {t_head / t_ode:>10.2f} {t_score / t_ode:>11.2f} {t_score / budget:>14.2f}"
+            f"{t_noise / t_ode:>9.2f} {t_head / t_ode:>10.2f} {t_score / t_ode:>11.2f} {t_score / budget:>14.2f} "
+            f"{t_score / t_joint:>19.2f}"
         )
 
 
