@@ -73,7 +73,7 @@ def test_hybrid_logprob_is_normal_log_prob_over_the_executed_slice_only(method):
     adapter, sampler, nh, vh, batch = _padded_setup(method, "one")
     out = sampler.sample(adapter, vh, nh, batch)
     x, x_next, k = out.chain[:, 0], out.chain[:, 1], out.denoise_index
-    tau = adapter.time_grid(4, "cpu")[k].double().view(-1, 1, 1)
+    tau = torch.tensor(sampler.taus, dtype=torch.float32)[k].double().view(-1, 1, 1)
     v, hidden = adapter.velocity(adapter.encode(batch), x, tau.float().view(-1))
     x, v, delta = x.double(), v.double(), 0.25
     if method == "flow_sde":  # the spec's bracket form, sigma = a sqrt(tau / (1 - tau)), fallback at tau = 1
@@ -109,7 +109,7 @@ def test_joint_flow_noise_logprob_is_the_exact_chain_likelihood():
     adapter, sampler, nh, vh, batch = _padded_setup("flow_noise", "all")
     out = sampler.sample(adapter, vh, nh, batch)
     prefix = adapter.encode(batch)
-    taus = adapter.time_grid(4, "cpu")
+    taus = torch.tensor(sampler.taus, dtype=torch.float32)
     ref = torch.distributions.Normal(0.0, 1.0).log_prob(out.chain[:, 0, :2, :3]).sum((1, 2))
     for k in range(4):
         x, x_next = out.chain[:, k], out.chain[:, k + 1]

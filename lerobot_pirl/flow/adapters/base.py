@@ -85,12 +85,6 @@ class FlowAdapter(abc.ABC):
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the observation backbone (frozen with ``train_expert_only``)."""
 
-    def time_grid(self, num_steps: int, device: torch.device | str) -> Tensor:
-        """``tau_k = 1 - k / K`` for ``k = 0..K`` as float32, computed like LeRobot's Euler loop
-        (``1.0 + k * dt`` in double precision, then cast) so the ODE matches it bit for bit."""
-        dt = -1.0 / num_steps
-        return torch.tensor([1.0 + k * dt for k in range(num_steps + 1)], dtype=torch.float32, device=device)
-
     def export_overrides(self, num_denoise_steps: int, action_chunk: int) -> dict[str, int]:
         """Config fields an exported base checkpoint gets so that it deploys what πRL trained: the
         ODE with ``num_denoise_steps`` steps and ``action_chunk`` executed actions."""
