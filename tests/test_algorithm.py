@@ -280,6 +280,8 @@ def test_advantages_are_normalised_over_the_rollout():
         (lambda t: t["complementary_info"].update(denoise_index=17), "denoise_index"),
         (lambda t: t["next_state"].update({"observation.state": torch.full((1, 6), float("inf"))}), "finite"),
         (lambda t: t.pop("complementary_info"), "missing field"),
+        (lambda t: t["complementary_info"].update(is_intervention=torch.ones(3)), "is_intervention"),
+        (lambda t: t["complementary_info"].update(success="yes"), "unreadable"),
     ],
 )
 def test_malformed_transitions_are_rejected_counted_and_never_stored(mutate, reason):

@@ -107,6 +107,11 @@ def transition_problem(tr: Mapping, spec: TransitionSpec) -> str | None:
     k = int(_as_tensor(info[DENOISE_INDEX]))
     if not spec.denoise_range[0] <= k < spec.denoise_range[1]:
         return f"denoise_index {k} is outside {list(range(*spec.denoise_range))}"
+    for key in (SUCCESS, INTERVENTION):  # optional scalars
+        if key in info:
+            flag = _as_tensor(info[key])
+            if flag.numel() != 1 or not math.isfinite(float(flag)):
+                return f"{key} is not a finite scalar"
     return None
 
 
