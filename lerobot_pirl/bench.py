@@ -78,6 +78,7 @@ class RunResult:
     rl_wall_s: float
     plot: str
     curve: list[dict] = field(default_factory=list)
+    command: str = ""  # the bench command that produced this row
 
 
 def _free_port() -> int:
@@ -385,12 +386,32 @@ def run_task(
     return result
 
 
-def write_results(results: list[RunResult], path: Path, command: str) -> None:
+def _row_order(r: RunResult) -> tuple:
+    task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
+    return (["flow_sde", "flow_noise"].index(r.noise_method), task, r.task)
+
+
+def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
+    """The rows already in ``path`` (if any) with each (task, noise method) of ``new`` replaced."""
+    rows: dict[tuple[str, str], RunResult] = {}
+    if path.is_file():
+        payload = json.loads(path.read_text())
+        for d in payload.get("tasks", []):
+            d.setdefault("command", payload.get("command", ""))
+            known = {k: v for k, v in d.items() if k in RunResult.__dataclass_fields__}
+            rows[(d["task"], d["noise_method"])] = RunResult(**known)
+    for r in new:
+        rows[(r.task, r.noise_method)] = r
+    return sorted(rows.values(), key=_row_order)
+
+
+def write_results(results: list[RunResult], path: Path) -> None:
+    """``path`` (JSON: machine, date, one row per task and noise method) and its markdown table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
+        "commands": list(dict.fromkeys(r.command for r in results if r.command)),
         "tasks": [asdict(r) for r in results],
     }
     path.write_text(json.dumps(payload, indent=2))
@@ -405,10 +426,11 @@ def write_results(results: list[RunResult], path: Path, command: str) -> None:
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min |"
         )
-    if results:
-        mean_sft = sum(r.sft_success for r in results) / len(results)
-        mean_rl = sum(r.rl_success for r in results) / len(results)
-        lines.append(f"| **mean** | | | {mean_sft:.2f} | {mean_rl:.2f} | | | |")
+    for method in dict.fromkeys(r.noise_method for r in results):
+        rows = [r for r in results if r.noise_method == method]
+        mean_sft = sum(r.sft_success for r in rows) / len(rows)
+        mean_rl = sum(r.rl_success for r in rows) / len(rows)
+        lines.append(f"| **mean ({len(rows)} tasks)** | {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | |")
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -427,7 +449,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", default=None, help="output folder (default outputs/bench, or outputs/demo)")
     p.add_argument(
-        "--results", default=None, help="results JSON (default benchmarks/results.json; none for --demo)"
+        "--results",
+        default=None,
+        help="results JSON, updated row by row (default benchmarks/results.json; none for --demo)",
     )
     p.add_argument("--demos", type=int, default=None, help="override the per-task number of demos")
     p.add_argument("--action_noise", type=float, default=None, help="override the demos' action noise")
@@ -473,21 +497,21 @@ def main(argv: list[str] | None = None) -> None:
                 for name in ("demos", "action_noise", "sft_steps", "rl_updates"):
                     if getattr(args, name) is not None:
                         setattr(setup, name, getattr(args, name))
-                results.append(
-                    run_task(
-                        task,
-                        method,
-                        out,
-                        setup,
-                        args.eval_episodes,
-                        args.eval_every,
-                        args.timeout_min * 60,
-                        tuple(args.rl_arg),
-                        args.eval_seed,
-                    )
+                result = run_task(
+                    task,
+                    method,
+                    out,
+                    setup,
+                    args.eval_episodes,
+                    args.eval_every,
+                    args.timeout_min * 60,
+                    tuple(args.rl_arg),
+                    args.eval_seed,
                 )
+                result.command = command
+                results.append(result)
                 if results_path is not None:  # after every run, so a long benchmark leaves partial results
-                    write_results(results, results_path, command)
+                    write_results(merge_results([result], results_path), results_path)
         if results_path is not None:
             print(f"results: {results_path} and {results_path.with_suffix('.md')}")
         print("\nsummary:")

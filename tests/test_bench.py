@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from lerobot_pirl.bench import RunResult, plot_curve, write_results
+from lerobot_pirl.bench import RunResult, merge_results, plot_curve, write_results
 from lerobot_pirl.evaluate import wilson_interval
 
 
@@ -46,8 +47,29 @@ def test_results_json_and_table(tmp_path):
         rl_wall_s=30.0,
         plot="p.png",
     )
-    write_results([row], tmp_path / "results.json", "python -m lerobot_pirl.bench")
-    payload = json.loads((tmp_path / "results.json").read_text())
+    path = tmp_path / "results.json"
+    row.command = "python -m lerobot_pirl.bench --task push-v3"
+    write_results(merge_results([row], path), path)
+    payload = json.loads(path.read_text())
     assert payload["tasks"][0]["rl_success"] == 0.5 and "machine" in payload
     table = (tmp_path / "results.md").read_text()
     assert "| push-v3 | flow_sde | 5 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |" in table
+
+    # A later run of other rows updates the file row by row: new rows added, a re-run row replaced,
+    # the others (and their commands) kept; rows in benchmark order, one mean per noise method.
+    other = dataclasses.replace(row, task="button-press-v3", rl_success=0.9, command="cmd B")
+    noise = dataclasses.replace(row, noise_method="flow_noise", rl_success=0.3, command="cmd B")
+    rerun = dataclasses.replace(row, rl_success=0.7, command="cmd C")
+    write_results(merge_results([other, noise], path), path)
+    write_results(merge_results([rerun], path), path)
+    payload = json.loads(path.read_text())
+    got = [(t["task"], t["noise_method"], t["rl_success"], t["command"]) for t in payload["tasks"]]
+    assert got == [
+        ("button-press-v3", "flow_sde", 0.9, "cmd B"),
+        ("push-v3", "flow_sde", 0.7, "cmd C"),
+        ("push-v3", "flow_noise", 0.3, "cmd B"),
+    ]
+    assert payload["commands"] == ["cmd B", "cmd C"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| **mean (2 tasks)** | flow_sde | | 0.10 | 0.80 |" in table
+    assert "| **mean (1 tasks)** | flow_noise | | 0.10 | 0.30 |" in table
