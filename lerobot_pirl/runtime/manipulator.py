@@ -54,9 +54,7 @@ class ManipulatorChunkStepper:
     def reset(self, seed: int | list[int] | None = None) -> dict[str, Any]:
         from lerobot.rl.gym_manipulator import reset_and_build_transition
 
-        if seed is not None:  # LeRobot's reset does not take a seed: seed the env once, up front
-            first = seed[0] if isinstance(seed, list) else seed
-            self.env.reset(seed=first)
+        # No seed: LeRobot's reset takes none, and resetting a robot twice to seed it would move it twice.
         self._transition = reset_and_build_transition(self.env, self.env_processor, self.action_processor)
         self._episode_success = False
         return self._observation()
