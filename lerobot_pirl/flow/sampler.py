@@ -41,7 +41,6 @@ class ChainSample:
     denoise_index: Tensor  # [B] int64: k* ("one") or -1 ("all")
     logprob: Tensor  # [B] (chunk level) or [B, H, Dr] (token level), float32
     value: Tensor  # [B] float32
-    noise_std: Tensor  # [B] mean std of the stochastic step(s) over the executed slice
 
 
 @dataclass
@@ -264,11 +263,8 @@ class FlowChainSampler:
             per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), std_all)
         if self.rule.stochastic:
             logprob = self._logprob(per_elem, num_terms)
-            noise_std = std_all.view(-1) if std_all.dim() == 3 and std_all.numel() == bsz else None
-            noise_std = self._per_sample(std_all).expand(bsz) if noise_std is None else noise_std
         else:
             logprob = self._logprob(torch.zeros_like(self._executed(x)), 1)
-            noise_std = torch.zeros(bsz, device=device)
         if with_value:
             expert = None
             if need_feats:  # hybrid: the features at each sample's own k*, as re-scoring sees them
@@ -284,7 +280,6 @@ class FlowChainSampler:
             denoise_index=k_star,
             logprob=logprob,
             value=value,
-            noise_std=noise_std,
         )
 
     @torch.no_grad()
