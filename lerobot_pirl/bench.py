@@ -103,6 +103,25 @@ def _run(cmd: list[str], log: Path, desc: str) -> None:
         raise RuntimeError(f"{desc} failed (exit {proc.returncode}); see {log}\n{tail}")
 
 
+def reuse_or_clear_sft(root: Path, setup: TaskSetup) -> None:
+    """Demos, SFT checkpoint and SFT evaluation are reused by later runs of the same task only when
+    they were made with the same demo / SFT setup; otherwise they are removed and made again."""
+    import shutil
+
+    stamp = root / "sft_setup.json"
+    wanted = {k: v for k, v in asdict(setup).items() if k != "rl_updates"}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return
+    for name in ("demos", "sft", "sft_eval.json"):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(wanted))
+
+
 def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path) -> Path:
     demos = root / "demos"
     if not (demos / "meta" / "info.json").is_file():
@@ -347,6 +366,7 @@ def run_task(
         f"== {task} / {method}: {setup.demos} demos (action noise {setup.action_noise}), "
         f"{setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
     )
+    reuse_or_clear_sft(root, setup)
     demos = collect_stage(task, setup, root, logs)
     sft = sft_stage(task, setup, root, demos, logs)
     sft_eval = eval_stage(sft, task, setup, eval_episodes, root / "sft_eval.json", eval_seed)

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from lerobot_pirl.bench import RunResult, merge_results, plot_curve, write_results
+from lerobot_pirl.bench import (
+    RunResult,
+    TaskSetup,
+    merge_results,
+    plot_curve,
+    reuse_or_clear_sft,
+    write_results,
+)
 from lerobot_pirl.evaluate import wilson_interval
 
 
@@ -73,3 +80,19 @@ def test_results_json_and_table(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| **mean (2 tasks)** | flow_sde | | 0.10 | 0.80 |" in table
     assert "| **mean (1 tasks)** | flow_noise | | 0.10 | 0.30 |" in table
+
+
+def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
+    def make_stage_outputs():
+        (tmp_path / "demos" / "meta").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sft").mkdir(exist_ok=True)
+        (tmp_path / "sft_eval.json").write_text("{}")
+
+    make_stage_outputs()
+    reuse_or_clear_sft(tmp_path, TaskSetup(demos=5))  # unknown provenance: made again
+    assert not (tmp_path / "demos").exists() and not (tmp_path / "sft_eval.json").exists()
+    make_stage_outputs()
+    reuse_or_clear_sft(tmp_path, TaskSetup(demos=5, rl_updates=200))  # same demos / SFT: reused
+    assert (tmp_path / "demos" / "meta").is_dir() and (tmp_path / "sft").is_dir()
+    reuse_or_clear_sft(tmp_path, TaskSetup(demos=10))  # different demos: made again
+    assert not (tmp_path / "demos").exists() and not (tmp_path / "sft").exists()
