@@ -227,6 +227,8 @@ def rl_stage(
         import shutil
 
         shutil.rmtree(rl_out)
+    for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
+        (run_dir / stale).unlink(missing_ok=True)
     port = _free_port()
     args = [
         f"--config_path={recipe}",
@@ -411,8 +413,10 @@ def run_task(
 
 
 def _row_order(r: RunResult) -> tuple:
+    methods = ["flow_sde", "flow_noise"]
+    method = methods.index(r.noise_method) if r.noise_method in methods else len(methods)
     task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
-    return (["flow_sde", "flow_noise"].index(r.noise_method), task, r.task)
+    return (method, r.noise_method, task, r.task)
 
 
 def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:

@@ -258,9 +258,10 @@ class FlowChainSampler:
             per_elem, num_terms = self._step_log_density(x_k1, mean_k, std_all), 1
         else:
             stored = torch.stack(chain, dim=1)
-            std_all = self._joint_std(stds, table)
-            nexts = torch.stack([chain[k + 1] for k in self.noisy_steps])
-            per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), std_all)
+            if self.rule.stochastic:
+                std_all = self._joint_std(stds, table)
+                nexts = torch.stack([chain[k + 1] for k in self.noisy_steps])
+                per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), std_all)
         if self.rule.stochastic:
             logprob = self._logprob(per_elem, num_terms)
         else:
@@ -344,8 +345,10 @@ class FlowChainSampler:
                         stds.append(self._learned_std(noise_head, hidden))
             if self.rule.stochastic:
                 std_all = self._joint_std(stds, table)
-                nexts = chain[:, [k + 1 for k in self.noisy_steps]].transpose(0, 1)
-                per_elem, num_terms = self._joint_log_density(chain[:, 0], nexts, torch.stack(means), std_all)
+                # Contiguous like the sampler's tensors, so the reductions add in the same order.
+                nexts = torch.stack([chain[:, k + 1] for k in self.noisy_steps])
+                x0 = chain[:, 0].contiguous()
+                per_elem, num_terms = self._joint_log_density(x0, nexts, torch.stack(means), std_all)
 
         value = as_float32(value_head(prefix.features, self._pool(feats) if need_feats else None))
         if not self.rule.stochastic:
