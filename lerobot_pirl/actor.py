@@ -142,11 +142,15 @@ class PiRLActor:
         t_start, total_steps = time.time(), 0
         budget = self.chunks_per_version(n)
         chunks_this_version = 0
+        # A robot (one env, gym_manipulator) swaps weights and waits for the learner only between
+        # episodes, like LeRobot's actor: never a pause, nor two policies, in the middle of an episode.
+        swap_anytime = not isinstance(stepper, ManipulatorChunkStepper)
+        at_episode_start = True
         while not self.shutdown_event.is_set():
-            if self.poll_weights():
+            if (swap_anytime or at_episode_start) and self.poll_weights():
                 # New weights, or the same version pushed again by a restarted learner: a new budget.
                 chunks_this_version = 0
-            if budget and chunks_this_version >= budget:
+            if budget and chunks_this_version >= budget and (swap_anytime or at_episode_start):
                 # One rollout per version is in: wait for the learner's next weights (stay on-policy).
                 if self.poll_weights(block=True, timeout=0.5):
                     chunks_this_version = 0
@@ -203,6 +207,7 @@ class PiRLActor:
                 )
                 ep_return[i], ep_len[i], ep_intervened[i] = 0.0, 0, 0
                 episode_ids[i] += 1
+            at_episode_start = bool((result.terminated | result.truncated).any())
             obs = stepper.reset_done(result)
             if time.time() - last_msg >= self.options.stats_period_s:
                 self.send_stats(pending_episodes, steps_since_msg, total_steps / (time.time() - t_start))

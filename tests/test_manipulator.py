@@ -95,7 +95,12 @@ def test_stepper_runs_lerobot_pipeline_and_reports_the_human_actions():
 
     second = stepper.step_chunk(policy_actions)  # the goal is reached at step 8: the chunk stops there
     assert second.steps[0] == 3 and second.terminated[0] and second.success[0]
-    assert second.intervention_steps[0] == 0 and second.rewards[0] == pytest.approx(1.0)
+    assert second.rewards[0] == pytest.approx(1.0)
+    # LeRobot's gym_hil action processor replays the human's last action on the step after the
+    # intervention ends; that step ran a human action, so the chunk counts as intervened too.
+    np.testing.assert_allclose(second.executed_actions[0, 0], EXPERT_ACTION)
+    np.testing.assert_allclose(np.stack(env.executed[5:8]), second.executed_actions[0, :3])
+    assert second.intervention_steps[0] == 1
     assert stepper.reset_done(second)[OBS_STATE][0, 0] == 0  # a new episode
 
     # LeRobot's time limit (control_time_s * fps = 20 steps) truncates an episode that never ends.
@@ -136,16 +141,29 @@ def test_actor_flags_intervened_chunks_and_the_learner_gives_them_no_credit(tmp_
     thread = threading.Thread(target=actor.run, daemon=True)
     thread.start()
     transitions = []
-    deadline = time.time() + 60
-    while len(transitions) < 10 and time.time() < deadline:
+    deadline = time.time() + 90
+    pushed_v1 = False
+    while len(transitions) < 20 and time.time() < deadline:
         try:
             transitions += bytes_to_transitions(actor.transitions_queue.get(timeout=1.0))
         except Empty:
             continue
+        if len(transitions) >= 2 and not pushed_v1:  # new weights arrive in the middle of an episode
+            learner_side.policy_version = 1
+            actor.parameters_queue.put(state_to_bytes(learner_side.get_weights()))
+            pushed_v1 = True
     shutdown.set()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert len(transitions) >= 10
+    assert len(transitions) >= 20
+
+    # A robot changes weights only between episodes: one policy version per episode, and v1 is used.
+    versions: dict[int, set[int]] = {}
+    for t in transitions:
+        info = t["complementary_info"]
+        versions.setdefault(int(info[keys.EPISODE_ID]), set()).add(int(info[keys.POLICY_VERSION]))
+    assert all(len(v) == 1 for v in versions.values()), versions
+    assert versions[0] == {0} and {1} in versions.values()
 
     flags = [bool(t["complementary_info"][keys.INTERVENTION]) for t in transitions]
     # Chunks of 3 steps from t=0: the human's step 4 falls in the second chunk of each 20-step episode.
@@ -159,9 +177,11 @@ def test_actor_flags_intervened_chunks_and_the_learner_gives_them_no_credit(tmp_
     algo = PiRLAlgorithm(actor.policy, cfg.algorithm)
     buffer = RolloutBuffer(algo.transition_spec())
     assert buffer.add(transitions) == len(transitions)
-    batch, _ = buffer.take(version=0, max_lag=1)
+    batch, _ = buffer.take(version=1, max_lag=1)
     rollout = algo.prepare_rollout(batch)
     assert torch.equal(batch.intervention, torch.tensor(flags))
     assert (rollout.advantages[batch.intervention] == 0).all()
-    assert (rollout.advantages[~batch.intervention] != 0).any()
+    kept = rollout.advantages[~batch.intervention]
+    assert float(kept.mean()) == pytest.approx(0.0, abs=1e-5)  # normalised without the intervened chunks
+    assert float(kept.std(unbiased=False)) == pytest.approx(1.0, rel=1e-4)
     assert algo.rollout_stats(rollout, batch, 0)["intervention_fraction"] == pytest.approx(np.mean(flags))

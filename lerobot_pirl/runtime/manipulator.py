@@ -7,19 +7,23 @@ replaces the policy's action by the human's while the teleoperator intervenes, a
 termination events, and the env processor turns raw observations into LeRobot features (with a
 batch dimension, on the policy's device).
 
-A chunk executes up to ``H`` actions on the single env and yields one :class:`ChunkResult` whose
-``intervention`` flag is set when a human acted during any step of the chunk, and whose
-``executed_actions`` are the actions the robot really ran (the teleoperator's during interventions).
+A chunk executes up to ``H`` actions on the single env, paced at the env's ``fps`` like LeRobot's actor,
+and yields one :class:`ChunkResult` whose ``intervention_steps`` counts the steps a human acted in, and
+whose ``executed_actions`` are the actions the robot really ran. A step counts as intervened when the
+processors flag it (``TeleopEvents.IS_INTERVENTION``) or when what ran differs from the policy's action:
+LeRobot's gym_hil pipeline replays the human's last action on the step after an intervention ends.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import torch
 from lerobot.processor import TransitionKey
 from lerobot.teleoperators.utils import TeleopEvents
+from lerobot.utils.robot_utils import precise_sleep
 
 from lerobot_pirl.runtime.vector import ChunkResult
 
@@ -45,6 +49,7 @@ class ManipulatorChunkStepper:
         self.env = env
         self.teleop_device = teleop_device
         self.env_processor, self.action_processor = make_processors(env, teleop_device, env_cfg, device)
+        self.period_s = 1.0 / env_cfg.fps if getattr(env_cfg, "fps", None) else 0.0
         self._transition: dict | None = None
         self._episode_success = False
 
@@ -70,6 +75,7 @@ class ManipulatorChunkStepper:
         reward, steps, interventions = 0.0, 0, 0
         terminated = truncated = success = False
         for h in range(horizon):
+            started = time.perf_counter()
             action = torch.as_tensor(actions[0, h : h + 1], dtype=torch.float32)  # [1, A], as LeRobot's actor
             self._transition = step_env_and_process_transition(
                 env=self.env,
@@ -82,13 +88,22 @@ class ManipulatorChunkStepper:
             info = tr.get(TransitionKey.INFO) or {}
             ran = (tr.get(TransitionKey.COMPLEMENTARY_DATA) or {}).get(TELEOP_ACTION)
             if ran is not None:
-                executed[h] = torch.as_tensor(ran).detach().float().cpu().reshape(-1)[: executed.shape[1]]
-            interventions += bool(info.get(TeleopEvents.IS_INTERVENTION, False))
+                ran = torch.as_tensor(ran).detach().float().cpu().reshape(-1)
+                if ran.numel() != executed.shape[1]:
+                    raise ValueError(
+                        f"env: the executed (teleop) action has {ran.numel()} dims, the policy's has "
+                        f"{executed.shape[1]}; check processor.gripper.use_gripper against the policy"
+                    )
+                executed[h] = ran
+            human = bool(info.get(TeleopEvents.IS_INTERVENTION, False))
+            interventions += human or not torch.allclose(executed[h], action[0], atol=1e-6)
             reward += float(tr.get(TransitionKey.REWARD) or 0.0)
             steps += 1
             success |= _success(info)
             terminated = bool(tr.get(TransitionKey.DONE, False))
             truncated = bool(tr.get(TransitionKey.TRUNCATED, False)) and not terminated
+            if self.period_s:
+                precise_sleep(max(self.period_s - (time.perf_counter() - started), 0.0))
             if terminated or truncated:
                 break
         self._episode_success |= success

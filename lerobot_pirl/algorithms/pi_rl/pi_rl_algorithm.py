@@ -181,10 +181,11 @@ class PiRLAlgorithm(RLAlgorithm):
             advantages, returns = self._gae(batch, values, norm)
         else:
             advantages, returns = self._grpo(batch, values)
-        if self.config.normalize_advantages and advantages.numel() > 1:
-            advantages = normalize(advantages)
         # A chunk a human teleoperated says nothing about the sampled chain: no policy-gradient credit
-        # (its rewards still train the critic through the returns).
+        # (its rewards still train the critic through the returns); the others are normalised alone.
+        policy_made = ~batch.intervention
+        if self.config.normalize_advantages and int(policy_made.sum()) > 1:
+            advantages[policy_made] = normalize(advantages[policy_made])
         advantages = advantages.masked_fill(batch.intervention, 0.0)
         return Rollout(
             obs=obs,

@@ -259,7 +259,9 @@ class RolloutBuffer:
             version=torch.tensor([int(_as_tensor(i[POLICY_VERSION])) for i in infos], dtype=torch.long),
             success=torch.tensor([float(_as_tensor(i.get(SUCCESS, 0.0))) for i in infos]),
             actor_id=torch.tensor([int(_as_tensor(i[ACTOR_ID])) for i in infos], dtype=torch.long),
-            intervention=torch.tensor([bool(_as_tensor(i.get(INTERVENTION, False))) for i in infos]),
+            intervention=torch.tensor(
+                [bool(_as_tensor(i.get(INTERVENTION, False))) for i in infos], dtype=torch.bool
+            ),
             columns=columns,
             gap_after=gap_after & ~(terminated | truncated),
         )
