@@ -1,7 +1,7 @@
 """End to end on loopback: learner and actors as separate processes (issue 5, `slow`).
 
 One scenario, in phases, on pirl_metaworld with a tiny flow_mlp base:
-1. a learner and two actors (one of them given a malformed transition to forward) run 4 updates;
+1. a malformed transition is sent to the learner's gRPC service, then two actors and the learner run 4 updates;
 2. one actor is SIGKILLed, the learner finishes and checkpoints; the other actor keeps retrying;
 3. the learner is restarted with --resume=true: the surviving actor reconnects, training continues
    from the checkpoint (policy version and update count), and the resumed learner's first pushed
@@ -131,14 +131,21 @@ def test_learner_and_actors_train_checkpoint_survive_faults_and_resume(tmp_path)
     logs = {name: tmp_path / f"{name}.log" for name in ("learner1", "actor_a", "actor_b", "learner2")}
 
     learner = _spawn("lerobot_pirl.learner", recipe, logs["learner1"])
-    actor_a = _spawn("lerobot_pirl.actor", recipe, logs["actor_a"], "--env.seed=0")
-    actor_b = _spawn("lerobot_pirl.actor", recipe, logs["actor_b"], "--env.seed=100000")
+    actor_a = actor_b = None
     try:
+        # The malformed transition goes in first (as soon as the learner listens): with this tiny
+        # rollout all four updates can finish within a second of the actors' first transitions.
         deadline = time.time() + 120
-        while not _updates(run) and time.time() < deadline:
+        while True:
             assert learner.poll() is None, logs["learner1"].read_text()[-3000:]
-            time.sleep(0.5)
-        _inject_malformed_transition(port)
+            try:
+                _inject_malformed_transition(port)
+                break
+            except Exception:
+                assert time.time() < deadline, "the learner never started listening"
+                time.sleep(0.5)
+        actor_a = _spawn("lerobot_pirl.actor", recipe, logs["actor_a"], "--env.seed=0")
+        actor_b = _spawn("lerobot_pirl.actor", recipe, logs["actor_b"], "--env.seed=100000")
         assert _wait(learner, 180, logs["learner1"]) == 0, logs["learner1"].read_text()[-3000:]
         actor_b.send_signal(signal.SIGKILL)  # an actor dying mid-rollout costs the learner nothing
         actor_b.wait(timeout=10)
@@ -167,7 +174,7 @@ def test_learner_and_actors_train_checkpoint_survive_faults_and_resume(tmp_path)
         assert actor_a.wait(timeout=30) == 0
     finally:
         for p in (learner, actor_a, actor_b):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
 
     log2 = logs["learner2"].read_text()
