@@ -147,10 +147,11 @@ class PiRLActor:
         swap_anytime = not isinstance(stepper, ManipulatorChunkStepper)
         at_episode_start = True
         while not self.shutdown_event.is_set():
-            if (swap_anytime or at_episode_start) and self.poll_weights():
+            may_swap = swap_anytime or at_episode_start
+            if may_swap and self.poll_weights():
                 # New weights, or the same version pushed again by a restarted learner: a new budget.
                 chunks_this_version = 0
-            if budget and chunks_this_version >= budget and (swap_anytime or at_episode_start):
+            if budget and chunks_this_version >= budget and may_swap:
                 # One rollout per version is in: wait for the learner's next weights (stay on-policy).
                 if self.poll_weights(block=True, timeout=0.5):
                     chunks_this_version = 0

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,8 +107,6 @@ def _run(cmd: list[str], log: Path, desc: str) -> None:
 def reuse_or_clear_sft(root: Path, setup: TaskSetup) -> None:
     """Demos, SFT checkpoint and SFT evaluation are reused by later runs of the same task only when
     they were made with the same demo / SFT setup; otherwise they are removed and made again."""
-    import shutil
-
     stamp = root / "sft_setup.json"
     wanted = {k: v for k, v in asdict(setup).items() if k != "rl_updates"}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
@@ -148,8 +147,6 @@ def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Pat
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
     if not (ckpt / "model.safetensors").is_file():
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         lerobot_train = Path(sys.executable).parent / "lerobot-train"
         _run(
@@ -224,8 +221,6 @@ def rl_stage(
         raise FileNotFoundError(f"recipe: {recipe} does not exist")
     rl_out = run_dir / "rl"
     if rl_out.exists():
-        import shutil
-
         shutil.rmtree(rl_out)
     for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
         (run_dir / stale).unlink(missing_ok=True)

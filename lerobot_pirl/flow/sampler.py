@@ -20,7 +20,6 @@ from lerobot_pirl.flow.adapters.base import FlowAdapter, Prefix
 from lerobot_pirl.flow.config import FlowSamplerConfig
 from lerobot_pirl.flow.heads import NoiseHead, ValueHead
 from lerobot_pirl.flow.steps import (
-    LOG_SQRT_2PI,
     StepCoefficients,
     as_float32,
     gaussian_entropy,
@@ -104,13 +103,13 @@ class FlowChainSampler:
         """``[K, 5]`` float32 rows ``(tau, a_x, a_v, std, entropy)`` (std and entropy NaN when learned),
         cached per device: re-scoring gathers a sample's row by its step index."""
         if device not in self._tables:
-            rows = []
-            for tau, c in zip(self.taus, self.coefs, strict=True):
-                std = float("nan") if c.std is None else c.std
-                entropy = math.log(std) + 0.5 + LOG_SQRT_2PI if std > 0 else -math.inf
-                entropy = math.nan if math.isnan(std) else entropy
-                rows.append((tau, c.a_x, c.a_v, std, entropy))
-            self._tables[device] = torch.tensor(rows, dtype=torch.float32, device=device)
+            rows = [
+                (tau, c.a_x, c.a_v, math.nan if c.std is None else c.std, 0.0)
+                for tau, c in zip(self.taus, self.coefs, strict=True)
+            ]
+            table = torch.tensor(rows, dtype=torch.float32, device=device)
+            table[:, 4] = gaussian_entropy(table[:, 3])  # the one entropy formula (NaN stays NaN)
+            self._tables[device] = table
         return self._tables[device]
 
     def _tau_rows(self, device: torch.device) -> tuple[Tensor, ...]:
@@ -323,7 +322,7 @@ class FlowChainSampler:
             coef = table[k_star]
             v, hidden = adapter.velocity(prefix, x, coef[:, 0])
             mean = step_mean(x, as_float32(v), coef[:, 1].view(-1, 1, 1), coef[:, 2].view(-1, 1, 1))
-            learned = self.rule.learned_std and self.rule.stochastic
+            learned = self.rule.learned_std
             std_all = self._learned_std(noise_head, hidden) if learned else coef[:, 3].view(-1, 1, 1)
             if need_feats:
                 feats.append(as_float32(hidden).mean(1))
