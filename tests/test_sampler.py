@@ -170,6 +170,24 @@ def test_per_batch_hybrid_step_is_shared_and_rescored_exactly(method):
 
 
 @pytest.mark.parametrize("method", ["flow_sde", "flow_noise", "flow_cps"])
+def test_per_sample_hybrid_chain_is_the_ode_off_its_step_bit_for_bit(method):
+    """Each sample's chain: LeRobot's Euler steps ``x + dt * v`` before k* and after k* + 1, bit for bit."""
+    policy = tiny_pi_rl(method, "one", num_denoise_steps=5)
+    batch, noise = obs_batch(32, seed=12), torch.randn(32, 4, 3)
+    with torch.no_grad():
+        out = policy.sample_chain(batch, noise=noise)
+        k_star = out.denoise_index
+        assert k_star.unique().numel() > 1  # per-sample draws really differ within the batch
+        prefix, dt, x = policy.adapter.encode(batch), -1.0 / 5, noise
+        for k in range(5):
+            here = (k_star == k).view(-1, 1, 1)
+            assert torch.equal(x[here.view(-1)], out.chain[here.view(-1), 0])
+            tau = torch.tensor(1.0 + k * dt, dtype=torch.float32).expand(32)
+            x = torch.where(here, out.chain[:, 1], x + dt * policy.adapter.velocity(prefix, x, tau)[0])
+    assert torch.equal(x, out.actions)
+
+
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise", "flow_cps"])
 @pytest.mark.parametrize("level", ["chunk", "token"])
 def test_long_joint_chains_are_rescored_bit_for_bit(method, level):
     """Same batch, same weights: sampling and re-scoring add the same float32 terms in the same order."""
@@ -186,6 +204,18 @@ def test_expert_placed_value_is_the_same_in_sampling_and_rescoring(sde_steps):
     out = policy.sample_chain(batch)
     score = policy.score_chain(batch, out.chain, out.denoise_index)
     torch.testing.assert_close(score.value, out.value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("placement", ["prefix", "expert"])
+@pytest.mark.parametrize("sde_steps", ["one", "all"])
+def test_chain_value_is_the_rescored_value(placement, sde_steps):
+    """The learner's value pass (the prefix critic skips the velocity) equals ``score_chain``'s value."""
+    policy = tiny_pi_rl("flow_sde", sde_steps, value_placement=placement)
+    batch = obs_batch(16, seed=10)
+    out = policy.sample_chain(batch)
+    with torch.no_grad():
+        ref = policy.score_chain(batch, out.chain, out.denoise_index).value
+    assert torch.equal(policy.chain_value(batch, out.chain, out.denoise_index), ref)
 
 
 def test_ode_sampler_reproduces_the_base_policy_bitwise():

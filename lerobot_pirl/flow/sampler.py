@@ -85,7 +85,8 @@ class FlowChainSampler:
         # The head's std lies in [noise_std_min, noise_std_max]; the floor only matters below that band.
         self.clamp_learned_std = cfg.std_floor > cfg.noise_std_min
         self._tables: dict[torch.device, Tensor] = {}
-        self._taus: dict[torch.device, tuple[Tensor, ...]] = {}
+        self._step_rows: dict[torch.device, list[tuple[Tensor, ...]]] = {}
+        self._switches: dict[torch.device, Tensor] = {}
 
     @property
     def taus(self) -> list[float]:
@@ -112,11 +113,18 @@ class FlowChainSampler:
             self._tables[device] = table
         return self._tables[device]
 
-    def _tau_rows(self, device: torch.device) -> tuple[Tensor, ...]:
-        """The K step times as 0-dim float32 tensors (LeRobot's ``torch.tensor(1 + k dt)``)."""
-        if device not in self._taus:
-            self._taus[device] = self._table(device)[:, 0].unbind(0)
-        return self._taus[device]
+    def _rows(self, device: torch.device) -> list[tuple]:
+        """Per step, ``(tau, a_x, a_v, std, ode_a_v)`` as 0-dim float32 tensors (views of the table; ``a_x``
+        stays the float 1.0 when it is one, which :func:`step_mean` skips): hot loops multiply by
+        tensors, as a Python scalar costs an extra dispatch per use."""
+        if device not in self._step_rows:
+            table = self._table(device)
+            ode_a_v = torch.tensor(self.ode_a_v, dtype=torch.float32, device=device)
+            self._step_rows[device] = [
+                (tau, 1.0 if c.a_x == 1.0 else a_x, a_v, std, ode_a_v)
+                for (tau, a_x, a_v, std), c in zip((r[:4].unbind(0) for r in table), self.coefs, strict=True)
+            ]
+        return self._step_rows[device]
 
     # ---------------------------------------------------------------- helpers
     def _executed(self, t: Tensor) -> Tensor:
@@ -182,89 +190,23 @@ class FlowChainSampler:
         with_value: bool = True,
     ) -> ChainSample:
         """One stochastic chain per observation. Steps nobody samples at are plain ODE steps; the
-        hybrid mode records ``(x_k*, x_k*+1, mean, std)`` per sample and scores it after the loop.
+        hybrid mode scores each sample's step ``k*`` after the loop, the joint mode every noisy step.
         ``with_value=False`` skips the value head (an actor does not need it: the learner computes
         values) and returns NaN values."""
         prefix = adapter.encode(batch)
         bsz = prefix.features.shape[0]
         device = prefix.features.device
-        taus = self._tau_rows(device)
         x = as_float32(noise if noise is not None else adapter.sample_noise(bsz, device, generator))
+        need_feats = with_value and value_head.placement == "expert"
         if self.hybrid:
             k_star = self._sample_k_star(bsz, device, generator)
-            k_list = k_star.tolist()
-            steps, shared = set(k_list), len(set(k_list)) == 1
-            eps = torch.randn(x.shape, device=device, generator=generator) if self.rule.stochastic else None
+            run = self._run_hybrid(adapter, noise_head, prefix, x, k_star, generator, need_feats)
         else:
             k_star = torch.full((bsz,), -1, dtype=torch.long, device=device)
-            steps, shared, eps = (
-                set(self.noisy_steps if self.rule.stochastic else range(self.num_steps)),
-                True,
-                None,
-            )
-        need_feats = with_value and value_head.placement == "expert"
-        chain, means, stds, feats = [x], [], [], []
-        record: list[Tensor | None] | None = None  # hybrid: x_k*, x_k*+1, mean, learned std
-
-        for k in range(self.num_steps):
-            v, hidden = adapter.velocity(prefix, x, taus[k].expand(bsz))
-            v = as_float32(v)
-            if need_feats:
-                feats.append(as_float32(hidden).mean(1))
-            x_ode = x + v * self.ode_a_v
-            if k not in steps:
-                x = x_ode
-                if not self.hybrid:
-                    chain.append(x)
-                continue
-            c = self.coefs[k]
-            mean = x_ode if (c.a_x == 1.0 and c.a_v == self.ode_a_v) else step_mean(x, v, c.a_x, c.a_v)
-            std = self._learned_std(noise_head, hidden) if self.rule.learned_std else c.std
-            if not self.rule.stochastic:
-                x_next = mean
-            else:
-                step_eps = (
-                    eps if eps is not None else torch.randn(x.shape, device=device, generator=generator)
-                )
-                x_next = mean + step_eps * std
-            if self.hybrid:
-                learned = std if self.rule.learned_std else None
-                if shared:
-                    record = [x, x_next, mean, learned]
-                else:
-                    sel = (k_star == k).view(-1, 1, 1)
-                    x_next = torch.where(sel, x_next, x_ode)
-                    new = [x, x_next, mean, learned]
-                    record = (
-                        new
-                        if record is None
-                        else [
-                            None if n is None else torch.where(sel, n, o)
-                            for n, o in zip(new, record, strict=True)
-                        ]
-                    )
-            else:
-                chain.append(x_next)
-                means.append(mean)
-                stds.append(std)
-            x = x_next
-
-        table = self._table(device)
-        if self.hybrid:
-            x_k, x_k1, mean_k, learned = record
-            std_all = learned if learned is not None else table[k_star, 3].view(-1, 1, 1)
-            stored = torch.stack([x_k, x_k1], dim=1)
-            per_elem, num_terms = self._step_log_density(x_k1, mean_k, std_all), 1
-        else:
-            stored = torch.stack(chain, dim=1)
-            if self.rule.stochastic:
-                std_all = self._joint_std(stds, table)
-                nexts = torch.stack([chain[k + 1] for k in self.noisy_steps])
-                per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), std_all)
-        if self.rule.stochastic:
-            logprob = self._logprob(per_elem, num_terms)
-        else:
-            logprob = self._logprob(torch.zeros_like(self._executed(x)), 1)
+            run = self._run_joint(adapter, noise_head, prefix, x, generator, need_feats)
+        x, stored, per_elem, num_terms, feats = run
+        if per_elem is None:  # the "ode" method: no density, log-prob 0
+            per_elem, num_terms = torch.zeros_like(self._executed(x)), 1
         if with_value:
             expert = None
             if need_feats:  # hybrid: the features at each sample's own k*, as re-scoring sees them
@@ -278,9 +220,113 @@ class FlowChainSampler:
             executed=self._executed(x),
             chain=stored,
             denoise_index=k_star,
-            logprob=logprob,
+            logprob=self._logprob(per_elem, num_terms),
             value=value,
         )
+
+    def _run_hybrid(self, adapter, noise_head, prefix, x, k_star, generator, need_feats) -> tuple:
+        """The chain with one stochastic step per sample, at its own ``k*``. When the whole batch shares
+        its ``k*`` (batch 1, ``per_batch`` draws) the other steps are plain ODE steps; otherwise each step
+        applies per-sample coefficients (the step's own for samples at their ``k*``, the ODE's, bit for
+        bit, elsewhere) and the recorded values are gathered after the loop."""
+        bsz, device = x.shape[0], x.device
+        rows = self._rows(device)
+        k_list = k_star.tolist()
+        shared = k_list.count(k_list[0]) == bsz
+        per_sample = None if shared else self._per_sample_coefficients(k_star)
+        eps = torch.randn(x.shape, device=device, generator=generator) if self.rule.stochastic else None
+        chain, means, learned_stds, feats = [x], [], [], []
+        record = None  # (x_k*, x_k*+1, mean, learned std)
+        for k, (tau, a_x, a_v, std, ode_a_v) in enumerate(rows):
+            v, hidden = adapter.velocity(prefix, x, tau.expand(bsz))
+            v = as_float32(v)
+            if need_feats:
+                feats.append(as_float32(hidden).mean(1))
+            learned = (
+                self._learned_std(noise_head, hidden)
+                if self.rule.learned_std and (per_sample is not None or k == k_list[0])
+                else None
+            )
+            if per_sample is not None:
+                sel_x, sel_v, sel_std = per_sample[k]
+                mean = x * sel_x + v * sel_v
+                if learned is not None:
+                    learned_stds.append(learned)
+                    sel_std = learned * sel_std  # the mask: zero std off k*
+                x = mean if eps is None else torch.addcmul(mean, eps, sel_std)
+                chain.append(x)
+                means.append(mean)
+            elif k == k_list[0]:
+                mean = step_mean(x, v, a_x, a_v)
+                x_next = mean if eps is None else torch.addcmul(mean, eps, learned if learned is not None else std)
+                record = (x, x_next, mean, learned)
+                x = x_next
+            else:
+                x = x + v * ode_a_v
+        if per_sample is None:
+            x_k, x_k1, mean_k, learned = record
+            stored = torch.stack([x_k, x_k1], dim=1)
+        else:  # gather each sample's (x_k*, x_k*+1), mean and std: one indexing each
+            rows_b = torch.arange(bsz, device=device)
+            stored = torch.stack(chain, dim=1)[rows_b.view(-1, 1), torch.stack([k_star, k_star + 1], dim=1)]
+            x_k, x_k1 = stored[:, 0], stored[:, 1]
+            mean_k = torch.stack(means, dim=1)[rows_b, k_star]
+            learned = torch.stack(learned_stds, dim=1)[rows_b, k_star] if learned_stds else None
+        if not self.rule.stochastic:
+            return x, stored, None, 1, feats
+        std_k = learned if learned is not None else self._table(device)[k_star, 3].view(-1, 1, 1)
+        return x, stored, self._step_log_density(x_k1, mean_k, std_k), 1, feats
+
+    def _per_sample_coefficients(self, k_star: Tensor) -> Tensor:
+        """``[K, 3, B, 1, 1]``: per step, the columns ``(a_x, a_v, std)`` of the step's own coefficients for
+        the samples whose ``k*`` it is and of the ODE's ``(1, -1/K, 0)`` for the others (with a learned
+        std the third column is a 0/1 mask), picked from a per-device ``[K, 3, K]`` table in one gather."""
+        device = k_star.device
+        if device not in self._switches:
+            table = self._table(device)
+            switch = torch.empty(self.num_steps, 3, self.num_steps, dtype=torch.float32, device=device)
+            switch[:, 0], switch[:, 1] = 1.0, self.ode_a_v
+            switch[:, 2] = 0.0
+            steps = torch.arange(self.num_steps, device=device)
+            switch[steps, 0, steps], switch[steps, 1, steps] = table[:, 1], table[:, 2]
+            switch[steps, 2, steps] = 1.0 if self.rule.learned_std else table[:, 3]
+            self._switches[device] = switch
+        return self._switches[device][:, :, k_star].view(self.num_steps, 3, -1, 1, 1)
+
+    def _run_joint(self, adapter, noise_head, prefix, x, generator, need_feats) -> tuple:
+        """The chain with every noisy step stochastic (the noise of all steps drawn at once); the
+        log-density of the prior and every noisy step is evaluated after the loop."""
+        bsz, device = x.shape[0], x.device
+        rows = self._rows(device)
+        num_noisy = len(self.noisy_steps)
+        eps = (
+            torch.randn((num_noisy, *x.shape), device=device, generator=generator)
+            if self.rule.stochastic
+            else None
+        )
+        chain, means, learned_stds, feats = [x], [], [], []
+        for k, (tau, a_x, a_v, std, ode_a_v) in enumerate(rows):
+            v, hidden = adapter.velocity(prefix, x, tau.expand(bsz))
+            v = as_float32(v)
+            if need_feats:
+                feats.append(as_float32(hidden).mean(1))
+            if eps is None or k >= num_noisy:  # "ode", or CPS's deterministic last step
+                x = x + v * ode_a_v
+            else:
+                mean = step_mean(x, v, a_x, a_v)
+                if self.rule.learned_std:
+                    std = self._learned_std(noise_head, hidden)
+                    learned_stds.append(std)
+                x = torch.addcmul(mean, eps[k], std)
+                means.append(mean)
+            chain.append(x)
+        stored = torch.stack(chain, dim=1)
+        if eps is None:
+            return x, stored, None, 1, feats
+        stds = self._joint_std(learned_stds, self._table(device))
+        nexts = torch.stack(chain[1 : num_noisy + 1])
+        per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), stds)
+        return x, stored, per_elem, num_terms, feats
 
     @torch.no_grad()
     def sample_ode(
@@ -290,11 +336,10 @@ class FlowChainSampler:
         prefix = adapter.encode(batch)
         bsz = prefix.features.shape[0]
         device = prefix.features.device
-        taus = self._tau_rows(device)
         x = as_float32(noise if noise is not None else adapter.sample_noise(bsz, device))
-        for k in range(self.num_steps):
-            v, _ = adapter.velocity(prefix, x, taus[k].expand(bsz))
-            x = x + as_float32(v) * self.ode_a_v
+        for tau, _, _, _, ode_a_v in self._rows(device):
+            v, _ = adapter.velocity(prefix, x, tau.expand(bsz))
+            x = x + as_float32(v) * ode_a_v
         return x
 
     # ---------------------------------------------------------------- re-scoring
@@ -311,7 +356,6 @@ class FlowChainSampler:
         evaluates the velocity once per sample, at its own step ``k*``."""
         prefix: Prefix = adapter.encode(batch)
         device = prefix.features.device
-        taus = self._tau_rows(device)
         table = self._table(device)
         chain = as_float32(chain)
         need_feats = value_head.placement == "expert"
@@ -331,15 +375,15 @@ class FlowChainSampler:
         else:
             bsz = chain.shape[0]
             means, stds = [], []
-            for k, c in enumerate(self.coefs):
+            for k, (tau, a_x, a_v, _, _) in enumerate(self._rows(device)):
                 if k not in self.noisy_steps and not need_feats:
                     continue
                 x = chain[:, k]
-                v, hidden = adapter.velocity(prefix, x, taus[k].expand(bsz))
+                v, hidden = adapter.velocity(prefix, x, tau.expand(bsz))
                 if need_feats:
                     feats.append(as_float32(hidden).mean(1))
                 if k in self.noisy_steps:
-                    means.append(step_mean(x, as_float32(v), c.a_x, c.a_v))
+                    means.append(step_mean(x, as_float32(v), a_x, a_v))
                     if self.rule.learned_std:
                         stds.append(self._learned_std(noise_head, hidden))
             if self.rule.stochastic:

@@ -154,8 +154,10 @@ def gaussian_entropy(std: Tensor) -> Tensor:
 
 
 def bounded_std(raw: Tensor, std_min: float, std_max: float) -> Tensor:
-    """Squash an unbounded head output into ``[std_min, std_max]`` with ``tanh``."""
-    return torch.tanh(raw) * ((std_max - std_min) / 2.0) + (std_max + std_min) / 2.0
+    """Squash an unbounded head output into ``[std_min, std_max]`` with ``tanh``: ``mid + half * tanh``
+    as one fused add (two Python-scalar operations cost more than the head's last layer at batch 1)."""
+    mid = torch.full((), (std_max + std_min) / 2.0, dtype=torch.float32, device=raw.device)
+    return torch.add(mid, torch.tanh(raw), alpha=(std_max - std_min) / 2.0)
 
 
 def make_step_rule(noise_method: str, noise_level: float) -> StepRule:

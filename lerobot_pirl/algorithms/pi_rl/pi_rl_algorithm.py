@@ -173,9 +173,7 @@ class PiRLAlgorithm(RLAlgorithm):
         norm = preprocessor if preprocessor is not None else (lambda o: o)
         obs = _policy_inputs(norm(dict(batch.state)), device)
         chain, k_idx = batch.chain.to(device), batch.denoise_index.to(device)
-        values = self._in_minibatches(
-            lambda o, c, k: self.policy.score_chain(o, c, k).value, obs, chain, k_idx
-        ).cpu()
+        values = self._in_minibatches(self.policy.chain_value, obs, chain, k_idx).cpu()
 
         if self.config.estimator == "gae":
             advantages, returns = self._gae(batch, values, norm)

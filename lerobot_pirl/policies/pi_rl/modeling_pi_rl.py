@@ -147,6 +147,14 @@ class PiRLPolicy(PreTrainedPolicy):
         return self.sampler.score(self.adapter, self.value_head, self.noise_head, batch, chain, denoise_index)
 
     @torch.no_grad()
+    def chain_value(self, batch: dict[str, Tensor], chain: Tensor, denoise_index: Tensor) -> Tensor:
+        """``V(s)`` of observations with a stored chain, as ``score_chain`` computes it: the prefix critic
+        needs only the encoding; the expert critic re-runs the velocity at the stored step(s)."""
+        if self.value_placement == "prefix":
+            return self.value_of(batch)
+        return self.score_chain(batch, chain, denoise_index).value
+
+    @torch.no_grad()
     def value_of(self, batch: dict[str, Tensor]) -> Tensor:
         """``V(s)`` for observations without a stored chain (bootstrap values)."""
         if self.value_placement == "prefix":
