@@ -50,6 +50,9 @@ def _config(tmp: Path, base: Path, port: int) -> Path:
             "online_steps": 4,
             "sampler": {"noise_method": "flow_sde", "num_denoise_steps": 3},
             "value_head": {"hidden_dims": [32]},
+            # Each of the two actors (3 envs) sends half of a 48-transition rollout per policy version, so
+            # every update needs both (otherwise the first actor up can fill all four tiny rollouts).
+            "actor": {"chunks_per_version": 8},
             "actor_learner_config": {
                 "learner_host": "127.0.0.1",
                 "learner_port": port,
@@ -128,10 +131,12 @@ def test_learner_and_actors_train_checkpoint_survive_faults_and_resume(tmp_path)
     port = _free_port()
     recipe = _config(tmp_path, base, port)
     run = tmp_path / "run"
-    logs = {name: tmp_path / f"{name}.log" for name in ("learner1", "actor_a", "actor_b", "learner2")}
+    logs = {
+        name: tmp_path / f"{name}.log" for name in ("learner1", "actor_a", "actor_b", "actor_c", "learner2")
+    }
 
     learner = _spawn("lerobot_pirl.learner", recipe, logs["learner1"])
-    actor_a = actor_b = None
+    actor_a = actor_b = actor_c = None
     try:
         # The malformed transition goes in first (as soon as the learner listens): with this tiny
         # rollout all four updates can finish within a second of the actors' first transitions.
@@ -163,17 +168,20 @@ def test_learner_and_actors_train_checkpoint_survive_faults_and_resume(tmp_path)
         assert (ckpts / "last").resolve().name == "000004"
         assert (ckpts / "000002" / "pretrained_model" / SAFETENSORS_SINGLE_FILE).is_file()
 
-        # Restart the learner from its checkpoint; the surviving actor reconnects by itself.
+        # Restart the learner from its checkpoint; the surviving actor reconnects by itself and a new
+        # actor takes the killed one's half of each rollout.
         assert actor_a.poll() is None, "actor_a gave up before the learner came back"
         learner2 = _spawn(
             "lerobot_pirl.learner", recipe, logs["learner2"], "--resume=true", "--policy.online_steps=6"
         )
+        actor_c = _spawn("lerobot_pirl.actor", recipe, logs["actor_c"], "--env.seed=200000")
         assert _wait(learner2, 180, logs["learner2"]) == 0
-        # SIGTERM: the actor stops cleanly.
-        actor_a.send_signal(signal.SIGTERM)
-        assert actor_a.wait(timeout=30) == 0
+        # SIGTERM: the actors stop cleanly.
+        for actor in (actor_a, actor_c):
+            actor.send_signal(signal.SIGTERM)
+            assert actor.wait(timeout=30) == 0
     finally:
-        for p in (learner, actor_a, actor_b):
+        for p in (learner, actor_a, actor_b, actor_c):
             if p is not None and p.poll() is None:
                 p.kill()
 
