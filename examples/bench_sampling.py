@@ -5,19 +5,19 @@
 Prints, for batch 1 and 64, ratios to plain deterministic ODE sampling (the base policy's own
 ``predict_action_chunk``, i.e. LeRobot's Euler loop) of:
 
-- ``own ODE``: this package's deterministic sampler (what ``pi_rl`` deploys);
-- ``SDE``, ``SDE b``: an actor's stochastic sampling with the behaviour log-prob, Flow-SDE hybrid with a
+- ``own``: this package's deterministic sampler (what ``pi_rl`` deploys);
+- ``sde``, ``sde_b``: an actor's stochastic sampling with the behaviour log-prob, Flow-SDE hybrid with a
   per-sample (default) and a per-batch step k* (``with_value=False``: actors do not run the critic);
-- ``Noise``: Flow-Noise (all steps stochastic) with RLinf's ``[128, 64, 32]`` noise head, and ``Noise h32``
-  with a one-layer ``[32]`` head (the width of flow_mlp's action tokens); ``head``: RLinf's head alone, K
-  times (the floor of Flow-Noise's overhead with that head);
+- ``noise``: Flow-Noise (all steps stochastic) with the default noise head, RLinf's ``[128, 64, 32]`` (sized
+  for 1024-wide VLA tokens), and ``noise_h32`` with a one-layer ``[32]`` head (the width of flow_mlp's action
+  tokens); ``head``: the default head alone, K times, over the ODE (the floor of Flow-Noise's overhead);
 - ``rescore/budget``: re-scoring a stored hybrid Flow-SDE batch as the learner does (autograd on, value
   head included) over the budget "the encoding and the critic, plus 1/K of re-scoring the whole chain"
   (``sde_steps=all``), and ``rescore/whole``: the same over re-scoring the whole chain.
 
 The machine is shared and its speed drifts, so every round times a block of calls of each variant in a
 random order, and each ratio is the median over rounds of the per-round ratio (same round, same load).
-Targets: SDE <= 1.10, Noise <= 1.25, rescore/budget <= 1.
+Targets: sde <= 1.10, noise <= 1.25, rescore/budget <= 1.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def median_ratio(num: list[float], den: list[float]) -> float:
 
 def measure(bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
     sde, sde_b = build("flow_sde", k), build("flow_sde", k, draw="per_batch")
-    noise, noise_small = build("flow_noise", k), build("flow_noise", k, noise_head_dims=[32])
+    noise, noise_h32 = build("flow_noise", k), build("flow_noise", k, noise_head_dims=[32])
     joint = build("flow_sde", k, sde_steps="all")
     obs = {"observation.state": torch.randn(bsz, STATE_DIM)}
     with torch.no_grad():
@@ -103,7 +103,7 @@ def measure(bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
         "sde": lambda: sde.sample_chain(obs, with_value=False),
         "sde_b": lambda: sde_b.sample_chain(obs, with_value=False),
         "noise": lambda: noise.sample_chain(obs, with_value=False),
-        "noise_h32": lambda: noise_small.sample_chain(obs, with_value=False),
+        "noise_h32": lambda: noise_h32.sample_chain(obs, with_value=False),
         "head": lambda: [noise.noise_head(hidden) for _ in range(k)],
     }
     with torch.no_grad():

@@ -50,6 +50,26 @@ def test_pi_rl_save_load_gives_the_same_actions(tmp_path, method):
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
+def test_noise_head_widths_follow_the_config_and_survive_a_checkpoint(tmp_path):
+    """RLinf's 128-64-32 by default; explicit widths are built as given and rebuilt from a checkpoint."""
+    from lerobot_pirl.flow.config import NoiseHeadConfig
+
+    def widths(policy):
+        return [(m.in_features, m.out_features) for m in policy.noise_head.linears]
+
+    token = tiny_flow_mlp_config().token_dim
+    policy = tiny_pi_rl("flow_noise")
+    assert widths(policy) == [(token, 128), (128, 64), (64, 32), (32, ACTION_DIM)]
+
+    policy.config.noise_head = NoiseHeadConfig(hidden_dims=[16, 8])
+    explicit = PiRLPolicy(policy.config)
+    assert widths(explicit) == [(token, 16), (16, 8), (8, ACTION_DIM)]
+    explicit.save_pretrained(tmp_path / "ckpt")
+    assert widths(PiRLPolicy.from_pretrained(tmp_path / "ckpt")) == widths(explicit)
+    with pytest.raises(ValueError, match=r"noise_head\.hidden_dims"):
+        NoiseHeadConfig(hidden_dims=[0])
+
+
 def test_pi_rl_loads_its_base_from_a_local_checkpoint_and_exports_a_plain_one(tmp_path):
     base = get_policy_class("flow_mlp")(tiny_flow_mlp_config())
     base.save_pretrained(tmp_path / "sft")

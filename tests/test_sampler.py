@@ -62,9 +62,7 @@ def _padded_setup(method, sde_steps, level="chunk"):
         noise_method=method, sde_steps=sde_steps, num_denoise_steps=4, logprob_level=level
     )
     sampler = FlowChainSampler(cfg, action_chunk=2, real_action_dim=3)
-    noise_head = NoiseHead(
-        5, 5, __import__("lerobot_pirl.flow.config", fromlist=["x"]).NoiseHeadConfig([8]), 0.08, 0.16
-    )
+    noise_head = NoiseHead(5, 5, [8], 0.08, 0.16)
     value_head = ValueHead(4, 5, ValueHeadConfig(hidden_dims=[8]), "prefix")
     return adapter, sampler, noise_head, value_head, {"s": torch.randn(8, 4)}
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lerobot_pirl.flow.config import NoiseHeadConfig, ValueHeadConfig
+from lerobot_pirl.flow.config import ValueHeadConfig
 from lerobot_pirl.flow.steps import bounded_std
 
 
@@ -24,16 +24,17 @@ class NoiseHead(nn.Module):
     """Per action token: hidden ``[B, T, F]`` -> std ``[B, T, D]`` in ``[std_min, std_max]``."""
 
     def __init__(
-        self, hidden_dim: int, action_dim: int, cfg: NoiseHeadConfig, std_min: float, std_max: float
+        self, hidden_dim: int, action_dim: int, hidden_dims: list[int], std_min: float, std_max: float
     ):
         super().__init__()
-        self.net = mlp(hidden_dim, cfg.hidden_dims, action_dim, nn.Tanh)
+        self.net = mlp(hidden_dim, hidden_dims, action_dim, nn.Tanh)
         self.std_min = std_min
         self.std_max = std_max
         # Start near the middle of the band (tanh(~0) -> (std_min + std_max) / 2) with gradients flowing.
         nn.init.normal_(self.net[-1].weight, std=1e-2)
         nn.init.zeros_(self.net[-1].bias)
         self.linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        self.register_buffer("std_mid", torch.tensor((std_min + std_max) / 2.0), persistent=False)
 
     def forward(self, hidden: Tensor) -> Tensor:
         # The layers of ``self.net`` applied on the flattened tokens without a module call per layer: the
@@ -44,7 +45,7 @@ class NoiseHead(nn.Module):
         for layer in inner:
             y = torch.tanh(F.linear(y, layer.weight, layer.bias))
         raw = F.linear(y, last.weight, last.bias)
-        return bounded_std(raw, self.std_min, self.std_max).view(*lead, -1)
+        return bounded_std(raw, self.std_min, self.std_max, self.std_mid).view(*lead, -1)
 
 
 class ValueHead(nn.Module):

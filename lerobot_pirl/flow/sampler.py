@@ -149,20 +149,23 @@ class FlowChainSampler:
         return gaussian_log_prob(ex(x_next), ex(mean), ex(std))
 
     def _joint_std(self, learned: list[Tensor], table: Tensor) -> Tensor:
-        """Stds of the noisy steps of a joint chain: ``[S, B, T, D]`` learned, ``[S, 1, 1, 1]`` fixed."""
-        return torch.stack(learned) if self.rule.learned_std else table[self.noisy_steps, 3].view(-1, 1, 1, 1)
+        """Stds of the noisy steps of a joint chain: ``[B, S, T, D]`` learned, ``[1, S, 1, 1]`` fixed."""
+        if self.rule.learned_std:
+            return torch.stack(learned, dim=1)
+        return table[self.noisy_steps, 3].view(1, -1, 1, 1)
 
-    def _joint_log_density(
-        self, x0: Tensor, nexts: Tensor, means: Tensor, stds: Tensor
-    ) -> tuple[Tensor, int]:
-        """Summed element log-densities of a joint chain (prior + every noisy step) and the term count."""
-        steps = self._step_log_density(nexts, means, stds)
-        return steps.sum(0) + standard_normal_log_prob(self._executed(x0)), steps.shape[0] + 1
+    def _joint_log_density(self, chain: Tensor, means: Tensor, stds: Tensor) -> tuple[Tensor, int]:
+        """Summed element log-densities of a joint chain ``[B, K + 1, T, D]`` (the prior of ``x_0`` and
+        every noisy step, means ``[B, S, T, D]``) and the term count. Sampling and re-scoring pass the
+        same contiguous layout, so the reductions add in the same order."""
+        num_noisy = means.shape[1]
+        steps = self._step_log_density(chain[:, 1 : num_noisy + 1], means, stds)
+        return steps.sum(1) + standard_normal_log_prob(self._executed(chain[:, 0])), num_noisy + 1
 
     def _per_sample(self, std: Tensor) -> Tensor:
-        """Mean over the executed elements (and steps) of ``[B, *, *]`` or ``[S, B, *, *]``: ``[B]``."""
+        """Mean over the executed elements (and steps) of ``[B, *, *]`` or ``[B, S, *, *]``: ``[B]``."""
         t = self._executed(std).flatten(-2).mean(-1)
-        return t.mean(0) if t.ndim == 2 else t
+        return t.mean(1) if t.ndim == 2 else t
 
     @staticmethod
     def _pool(step_feats: list[Tensor]) -> Tensor:
@@ -258,7 +261,9 @@ class FlowChainSampler:
                 means.append(mean)
             elif k == k_list[0]:
                 mean = step_mean(x, v, a_x, a_v)
-                x_next = mean if eps is None else torch.addcmul(mean, eps, learned if learned is not None else std)
+                x_next = (
+                    mean if eps is None else torch.addcmul(mean, eps, learned if learned is not None else std)
+                )
                 record = (x, x_next, mean, learned)
                 x = x_next
             else:
@@ -324,8 +329,7 @@ class FlowChainSampler:
         if eps is None:
             return x, stored, None, 1, feats
         stds = self._joint_std(learned_stds, self._table(device))
-        nexts = torch.stack(chain[1 : num_noisy + 1])
-        per_elem, num_terms = self._joint_log_density(chain[0], nexts, torch.stack(means), stds)
+        per_elem, num_terms = self._joint_log_density(stored, torch.stack(means, dim=1), stds)
         return x, stored, per_elem, num_terms, feats
 
     @torch.no_grad()
@@ -388,10 +392,9 @@ class FlowChainSampler:
                         stds.append(self._learned_std(noise_head, hidden))
             if self.rule.stochastic:
                 std_all = self._joint_std(stds, table)
-                # Contiguous like the sampler's tensors, so the reductions add in the same order.
-                nexts = torch.stack([chain[:, k + 1] for k in self.noisy_steps])
-                x0 = chain[:, 0].contiguous()
-                per_elem, num_terms = self._joint_log_density(x0, nexts, torch.stack(means), std_all)
+                per_elem, num_terms = self._joint_log_density(
+                    chain.contiguous(), torch.stack(means, dim=1), std_all
+                )
 
         value = as_float32(value_head(prefix.features, self._pool(feats) if need_feats else None))
         if not self.rule.stochastic:

@@ -153,10 +153,12 @@ def gaussian_entropy(std: Tensor) -> Tensor:
     return torch.log(std.float()) + 0.5 + LOG_SQRT_2PI
 
 
-def bounded_std(raw: Tensor, std_min: float, std_max: float) -> Tensor:
+def bounded_std(raw: Tensor, std_min: float, std_max: float, mid: Tensor | None = None) -> Tensor:
     """Squash an unbounded head output into ``[std_min, std_max]`` with ``tanh``: ``mid + half * tanh``
-    as one fused add (two Python-scalar operations cost more than the head's last layer at batch 1)."""
-    mid = torch.full((), (std_max + std_min) / 2.0, dtype=torch.float32, device=raw.device)
+    as one fused add (two Python-scalar operations cost more than the head's last layer at batch 1);
+    ``mid`` is ``(std_min + std_max) / 2`` as a 0-dim float32 tensor, if the caller keeps one."""
+    if mid is None:
+        mid = torch.full((), (std_max + std_min) / 2.0, dtype=torch.float32, device=raw.device)
     return torch.add(mid, torch.tanh(raw), alpha=(std_max - std_min) / 2.0)
 
 

@@ -97,7 +97,7 @@ class PiRLPolicy(PreTrainedPolicy):
             NoiseHead(
                 self.adapter.hidden_dim,
                 self.adapter.action_dim,
-                config.noise_head,
+                config.noise_head.hidden_dims,
                 scfg.noise_std_min,
                 scfg.noise_std_max,
             )
