@@ -51,7 +51,7 @@ def test_pi_rl_save_load_gives_the_same_actions(tmp_path, method):
 
 
 def test_noise_head_widths_follow_the_config_and_survive_a_checkpoint(tmp_path):
-    """RLinf's 128-64-32 by default; explicit widths are built as given and rebuilt from a checkpoint."""
+    """RLinf's openpi head (128, 64) by default; explicit widths are built as given and rebuilt from a checkpoint."""
     from lerobot_pirl.flow.config import NoiseHeadConfig
 
     def widths(policy):
@@ -59,7 +59,7 @@ def test_noise_head_widths_follow_the_config_and_survive_a_checkpoint(tmp_path):
 
     token = tiny_flow_mlp_config().token_dim
     policy = tiny_pi_rl("flow_noise")
-    assert widths(policy) == [(token, 128), (128, 64), (64, 32), (32, ACTION_DIM)]
+    assert widths(policy) == [(token, 128), (128, 64), (64, ACTION_DIM)]
 
     policy.config.noise_head = NoiseHeadConfig(hidden_dims=[16, 8])
     explicit = PiRLPolicy(policy.config)

@@ -16,6 +16,7 @@ from lerobot_pirl.flow.steps import (
     flow_sde_mean_mixture,
     flow_sde_sigma,
     gaussian_entropy,
+    gaussian_log_peak,
     gaussian_log_prob,
     make_step_rule,
     standard_normal_log_prob,
@@ -43,6 +44,11 @@ def test_gaussian_log_prob_broadcasts_a_per_sample_std_and_the_prior():
     std = torch.rand(x.shape[0], 1, 1, dtype=torch.float64) + 0.05
     expected = torch.distributions.Normal(mean.float(), std.float().expand_as(x)).log_prob(x.float())
     torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected, rtol=1e-6, atol=1e-6)
+    peak = gaussian_log_peak(std)  # precomputed for a fixed schedule: the same float32 values
+    assert torch.equal(gaussian_log_prob(x, mean, std, peak), gaussian_log_prob(x, mean, std))
+    torch.testing.assert_close(
+        peak.float(), torch.distributions.Normal(0.0, std.float()).log_prob(torch.zeros(()))
+    )
     prior = torch.distributions.Normal(0.0, 1.0).log_prob(x.float())
     torch.testing.assert_close(standard_normal_log_prob(x), prior, rtol=1e-6, atol=1e-6)
 

@@ -89,8 +89,8 @@ class FlowSamplerConfig:
 class NoiseHeadConfig:
     """The Flow-Noise std head (per action token, tanh-bounded to [noise_std_min, noise_std_max])."""
 
-    # Hidden widths of the per-token MLP (RLinf: 128, 64, 32).
-    hidden_dims: list[int] = field(default_factory=lambda: [128, 64, 32])
+    # Hidden widths of the per-token tanh MLP (RLinf's openpi head: 128, 64).
+    hidden_dims: list[int] = field(default_factory=lambda: [128, 64])
 
     def __post_init__(self) -> None:
         if any(d < 1 for d in self.hidden_dims):

@@ -23,6 +23,7 @@ from lerobot_pirl.flow.steps import (
     StepCoefficients,
     as_float32,
     gaussian_entropy,
+    gaussian_log_peak,
     gaussian_log_prob,
     make_step_rule,
     standard_normal_log_prob,
@@ -84,9 +85,7 @@ class FlowChainSampler:
         self.coefs = [self._rounded(c) for c in raw]
         # The head's std lies in [noise_std_min, noise_std_max]; the floor only matters below that band.
         self.clamp_learned_std = cfg.std_floor > cfg.noise_std_min
-        self._tables: dict[torch.device, Tensor] = {}
-        self._step_rows: dict[torch.device, list[tuple[Tensor, ...]]] = {}
-        self._switches: dict[torch.device, Tensor] = {}
+        self._cache: dict[tuple[str, torch.device], object] = {}
 
     @property
     def taus(self) -> list[float]:
@@ -100,31 +99,43 @@ class FlowChainSampler:
         std = None if c.std is None else f32(max(c.std, self.cfg.std_floor))
         return StepCoefficients(f32(c.a_x), f32(c.a_v), std)
 
+    def _cached(self, name: str, device: torch.device, build):
+        """A per-device constant (coefficient tables and their views), built on first use."""
+        key = (name, device)
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
     def _table(self, device: torch.device) -> Tensor:
-        """``[K, 5]`` float32 rows ``(tau, a_x, a_v, std, entropy)`` (std and entropy NaN when learned),
-        cached per device: re-scoring gathers a sample's row by its step index."""
-        if device not in self._tables:
+        """``[K, 6]`` float32 rows ``(tau, a_x, a_v, std, entropy, peak)``, ``peak`` the log-density at the
+        mean (std, entropy and peak NaN when learned): re-scoring gathers a sample's row by its step."""
+
+        def build() -> Tensor:
             rows = [
-                (tau, c.a_x, c.a_v, math.nan if c.std is None else c.std, 0.0)
+                (tau, c.a_x, c.a_v, math.nan if c.std is None else c.std, 0.0, 0.0)
                 for tau, c in zip(self.taus, self.coefs, strict=True)
             ]
             table = torch.tensor(rows, dtype=torch.float32, device=device)
             table[:, 4] = gaussian_entropy(table[:, 3])  # the one entropy formula (NaN stays NaN)
-            self._tables[device] = table
-        return self._tables[device]
+            table[:, 5] = gaussian_log_peak(table[:, 3])
+            return table
+
+        return self._cached("table", device, build)
 
     def _rows(self, device: torch.device) -> list[tuple]:
         """Per step, ``(tau, a_x, a_v, std, ode_a_v)`` as 0-dim float32 tensors (views of the table; ``a_x``
         stays the float 1.0 when it is one, which :func:`step_mean` skips): hot loops multiply by
         tensors, as a Python scalar costs an extra dispatch per use."""
-        if device not in self._step_rows:
+
+        def build() -> list[tuple]:
             table = self._table(device)
             ode_a_v = torch.tensor(self.ode_a_v, dtype=torch.float32, device=device)
-            self._step_rows[device] = [
+            return [
                 (tau, 1.0 if c.a_x == 1.0 else a_x, a_v, std, ode_a_v)
                 for (tau, a_x, a_v, std), c in zip((r[:4].unbind(0) for r in table), self.coefs, strict=True)
             ]
-        return self._step_rows[device]
+
+        return self._cached("rows", device, build)
 
     # ---------------------------------------------------------------- helpers
     def _executed(self, t: Tensor) -> Tensor:
@@ -144,22 +155,31 @@ class FlowChainSampler:
             per_elem = per_elem / num_terms
         return per_elem.sum((-2, -1)) if self.cfg.logprob_level == "chunk" else per_elem
 
-    def _step_log_density(self, x_next: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    def _step_log_density(self, x_next: Tensor, mean: Tensor, std: Tensor, peak: Tensor | None) -> Tensor:
+        """Element log-densities on the executed slice; a fixed std comes with its precomputed ``peak``."""
         ex = self._executed
-        return gaussian_log_prob(ex(x_next), ex(mean), ex(std))
+        return gaussian_log_prob(ex(x_next), ex(mean), ex(std), None if peak is None else ex(peak))
 
-    def _joint_std(self, learned: list[Tensor], table: Tensor) -> Tensor:
-        """Stds of the noisy steps of a joint chain: ``[B, S, T, D]`` learned, ``[1, S, 1, 1]`` fixed."""
+    def _joint_scale(self, learned: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """``(std, peak)`` of the noisy steps of a joint chain: ``[B, S, T, D]`` learned (no peak), or
+        ``[1, S, 1, 1]`` each from the table."""
         if self.rule.learned_std:
-            return torch.stack(learned, dim=1)
-        return table[self.noisy_steps, 3].view(1, -1, 1, 1)
+            return torch.stack(learned, dim=1), None
 
-    def _joint_log_density(self, chain: Tensor, means: Tensor, stds: Tensor) -> tuple[Tensor, int]:
+        def build() -> tuple[Tensor, Tensor]:
+            rows = self._table(device)[self.noisy_steps]
+            return rows[:, 3].view(1, -1, 1, 1), rows[:, 5].view(1, -1, 1, 1)
+
+        return self._cached("joint_scale", device, build)
+
+    def _joint_log_density(
+        self, chain: Tensor, means: Tensor, scale: tuple[Tensor, Tensor | None]
+    ) -> tuple[Tensor, int]:
         """Summed element log-densities of a joint chain ``[B, K + 1, T, D]`` (the prior of ``x_0`` and
         every noisy step, means ``[B, S, T, D]``) and the term count. Sampling and re-scoring pass the
         same contiguous layout, so the reductions add in the same order."""
         num_noisy = means.shape[1]
-        steps = self._step_log_density(chain[:, 1 : num_noisy + 1], means, stds)
+        steps = self._step_log_density(chain[:, 1 : num_noisy + 1], means, *scale)
         return steps.sum(1) + standard_normal_log_prob(self._executed(chain[:, 0])), num_noisy + 1
 
     def _per_sample(self, std: Tensor) -> Tensor:
@@ -251,7 +271,7 @@ class FlowChainSampler:
                 else None
             )
             if per_sample is not None:
-                sel_x, sel_v, sel_std = per_sample[k]
+                sel_x, sel_v, sel_std = per_sample[k]  # views, unbound once before the loop
                 mean = x * sel_x + v * sel_v
                 if learned is not None:
                     learned_stds.append(learned)
@@ -273,21 +293,28 @@ class FlowChainSampler:
             stored = torch.stack([x_k, x_k1], dim=1)
         else:  # gather each sample's (x_k*, x_k*+1), mean and std: one indexing each
             rows_b = torch.arange(bsz, device=device)
-            stored = torch.stack(chain, dim=1)[rows_b.view(-1, 1), torch.stack([k_star, k_star + 1], dim=1)]
+            pairs = self._cached(
+                "pairs", device, lambda: torch.arange(self.num_steps + 1, device=device).unfold(0, 2, 1)
+            )
+            stored = torch.stack(chain, dim=1)[rows_b.view(-1, 1), pairs[k_star]]
             x_k, x_k1 = stored[:, 0], stored[:, 1]
             mean_k = torch.stack(means, dim=1)[rows_b, k_star]
             learned = torch.stack(learned_stds, dim=1)[rows_b, k_star] if learned_stds else None
         if not self.rule.stochastic:
             return x, stored, None, 1, feats
-        std_k = learned if learned is not None else self._table(device)[k_star, 3].view(-1, 1, 1)
-        return x, stored, self._step_log_density(x_k1, mean_k, std_k), 1, feats
+        if learned is not None:
+            return x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats
+        row = self._table(device)[k_star]
+        std_k, peak_k = row[:, 3].view(-1, 1, 1), row[:, 5].view(-1, 1, 1)
+        return x, stored, self._step_log_density(x_k1, mean_k, std_k, peak_k), 1, feats
 
-    def _per_sample_coefficients(self, k_star: Tensor) -> Tensor:
-        """``[K, 3, B, 1, 1]``: per step, the columns ``(a_x, a_v, std)`` of the step's own coefficients for
-        the samples whose ``k*`` it is and of the ODE's ``(1, -1/K, 0)`` for the others (with a learned
-        std the third column is a 0/1 mask), picked from a per-device ``[K, 3, K]`` table in one gather."""
+    def _per_sample_coefficients(self, k_star: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per step, the ``[B, 1, 1]`` columns ``(a_x, a_v, std)`` of the step's own coefficients for the
+        samples whose ``k*`` it is and of the ODE's ``(1, -1/K, 0)`` for the others (with a learned std the
+        third column is a 0/1 mask), picked from a per-device ``[K, 3, K]`` table in one gather."""
         device = k_star.device
-        if device not in self._switches:
+
+        def build() -> Tensor:
             table = self._table(device)
             switch = torch.empty(self.num_steps, 3, self.num_steps, dtype=torch.float32, device=device)
             switch[:, 0], switch[:, 1] = 1.0, self.ode_a_v
@@ -295,8 +322,12 @@ class FlowChainSampler:
             steps = torch.arange(self.num_steps, device=device)
             switch[steps, 0, steps], switch[steps, 1, steps] = table[:, 1], table[:, 2]
             switch[steps, 2, steps] = 1.0 if self.rule.learned_std else table[:, 3]
-            self._switches[device] = switch
-        return self._switches[device][:, :, k_star].view(self.num_steps, 3, -1, 1, 1)
+            return switch
+
+        cols = (
+            self._cached("switch", device, build)[:, :, k_star].view(3 * self.num_steps, -1, 1, 1).unbind(0)
+        )
+        return [cols[3 * k : 3 * k + 3] for k in range(self.num_steps)]
 
     def _run_joint(self, adapter, noise_head, prefix, x, generator, need_feats) -> tuple:
         """The chain with every noisy step stochastic (the noise of all steps drawn at once); the
@@ -328,8 +359,8 @@ class FlowChainSampler:
         stored = torch.stack(chain, dim=1)
         if eps is None:
             return x, stored, None, 1, feats
-        stds = self._joint_std(learned_stds, self._table(device))
-        per_elem, num_terms = self._joint_log_density(stored, torch.stack(means, dim=1), stds)
+        scale = self._joint_scale(learned_stds, device)
+        per_elem, num_terms = self._joint_log_density(stored, torch.stack(means, dim=1), scale)
         return x, stored, per_elem, num_terms, feats
 
     @torch.no_grad()
@@ -370,12 +401,14 @@ class FlowChainSampler:
             coef = table[k_star]
             v, hidden = adapter.velocity(prefix, x, coef[:, 0])
             mean = step_mean(x, as_float32(v), coef[:, 1].view(-1, 1, 1), coef[:, 2].view(-1, 1, 1))
-            learned = self.rule.learned_std
-            std_all = self._learned_std(noise_head, hidden) if learned else coef[:, 3].view(-1, 1, 1)
+            if self.rule.learned_std:
+                std_all, peak = self._learned_std(noise_head, hidden), None
+            else:
+                std_all, peak = coef[:, 3].view(-1, 1, 1), coef[:, 5].view(-1, 1, 1)
             if need_feats:
                 feats.append(as_float32(hidden).mean(1))
             if self.rule.stochastic:
-                per_elem, num_terms = self._step_log_density(x_next, mean, std_all), 1
+                per_elem, num_terms = self._step_log_density(x_next, mean, std_all, peak), 1
         else:
             bsz = chain.shape[0]
             means, stds = [], []
@@ -391,9 +424,10 @@ class FlowChainSampler:
                     if self.rule.learned_std:
                         stds.append(self._learned_std(noise_head, hidden))
             if self.rule.stochastic:
-                std_all = self._joint_std(stds, table)
+                scale = self._joint_scale(stds, device)
+                std_all = scale[0]
                 per_elem, num_terms = self._joint_log_density(
-                    chain.contiguous(), torch.stack(means, dim=1), std_all
+                    chain.contiguous(), torch.stack(means, dim=1), scale
                 )
 
         value = as_float32(value_head(prefix.features, self._pool(feats) if need_feats else None))

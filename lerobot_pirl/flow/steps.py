@@ -136,11 +136,18 @@ def as_float32(t: Tensor) -> Tensor:
     return t if t.dtype == torch.float32 else t.float()
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Element-wise ``log N(x; mean, std^2)`` computed in float32 (``std`` broadcasts)."""
+def gaussian_log_peak(std: Tensor) -> Tensor:
+    """``log N(mean; mean, std^2) = -log(std) - log(sqrt(2 pi))`` in float32: the log-density at the mean,
+    which a fixed std schedule computes once per step instead of once per evaluation."""
+    return -LOG_SQRT_2PI - torch.log(as_float32(std))
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, peak: Tensor | None = None) -> Tensor:
+    """Element-wise ``log N(x; mean, std^2) = peak - z^2 / 2`` with ``z = (x - mean) / std``, in float32
+    (``std`` and ``peak`` broadcast); ``peak`` is :func:`gaussian_log_peak` of ``std``, if precomputed."""
     std = as_float32(std)
     z = (as_float32(x) - as_float32(mean)) / std
-    return z.square().mul_(-0.5).sub_(torch.log(std) + LOG_SQRT_2PI)
+    return torch.addcmul(gaussian_log_peak(std) if peak is None else peak, z, z, value=-0.5)
 
 
 def standard_normal_log_prob(x: Tensor) -> Tensor:
