@@ -84,6 +84,7 @@ class PiRLLearner:
         self.interaction_queue: queue.Queue = queue.Queue()
         self.episodes = EpisodeLog()
         self.metrics_path = self.out / "metrics.jsonl"
+        self.last_arrival = time.time()  # of the last transition message (or update)
         self.t0 = time.time()
         self.wandb = None
         if cfg.wandb.enable and cfg.wandb.project:
@@ -136,6 +137,7 @@ class PiRLLearner:
                 payload = self.transition_queue.get_nowait()
             except queue.Empty:
                 break
+            self.last_arrival = time.time()
             try:
                 transitions = bytes_to_transitions(payload)
             except Exception as e:  # a corrupt message must not kill the learner
@@ -214,6 +216,25 @@ class PiRLLearner:
             self.save()
         return True
 
+    def resend_if_starved(self) -> bool:
+        """Send the current weights again after ``policy.learner_resend_s`` seconds without a transition:
+        every actor takes them as a new chunk budget. Actors with exact budgets otherwise wait forever for
+        a rollout that a lost message (a stream broken mid-message) left short."""
+        wait = self.cfg.policy.learner_resend_s
+        if wait is None or time.time() - self.last_arrival < wait:
+            return False
+        self.last_arrival = time.time()
+        if not self.board.republish():
+            return False
+        logger.warning(
+            "[LEARNER] no transitions for %.0fs with %d/%d usable: re-sent policy version %d",
+            wait,
+            self.buffer.num_usable(self.algorithm.policy_version, self.cfg.algorithm.max_policy_lag),
+            self.cfg.algorithm.rollout_size,
+            self.algorithm.policy_version,
+        )
+        return True
+
     def save(self) -> None:
         save_run_checkpoint(
             self.cfg, self.update_count, self.env_steps, self.policy, self.algorithm, self.pre, self.post
@@ -231,10 +252,14 @@ class PiRLLearner:
         )
         server = start_server(service, acfg.learner_host, acfg.learner_port)
         self.push_weights()
+        self.last_arrival = time.time()
         try:
             while not self.shutdown_event.is_set() and self.update_count < self.cfg.policy.online_steps:
                 self.drain()
-                if not self.maybe_update():
+                if self.maybe_update():
+                    self.last_arrival = time.time()  # the actors' wait for these weights starts now
+                else:
+                    self.resend_if_starved()
                     time.sleep(0.01)
             if self.update_count >= self.cfg.policy.online_steps:
                 logger.info("[LEARNER] reached %d updates: done", self.update_count)

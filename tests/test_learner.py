@@ -1,9 +1,10 @@
-"""Learner pieces that need no actor: the demo regulariser's data path."""
+"""Learner pieces that need no actor: the demo regulariser's data path, re-sending weights when starved."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 
 import draccus
 import numpy as np
@@ -51,3 +52,37 @@ def test_demo_batches_come_from_the_dataset_as_base_policy_chunks(tmp_path):
     assert batch["observation.state"].shape == (4, 39)
     loss, _ = learner.policy.forward(batch)
     assert torch.isfinite(loss)
+
+
+def test_a_starved_learner_sends_its_weights_again(tmp_path):
+    """No transition for ``learner_resend_s`` with the rollout short: the same version is published again
+    (each actor's new chunk budget); transitions arriving, or the option off, keep it quiet."""
+    write_metaworld_base(tmp_path / "base")
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "policy": {"type": "pi_rl", "base_policy_path": str(tmp_path / "base"), "device": "cpu"},
+        "algorithm": {"type": "pi_rl", "rollout_size": 64, "minibatch_size": 32},
+        "env": {"type": "pirl_metaworld", "num_envs": 2},
+    }
+    cfg["policy"]["push_to_hub"] = False
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    with draccus.config_type("json"):
+        parsed = draccus.parse(
+            TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=["--policy.learner_resend_s=5"]
+        )
+    learner = PiRLLearner(resolve_pi_rl_config(parsed), threading.Event())
+    assert not learner.resend_if_starved()  # nothing published yet, nothing waited for
+    learner.push_weights()
+    seen, version, _ = learner.board.wait_newer(0, timeout=1.0)
+    learner.transition_queue.put(b"not a transition")  # any arrival counts, even a rejected one
+    learner.last_arrival = time.time() - 60
+    learner.drain()
+    assert not learner.resend_if_starved()
+    learner.last_arrival = time.time() - 6
+    assert learner.resend_if_starved()
+    again, same_version, payload = learner.board.wait_newer(seen, timeout=1.0)
+    assert (again, same_version) == (seen + 1, version) and payload is not None
+    assert not learner.resend_if_starved()  # the clock restarts with each re-send
+    learner.cfg.policy.learner_resend_s = None
+    learner.last_arrival = time.time() - 1e6
+    assert not learner.resend_if_starved()

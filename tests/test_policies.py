@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def test_bad_inputs_are_clear_value_errors(tmp_path):
         tiny_pi_rl(action_chunk=5)  # chunk size is 4
     with pytest.raises(ValueError, match="base"):
         PiRLConfig(device="cpu")
+    with pytest.raises(ValueError, match="learner_resend_s"):
+        dataclasses.replace(tiny_pi_rl().config, learner_resend_s=0.0)
     # A base checkpoint that is not a flow-matching policy.
     from lerobot.policies.act.configuration_act import ACTConfig
 

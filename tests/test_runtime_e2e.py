@@ -231,7 +231,7 @@ def test_resumed_learner_pushes_the_checkpointed_weights_not_a_fresh_init(tmp_pa
     resumed = PiRLLearner(cfg2, threading.Event())
     assert (resumed.update_count, resumed.algorithm.policy_version, resumed.env_steps) == (2, 2, 1234)
     resumed.push_weights()
-    version, payload = resumed.board.wait_newer(-1, timeout=1.0)
+    _, version, payload = resumed.board.wait_newer(0, timeout=1.0)
     pushed = bytes_to_state_dict(payload)
     saved = load_file(
         str(Path(cfg.output_dir) / "checkpoints/last/pretrained_model" / SAFETENSORS_SINGLE_FILE)

@@ -22,28 +22,42 @@ logger = logging.getLogger(__name__)
 
 
 class WeightsBoard:
-    """The latest serialized weights and their version, with waiting for a newer one."""
+    """The latest serialized weights, their version and how many times weights were published, with
+    waiting for a newer publication: re-publishing the same version reaches every subscriber again."""
 
     def __init__(self):
         self._cond = threading.Condition()
+        self._published = 0  # publications so far
         self._version = -1
         self._buffer: bytes | None = None
 
     def publish(self, version: int, buffer: bytes) -> None:
         with self._cond:
+            self._published += 1
             self._version, self._buffer = version, buffer
             self._cond.notify_all()
 
-    def wait_newer(self, than: int, timeout: float) -> tuple[int, bytes | None]:
+    def republish(self) -> bool:
+        """Send the current weights once more to every subscriber (False when nothing was published)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._version > than, timeout=timeout)
-            if self._version > than:
-                return self._version, self._buffer
-            return than, None
+            if self._buffer is None:
+                return False
+            self._published += 1
+            self._cond.notify_all()
+            return True
+
+    def wait_newer(self, seen: int, timeout: float) -> tuple[int, int, bytes | None]:
+        """``(publications, version, weights)`` once more than ``seen`` publications were made, or
+        ``(seen, -1, None)`` after ``timeout`` seconds without one."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._published > seen, timeout=timeout)
+            if self._published > seen:
+                return self._published, self._version, self._buffer
+            return seen, -1, None
 
 
 class BroadcastLearnerService(LearnerService):
-    """``LearnerService`` whose ``StreamParameters`` sends every new weights version to every actor."""
+    """``LearnerService`` whose ``StreamParameters`` sends every weights publication to every actor."""
 
     def __init__(self, board: WeightsBoard, **kwargs):
         super().__init__(parameters_queue=None, seconds_between_pushes=0.0, **kwargs)
@@ -51,13 +65,12 @@ class BroadcastLearnerService(LearnerService):
 
     def StreamParameters(self, request, context):  # noqa: N802
         logger.info("[LEARNER] an actor subscribed to parameters")
-        sent = -1
+        seen = 0
         while not self.shutdown_event.is_set() and context.is_active():
-            version, buffer = self.board.wait_newer(sent, timeout=max(self.queue_get_timeout, 0.1))
+            seen, version, buffer = self.board.wait_newer(seen, timeout=max(self.queue_get_timeout, 0.1))
             if buffer is None:
                 continue
             yield from send_bytes_in_chunks(buffer, services_pb2.Parameters, log_prefix="[LEARNER] params")
-            sent = version
             logger.info("[LEARNER] sent policy version %d to an actor", version)
 
 

@@ -101,6 +101,10 @@ class PiRLConfig(PreTrainedConfig):
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     # Actor pacing, periodic evaluation and reconnection.
     actor: PiRLActorConfig = field(default_factory=PiRLActorConfig)
+    # Seconds without any transition, the rollout incomplete, after which the learner sends its current
+    # weights again: a new chunk budget for every actor, so a rollout left short (a message lost with a
+    # broken stream, an actor gone) still fills (null = never).
+    learner_resend_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +124,8 @@ class PiRLConfig(PreTrainedConfig):
             raise ValueError(f"online_steps must be >= 1, got {self.online_steps}")
         if self.optimizer_lr <= 0:
             raise ValueError(f"optimizer_lr must be > 0, got {self.optimizer_lr}")
+        if self.learner_resend_s is not None and self.learner_resend_s <= 0:
+            raise ValueError(f"learner_resend_s must be > 0 or null, got {self.learner_resend_s}")
         if self.base is not None:
             self.base["device"] = self.device
             self.adopt_base_features(self.base_config())
