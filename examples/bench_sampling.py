@@ -8,7 +8,7 @@ Prints, for batch 1 and 64, ratios to plain deterministic ODE sampling (the base
 - ``own``: this package's deterministic sampler (what ``pi_rl`` deploys);
 - ``sde``, ``sde_b``: an actor's stochastic sampling with the behaviour log-prob, Flow-SDE hybrid with a
   per-sample (default) and a per-batch step k* (``with_value=False``: actors do not run the critic);
-- ``noise``: Flow-Noise (all steps stochastic) with the default noise head, RLinf's ``[128, 64, 32]`` (sized
+- ``noise``: Flow-Noise (all steps stochastic) with the default noise head, RLinf's ``[128, 64]`` (sized
   for 1024-wide VLA tokens), and ``noise_h32`` with a one-layer ``[32]`` head (the width of flow_mlp's action
   tokens); ``head``: the default head alone, K times, over the ODE (the floor of Flow-Noise's overhead);
 - ``rescore/budget``: re-scoring a stored hybrid Flow-SDE batch as the learner does (autograd on, value
