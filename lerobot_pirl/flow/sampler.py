@@ -256,7 +256,7 @@ class FlowChainSampler:
         rows = self._rows(device)
         k_list = k_star.tolist()
         shared = k_list.count(k_list[0]) == bsz
-        per_sample = None if shared else self._per_sample_coefficients(k_star)
+        per_sample, own_scale = (None, None) if shared else self._per_sample_coefficients(k_star)
         eps = torch.randn(x.shape, device=device, generator=generator) if self.rule.stochastic else None
         chain, means, learned_stds, feats = [x], [], [], []
         record = None  # (x_k*, x_k*+1, mean, learned std)
@@ -304,30 +304,33 @@ class FlowChainSampler:
             return x, stored, None, 1, feats
         if learned is not None:
             return x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats
-        row = self._table(device)[k_star]
-        std_k, peak_k = row[:, 3].view(-1, 1, 1), row[:, 5].view(-1, 1, 1)
-        return x, stored, self._step_log_density(x_k1, mean_k, std_k, peak_k), 1, feats
+        if own_scale is None:
+            row = self._table(device)[k_star]
+            own_scale = (row[:, 3].view(-1, 1, 1), row[:, 5].view(-1, 1, 1))
+        return x, stored, self._step_log_density(x_k1, mean_k, *own_scale), 1, feats
 
-    def _per_sample_coefficients(self, k_star: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Per step, the ``[B, 1, 1]`` columns ``(a_x, a_v, std)`` of the step's own coefficients for the
-        samples whose ``k*`` it is and of the ODE's ``(1, -1/K, 0)`` for the others (with a learned std the
-        third column is a 0/1 mask), picked from a per-device ``[K, 3, K]`` table in one gather."""
+    def _per_sample_coefficients(
+        self, k_star: Tensor
+    ) -> tuple[list[tuple[Tensor, ...]], tuple[Tensor, Tensor]]:
+        """The ``[B, 1, 1]`` columns of a batch with per-sample ``k*``, picked from a per-device table in one
+        gather: per step ``(a_x, a_v, std)``, the step's own coefficients for the samples whose ``k*`` it is
+        and the ODE's ``(1, -1/K, 0)`` for the others (with a learned std the third column is a 0/1 mask);
+        and ``(std, peak)`` of each sample's own step (NaN when learned), for its log-density."""
         device = k_star.device
+        num_steps = self.num_steps
 
-        def build() -> Tensor:
+        def build() -> Tensor:  # [3K + 2, K]: a column per value of k*
             table = self._table(device)
-            switch = torch.empty(self.num_steps, 3, self.num_steps, dtype=torch.float32, device=device)
+            switch = torch.empty(num_steps, 3, num_steps, dtype=torch.float32, device=device)
             switch[:, 0], switch[:, 1] = 1.0, self.ode_a_v
             switch[:, 2] = 0.0
-            steps = torch.arange(self.num_steps, device=device)
+            steps = torch.arange(num_steps, device=device)
             switch[steps, 0, steps], switch[steps, 1, steps] = table[:, 1], table[:, 2]
             switch[steps, 2, steps] = 1.0 if self.rule.learned_std else table[:, 3]
-            return switch
+            return torch.cat([switch.view(3 * num_steps, num_steps), table[:, [3, 5]].t()])
 
-        cols = (
-            self._cached("switch", device, build)[:, :, k_star].view(3 * self.num_steps, -1, 1, 1).unbind(0)
-        )
-        return [cols[3 * k : 3 * k + 3] for k in range(self.num_steps)]
+        cols = self._cached("switch", device, build)[:, k_star].view(3 * num_steps + 2, -1, 1, 1).unbind(0)
+        return [cols[3 * k : 3 * k + 3] for k in range(num_steps)], (cols[-2], cols[-1])
 
     def _run_joint(self, adapter, noise_head, prefix, x, generator, need_feats) -> tuple:
         """The chain with every noisy step stochastic (the noise of all steps drawn at once); the
