@@ -51,6 +51,8 @@ def test_gaussian_log_prob_broadcasts_a_per_sample_std_and_the_prior():
     )
     prior = torch.distributions.Normal(0.0, 1.0).log_prob(x.float())
     torch.testing.assert_close(standard_normal_log_prob(x), prior, rtol=1e-6, atol=1e-6)
+    unit_peak = gaussian_log_peak(torch.ones(()))  # what a caller keeps: the same values
+    assert torch.equal(standard_normal_log_prob(x, unit_peak), standard_normal_log_prob(x))
 
 
 def test_gaussian_entropy_matches_torch_normal():

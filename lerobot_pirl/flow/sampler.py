@@ -180,7 +180,10 @@ class FlowChainSampler:
         same contiguous layout, so the reductions add in the same order."""
         num_noisy = means.shape[1]
         steps = self._step_log_density(chain[:, 1 : num_noisy + 1], means, *scale)
-        return steps.sum(1) + standard_normal_log_prob(self._executed(chain[:, 0])), num_noisy + 1
+        peak = self._cached(
+            "prior_peak", chain.device, lambda: gaussian_log_peak(torch.ones((), device=chain.device))
+        )
+        return steps.sum(1) + standard_normal_log_prob(self._executed(chain[:, 0]), peak), num_noisy + 1
 
     def _per_sample(self, std: Tensor) -> Tensor:
         """Mean over the executed elements (and steps) of ``[B, *, *]`` or ``[B, S, *, *]``: ``[B]``."""
