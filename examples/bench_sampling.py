@@ -1,6 +1,6 @@
 """Sampling cost of πRL vs plain ODE sampling for the flow_mlp policy (issue 3's benchmark).
 
-    python examples/bench_sampling.py [--threads 1] [--rounds 60] [--calls 20]
+    python examples/bench_sampling.py [--threads 1] [--rounds 120] [--calls 20]
 
 Prints, for batch 1 and 64, ratios to plain deterministic ODE sampling (the base policy's own
 ``predict_action_chunk``, i.e. LeRobot's Euler loop) of:
@@ -126,7 +126,7 @@ def measure(bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=120)
     p.add_argument("--calls", type=int, default=20, help="calls per timed block")
     p.add_argument("--k", type=int, default=4, help="denoising steps")
     args = p.parse_args()
