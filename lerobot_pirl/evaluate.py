@@ -33,7 +33,15 @@ def evaluate_policy(
     policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool = False
 ) -> dict:
     """Run ``episodes`` episodes on seeds ``env_cfg.eval_seed + j`` with the policy's deterministic
-    ``predict_action_chunk`` (executing its whole returned chunk), batched over ``env_cfg.num_envs``."""
+    ``predict_action_chunk`` (executing its whole returned chunk), batched over ``env_cfg.num_envs``.
+    The ODE's initial noise is drawn from torch's generator seeded with ``eval_seed`` (forked: the
+    caller's random stream is left as it was), so evaluating one checkpoint twice gives one result."""
+    with torch.random.fork_rng():
+        torch.manual_seed(env_cfg.eval_seed)
+        return _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes, progress)
+
+
+def _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool) -> dict:
     from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
 
     if not hasattr(env_cfg, "make_eval_env"):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lerobot_pirl.collect import collect_episodes
 from lerobot_pirl.envs.metaworld import MetaWorldStateEnv, MetaWorldStateEnvConfig
 from lerobot_pirl.runtime.vector import ChunkStepper
+from tests.helpers import write_metaworld_base
 
 
 def test_env_config_shapes_features_and_registration():
@@ -86,3 +88,23 @@ def test_goal_stays_in_the_state_after_reset():
     for _ in range(3):
         obs, *_ = env.step(np.zeros(4, dtype=np.float32))
         np.testing.assert_allclose(obs["agent_pos"][36:39], goal, atol=1e-6)
+
+
+def test_held_out_evaluation_is_reproducible_and_leaves_the_callers_random_stream(tmp_path):
+    """The ODE's initial noise is seeded from eval_seed: one checkpoint, one result; the global RNG is
+    untouched (an actor evaluating between rollouts keeps its sampling stream)."""
+    from lerobot_pirl.evaluate import evaluate_policy, load_policy_for_eval
+
+    write_metaworld_base(tmp_path / "base")
+    policy, pre, post = load_policy_for_eval(str(tmp_path / "base"))
+    cfg = MetaWorldStateEnvConfig(
+        task="button-press-v3", num_envs=2, episode_length=12, eval_seed=77, reward_type="dense"
+    )
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = evaluate_policy(policy, pre, post, cfg, episodes=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.randn(5)  # a different global stream before the second evaluation
+    assert evaluate_policy(policy, pre, post, cfg, episodes=2) == first
+    cfg.eval_seed = 78  # other seeds: other episodes and other noise
+    assert evaluate_policy(policy, pre, post, cfg, episodes=2)["mean_return"] != first["mean_return"]
