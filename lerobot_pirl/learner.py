@@ -84,7 +84,8 @@ class PiRLLearner:
         self.interaction_queue: queue.Queue = queue.Queue()
         self.episodes = EpisodeLog()
         self.metrics_path = self.out / "metrics.jsonl"
-        self.last_arrival = time.time()  # of the last transition message (or update)
+        # Time of the last transition message or update; None until the first transition arrives.
+        self.last_arrival: float | None = None
         self.t0 = time.time()
         self.wandb = None
         if cfg.wandb.enable and cfg.wandb.project:
@@ -219,9 +220,10 @@ class PiRLLearner:
     def resend_if_starved(self) -> bool:
         """Send the current weights again after ``policy.learner_resend_s`` seconds without a transition:
         every actor takes them as a new chunk budget. Actors with exact budgets otherwise wait forever for
-        a rollout that a lost message (a stream broken mid-message) left short."""
+        a rollout that a lost message (a stream broken mid-message) left short. Not before the first
+        transition: until then no actor has spent a budget (they are still starting)."""
         wait = self.cfg.policy.learner_resend_s
-        if wait is None or time.time() - self.last_arrival < wait:
+        if wait is None or self.last_arrival is None or time.time() - self.last_arrival < wait:
             return False
         self.last_arrival = time.time()
         if not self.board.republish():
@@ -252,7 +254,6 @@ class PiRLLearner:
         )
         server = start_server(service, acfg.learner_host, acfg.learner_port)
         self.push_weights()
-        self.last_arrival = time.time()
         try:
             while not self.shutdown_event.is_set() and self.update_count < self.cfg.policy.online_steps:
                 self.drain()

@@ -60,20 +60,24 @@ def test_a_starved_learner_sends_its_weights_again(tmp_path):
     write_metaworld_base(tmp_path / "base")
     cfg = {
         "output_dir": str(tmp_path / "run"),
-        "policy": {"type": "pi_rl", "base_policy_path": str(tmp_path / "base"), "device": "cpu"},
+        "policy": {
+            "type": "pi_rl",
+            "base_policy_path": str(tmp_path / "base"),
+            "device": "cpu",
+            "push_to_hub": False,
+        },
         "algorithm": {"type": "pi_rl", "rollout_size": 64, "minibatch_size": 32},
         "env": {"type": "pirl_metaworld", "num_envs": 2},
     }
-    cfg["policy"]["push_to_hub"] = False
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     with draccus.config_type("json"):
         parsed = draccus.parse(
             TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=["--policy.learner_resend_s=5"]
         )
     learner = PiRLLearner(resolve_pi_rl_config(parsed), threading.Event())
-    assert not learner.resend_if_starved()  # nothing published yet, nothing waited for
     learner.push_weights()
     seen, version, _ = learner.board.wait_newer(0, timeout=1.0)
+    assert not learner.resend_if_starved()  # no transition yet: the actors are still starting
     learner.transition_queue.put(b"not a transition")  # any arrival counts, even a rejected one
     learner.last_arrival = time.time() - 60
     learner.drain()

@@ -101,7 +101,7 @@ class PiRLConfig(PreTrainedConfig):
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     # Actor pacing, periodic evaluation and reconnection.
     actor: PiRLActorConfig = field(default_factory=PiRLActorConfig)
-    # Seconds without any transition, the rollout incomplete, after which the learner sends its current
+    # Seconds without any transition (after the first one) after which the learner sends its current
     # weights again: a new chunk budget for every actor, so a rollout left short (a message lost with a
     # broken stream, an actor gone) still fills (null = never).
     learner_resend_s: float | None = 30.0
