@@ -1,9 +1,9 @@
 """Sampling cost of πRL vs plain ODE sampling for the flow_mlp policy (issue 3's benchmark).
 
-    python examples/bench_sampling.py [--threads 1] [--rounds 120] [--calls 20]
+    python examples/bench_sampling.py [--threads 1] [--rounds 120] [--calls 20] [--batches 1 64 256]
 
-Prints, for batch 1 and 64, ratios to plain deterministic ODE sampling (the base policy's own
-``predict_action_chunk``, i.e. LeRobot's Euler loop) of:
+Prints, for batch 1, 64 and 256 (the learner's minibatch size in the recipes), ratios to plain deterministic
+ODE sampling (the base policy's own ``predict_action_chunk``, i.e. LeRobot's Euler loop) of:
 
 - ``own``: this package's deterministic sampler (what ``pi_rl`` deploys);
 - ``sde``, ``sde_b``: an actor's stochastic sampling with the behaviour log-prob, Flow-SDE hybrid with a
@@ -129,6 +129,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=120)
     p.add_argument("--calls", type=int, default=20, help="calls per timed block")
     p.add_argument("--k", type=int, default=4, help="denoising steps")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     random.seed(0)
@@ -137,7 +138,7 @@ def main() -> None:
         f"flow_mlp ({STATE_DIM} -> {CHUNK} x {ACTION_DIM}, hidden 256), K={args.k}, torch threads={args.threads}"
     )
     print(f"{'batch':>5} {'ODE ms':>7} " + " ".join(f"{c:>14}" for c in cols))
-    for bsz in (1, 64):
+    for bsz in args.batches:
         row = measure(bsz, args.k, args.rounds, args.calls)
         print(f"{bsz:>5} {row['ode_ms']:>7.3f} " + " ".join(f"{row[c]:>14.2f}" for c in cols))
 
