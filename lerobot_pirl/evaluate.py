@@ -36,7 +36,8 @@ def evaluate_policy(
     ``predict_action_chunk`` (executing its whole returned chunk), batched over ``env_cfg.num_envs``.
     The ODE's initial noise is drawn from torch's generator seeded with ``eval_seed`` (forked: the
     caller's random stream is left as it was), so evaluating one checkpoint twice gives one result."""
-    with torch.random.fork_rng():
+    device = next(policy.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(env_cfg.eval_seed)
         return _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes, progress)
 
