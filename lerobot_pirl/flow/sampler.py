@@ -155,6 +155,11 @@ class FlowChainSampler:
             per_elem = per_elem / num_terms
         return per_elem.sum((-2, -1)) if self.cfg.logprob_level == "chunk" else per_elem
 
+    @staticmethod
+    def _fixed_scale(rows: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """``(std, peak)`` of gathered table rows ``[N, 6]``, each viewed as ``shape`` to broadcast."""
+        return rows[:, 3].view(shape), rows[:, 5].view(shape)
+
     def _step_log_density(self, x_next: Tensor, mean: Tensor, std: Tensor, peak: Tensor | None) -> Tensor:
         """Element log-densities on the executed slice; a fixed std comes with its precomputed ``peak``."""
         ex = self._executed
@@ -167,8 +172,7 @@ class FlowChainSampler:
             return torch.stack(learned, dim=1), None
 
         def build() -> tuple[Tensor, Tensor]:
-            rows = self._table(device)[self.noisy_steps]
-            return rows[:, 3].view(1, -1, 1, 1), rows[:, 5].view(1, -1, 1, 1)
+            return self._fixed_scale(self._table(device)[self.noisy_steps], (1, -1, 1, 1))
 
         return self._cached("joint_scale", device, build)
 
@@ -308,8 +312,7 @@ class FlowChainSampler:
         if learned is not None:
             return x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats
         if own_scale is None:
-            row = self._table(device)[k_star]
-            own_scale = (row[:, 3].view(-1, 1, 1), row[:, 5].view(-1, 1, 1))
+            own_scale = self._fixed_scale(self._table(device)[k_star], (-1, 1, 1))
         return x, stored, self._step_log_density(x_k1, mean_k, *own_scale), 1, feats
 
     def _per_sample_coefficients(
@@ -410,7 +413,7 @@ class FlowChainSampler:
             if self.rule.learned_std:
                 std_all, peak = self._learned_std(noise_head, hidden), None
             else:
-                std_all, peak = coef[:, 3].view(-1, 1, 1), coef[:, 5].view(-1, 1, 1)
+                std_all, peak = self._fixed_scale(coef, (-1, 1, 1))
             if need_feats:
                 feats.append(as_float32(hidden).mean(1))
             if self.rule.stochastic:
