@@ -1,19 +1,28 @@
-"""Sampling cost of πRL vs plain ODE sampling for the flow_mlp policy (issue 3's benchmark).
+"""Sampling cost of πRL vs plain ODE sampling (issue 3's benchmark), on flow_mlp or on pi0's expert.
 
     python examples/bench_sampling.py [--threads 1] [--rounds 120] [--calls 20] [--batches 1 64 256]
+    python examples/bench_sampling.py --model pi0 [--pi0_layers 2] [--rounds 10] [--calls 2] [--batches 1]
 
-Prints, for batch 1, 64 and 256 (the learner's minibatch size in the recipes), ratios to plain deterministic
-ODE sampling (the base policy's own ``predict_action_chunk``, i.e. LeRobot's Euler loop) of:
+Prints, per batch size, ratios to plain deterministic ODE sampling (the base policy's own
+``predict_action_chunk``: LeRobot's Euler loop) of:
 
 - ``own``: this package's deterministic sampler (what ``pi_rl`` deploys);
 - ``sde``, ``sde_b``: an actor's stochastic sampling with the behaviour log-prob, Flow-SDE hybrid with a
   per-sample (default) and a per-batch step k* (``with_value=False``: actors do not run the critic);
 - ``noise``: Flow-Noise (all steps stochastic) with the default noise head, RLinf's ``[128, 64]`` (sized
-  for 1024-wide VLA tokens), and ``noise_h32`` with a one-layer ``[32]`` head (the width of flow_mlp's action
-  tokens); ``head``: the default head alone, K times, over the ODE (the floor of Flow-Noise's overhead);
+  for 1024-wide VLA tokens), and ``noise_h32`` with a one-layer ``[32]`` head; ``head``: the default head
+  alone, K times, over the ODE (the floor of Flow-Noise's overhead);
 - ``rescore/budget``: re-scoring a stored hybrid Flow-SDE batch as the learner does (autograd on, value
   head included) over the budget "the encoding and the critic, plus 1/K of re-scoring the whole chain"
   (``sde_steps=all``), and ``rescore/whole``: the same over re-scoring the whole chain.
+
+``--model flow_mlp`` (default): the small CPU policy (39-dim state -> 10 x 4 chunk, 32-wide action tokens).
+``--model pi0``: LeRobot's own ``PI0Policy`` with the action expert of pi0's real geometry (Gemma 300M:
+width 1024, MLP 4096, 8 query heads of 256, 1 kv head; a 50 x 32 chunk, 5 x 7 executed) at ``--pi0_layers``
+of its 18 layers, on a tiny VLM prefix (a 1-layer SigLIP on a 16 x 16 image, 256-wide Gemma layers, 6
+language tokens; built with the tests' offline PaliGemma swap, nothing is downloaded). With fewer layers
+and a smaller prefix than the real model, the fixed costs of sampling weigh more here than they would
+there: the ratios are upper bounds for pi0.
 
 The machine is shared and its speed drifts, so every round times a block of calls of each variant in a
 random order, and each ratio is the median over rounds of the per-round ratio (same round, same load).
@@ -23,9 +32,12 @@ Targets: sde <= 1.10, noise <= 1.25, rescore/budget <= 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
@@ -35,17 +47,14 @@ from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
 from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
-STATE_DIM, ACTION_DIM, CHUNK = 39, 4, 10
+STATE_DIM, ACTION_DIM = 39, 4  # flow_mlp: MetaWorld's state and action sizes
+# pi0's real Gemma 300M action expert; the VLM slot only needs the same depth, kv heads and head_dim.
+PI0_EXPERT = dict(width=1024, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256)
+PI0_VLM = dict(width=256, mlp_dim=512, num_heads=8, num_kv_heads=1, head_dim=256)
 
 
-def build(
-    noise_method: str,
-    k: int,
-    draw: str = "per_sample",
-    sde_steps: str | None = None,
-    noise_head_dims: list[int] | None = None,
-) -> PiRLPolicy:
-    torch.manual_seed(0)
+def flow_mlp_model(k: int):
+    """The base config and an observation batch maker of flow_mlp."""
     base = FlowMLPConfig(
         device="cpu",
         num_inference_steps=k,
@@ -53,6 +62,43 @@ def build(
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
         push_to_hub=False,
     )
+    return base, lambda bsz: {"observation.state": torch.randn(bsz, STATE_DIM)}, contextlib.nullcontext()
+
+
+def pi0_model(k: int, layers: int):
+    """pi0 with its real action-expert geometry at ``layers`` layers on a tiny VLM (see the docstring)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests/ holds the builder
+    from lerobot.utils.constants import ACTION, OBS_STATE
+
+    from tests.vla_helpers import IMAGE_KEY, IMAGE_SIZE, tiny_paligemma, tiny_pi_config, vla_batch
+
+    dims = {"gemma_2b": dict(PI0_VLM, depth=layers), "gemma_300m": dict(PI0_EXPERT, depth=layers)}
+    state_dim, action_dim = 5, 7  # vla_batch's state; LIBERO's action
+    base = tiny_pi_config(
+        "pi0",
+        num_inference_steps=k,
+        chunk_size=50,
+        n_action_steps=5,
+        max_state_dim=32,
+        max_action_dim=32,
+        input_features={
+            IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE)),
+            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(state_dim,)),
+        },
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(action_dim,))},
+    )
+    return base, vla_batch, tiny_paligemma(dims)
+
+
+def build(
+    base,
+    noise_method: str,
+    k: int,
+    draw: str = "per_sample",
+    sde_steps: str | None = None,
+    noise_head_dims: list[int] | None = None,
+) -> PiRLPolicy:
+    torch.manual_seed(0)
     cfg = PiRLConfig(
         device="cpu",
         base=base,
@@ -87,16 +133,17 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
-def measure(bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
-    sde, sde_b = build("flow_sde", k), build("flow_sde", k, draw="per_batch")
-    noise, noise_h32 = build("flow_noise", k), build("flow_noise", k, noise_head_dims=[32])
-    joint = build("flow_sde", k, sde_steps="all")
-    obs = {"observation.state": torch.randn(bsz, STATE_DIM)}
+def measure(model, bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
+    base, make_obs, _ = model
+    sde, sde_b = build(base, "flow_sde", k), build(base, "flow_sde", k, draw="per_batch")
+    noise, noise_h32 = build(base, "flow_noise", k), build(base, "flow_noise", k, noise_head_dims=[32])
+    joint = build(base, "flow_sde", k, sde_steps="all")
+    obs = make_obs(bsz)
     with torch.no_grad():
-        hidden = sde.adapter.velocity(
-            sde.adapter.encode(obs), torch.randn(bsz, CHUNK, ACTION_DIM), torch.ones(bsz)
-        )[1]
         hyb, whole = sde.sample_chain(obs), joint.sample_chain(obs)
+        hidden = sde.adapter.velocity(sde.adapter.encode(obs), hyb.chain[:, 0], torch.ones(bsz))[1]
+    # The critic's input when it reads action tokens (pi0's default placement), as the learner pools it.
+    expert = hidden.mean(1) if sde.value_placement == "expert" else None
     sampling = {
         "ode": lambda: sde.base.predict_action_chunk(obs),
         "own": lambda: sde.sampler.sample_ode(sde.adapter, obs),
@@ -112,7 +159,7 @@ def measure(bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
     rescoring = {
         "hyb": lambda: sde.score_chain(obs, hyb.chain, hyb.denoise_index),
         "whole": lambda: joint.score_chain(obs, whole.chain, whole.denoise_index),
-        "fixed": lambda: sde.value_head(sde.adapter.encode(obs).features, None),
+        "fixed": lambda: sde.value_head(sde.adapter.encode(obs).features, expert),
     }
     r = interleaved(rescoring, rounds, calls)
     budget = [f + (w - f) / k for f, w in zip(r["fixed"], r["whole"], strict=True)]
@@ -130,17 +177,24 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=20, help="calls per timed block")
     p.add_argument("--k", type=int, default=4, help="denoising steps")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
+    p.add_argument("--model", choices=["flow_mlp", "pi0"], default="flow_mlp")
+    p.add_argument("--pi0_layers", type=int, default=2, help="expert (and VLM) layers of --model pi0")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     random.seed(0)
+    if args.model == "pi0":
+        model = pi0_model(args.k, args.pi0_layers)
+        title = f"pi0 expert geometry (width 1024, MLP 4096), {args.pi0_layers} of 18 layers, 50 x 32 chunk"
+    else:
+        model = flow_mlp_model(args.k)
+        title = f"flow_mlp ({STATE_DIM} -> 10 x {ACTION_DIM}, hidden 256)"
     cols = ["own", "sde", "sde_b", "noise", "noise_h32", "head", "rescore/budget", "rescore/whole"]
-    print(
-        f"flow_mlp ({STATE_DIM} -> {CHUNK} x {ACTION_DIM}, hidden 256), K={args.k}, torch threads={args.threads}"
-    )
-    print(f"{'batch':>5} {'ODE ms':>7} " + " ".join(f"{c:>14}" for c in cols))
-    for bsz in args.batches:
-        row = measure(bsz, args.k, args.rounds, args.calls)
-        print(f"{bsz:>5} {row['ode_ms']:>7.3f} " + " ".join(f"{row[c]:>14.2f}" for c in cols))
+    print(f"{title}, K={args.k}, torch threads={args.threads}")
+    print(f"{'batch':>5} {'ODE ms':>8} " + " ".join(f"{c:>14}" for c in cols))
+    with model[2]:  # pi0: the tiny VLM swap, while the policies are built
+        for bsz in args.batches:
+            row = measure(model, bsz, args.k, args.rounds, args.calls)
+            print(f"{bsz:>5} {row['ode_ms']:>8.2f} " + " ".join(f"{row[c]:>14.2f}" for c in cols))
 
 
 if __name__ == "__main__":

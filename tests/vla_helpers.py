@@ -59,8 +59,8 @@ _TINY_DIMS = {
 }
 
 
-def _tiny_gemma_config(module, variant: str):
-    return module.GemmaConfig(**_TINY_DIMS[variant])
+def _tiny_gemma_config(module, dims: dict[str, dict], variant: str):
+    return module.GemmaConfig(**dims[variant])
 
 
 def _tiny_paligemma_init(
@@ -129,8 +129,10 @@ def _tiny_paligemma_class(base: type) -> type:
 
 
 @contextlib.contextmanager
-def tiny_paligemma():
-    """While active, LeRobot's pi0 / pi05 build tiny PaliGemma backbones (see the module docstring)."""
+def tiny_paligemma(dims: dict[str, dict] | None = None):
+    """While active, LeRobot's pi0 / pi05 build tiny PaliGemma backbones (see the module docstring);
+    ``dims`` replaces the Gemma sizes of the ``gemma_2b`` (VLM) and ``gemma_300m`` (expert) slots (the
+    same keys as ``_TINY_DIMS``), e.g. pi0's real expert geometry at a reduced depth for benchmarks."""
     from lerobot.policies.pi0 import modeling_pi0
     from lerobot.policies.pi05 import modeling_pi05
 
@@ -138,7 +140,7 @@ def tiny_paligemma():
     try:
         for module in (modeling_pi0, modeling_pi05):
             saved.append((module, module.get_gemma_config, module.PaliGemmaWithExpertModel))
-            module.get_gemma_config = functools.partial(_tiny_gemma_config, module)
+            module.get_gemma_config = functools.partial(_tiny_gemma_config, module, dims or _TINY_DIMS)
             module.PaliGemmaWithExpertModel = _tiny_paligemma_class(module.PaliGemmaWithExpertModel)
         yield
     finally:
