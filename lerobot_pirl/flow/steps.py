@@ -152,10 +152,10 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, peak: Tensor | None 
 
 def standard_normal_log_prob(x: Tensor, peak: Tensor | None = None) -> Tensor:
     """Element-wise ``log N(x; 0, 1) = peak - x^2 / 2`` in float32 (the chain's prior term); ``peak`` is
-    ``-log(sqrt(2 pi))`` as a 0-dim float32 tensor on ``x``'s device, if the caller keeps one."""
+    :func:`gaussian_log_peak` of a unit std (0-dim, on ``x``'s device), if the caller keeps one."""
     x = as_float32(x)
     if peak is None:
-        peak = torch.full((), -LOG_SQRT_2PI, dtype=torch.float32, device=x.device)
+        peak = gaussian_log_peak(torch.ones((), device=x.device))
     return torch.addcmul(peak, x, x, value=-0.5)
 
 
