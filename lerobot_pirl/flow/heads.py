@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lerobot_pirl.flow.config import ValueHeadConfig
-from lerobot_pirl.flow.steps import bounded_std
+from lerobot_pirl.flow.steps import as_float32, bounded_std
 
 
 def mlp(in_dim: int, hidden_dims: list[int], out_dim: int, activation: type[nn.Module]) -> nn.Sequential:
@@ -40,7 +40,7 @@ class NoiseHead(nn.Module):
         # The layers of ``self.net`` applied on the flattened tokens without a module call per layer: the
         # head runs at every denoising step of every rollout, where call overhead is half its cost.
         *lead, width = hidden.shape
-        y = hidden.reshape(-1, width).float()
+        y = as_float32(hidden.reshape(-1, width))
         *inner, last = self.linears
         for layer in inner:
             y = torch.tanh(F.linear(y, layer.weight, layer.bias))

@@ -122,6 +122,15 @@ class FlowChainSampler:
 
         return self._cached("table", device, build)
 
+    def _columns(self, device: torch.device) -> Tensor:
+        """The table as ``[K, 6, 1, 1]``: indexing it by ``k*`` and unbinding dim 1 gives the six columns of
+        every sample's row, each ``[B, 1, 1]`` to broadcast over a chunk."""
+        return self._cached("columns", device, lambda: self._table(device).view(self.num_steps, 6, 1, 1))
+
+    @staticmethod
+    def _as_index(denoise_index: Tensor) -> Tensor:
+        return denoise_index if denoise_index.dtype == torch.long else denoise_index.long()
+
     def _rows(self, device: torch.device) -> list[tuple]:
         """Per step, ``(tau, a_x, a_v, std, ode_a_v)`` as 0-dim float32 tensors (views of the table; ``a_x``
         stays the float 1.0 when it is one, which :func:`step_mean` skips): hot loops multiply by
@@ -155,11 +164,6 @@ class FlowChainSampler:
             per_elem = per_elem / num_terms
         return per_elem.sum((-2, -1)) if self.cfg.logprob_level == "chunk" else per_elem
 
-    @staticmethod
-    def _fixed_scale(rows: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-        """``(std, peak)`` of gathered table rows ``[N, 6]``, each viewed as ``shape`` to broadcast."""
-        return rows[:, 3].view(shape), rows[:, 5].view(shape)
-
     def _step_log_density(self, x_next: Tensor, mean: Tensor, std: Tensor, peak: Tensor | None) -> Tensor:
         """Element log-densities on the executed slice; a fixed std comes with its precomputed ``peak``."""
         ex = self._executed
@@ -172,7 +176,8 @@ class FlowChainSampler:
             return torch.stack(learned, dim=1), None
 
         def build() -> tuple[Tensor, Tensor]:
-            return self._fixed_scale(self._table(device)[self.noisy_steps], (1, -1, 1, 1))
+            rows = self._table(device)[self.noisy_steps]
+            return rows[:, 3].view(1, -1, 1, 1), rows[:, 5].view(1, -1, 1, 1)
 
         return self._cached("joint_scale", device, build)
 
@@ -312,7 +317,7 @@ class FlowChainSampler:
         if learned is not None:
             return x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats
         if own_scale is None:
-            own_scale = self._fixed_scale(self._table(device)[k_star], (-1, 1, 1))
+            own_scale = self._columns(device)[k_star].unbind(1)[3::2]  # (std, peak), [B, 1, 1] each
         return x, stored, self._step_log_density(x_k1, mean_k, *own_scale), 1, feats
 
     def _per_sample_coefficients(
@@ -345,7 +350,7 @@ class FlowChainSampler:
         rows = self._rows(device)
         num_noisy = len(self.noisy_steps)
         eps = (
-            torch.randn((num_noisy, *x.shape), device=device, generator=generator)
+            torch.randn((num_noisy, *x.shape), device=device, generator=generator).unbind(0)
             if self.rule.stochastic
             else None
         )
@@ -400,20 +405,19 @@ class FlowChainSampler:
         evaluates the velocity once per sample, at its own step ``k*``."""
         prefix: Prefix = adapter.encode(batch)
         device = prefix.features.device
-        table = self._table(device)
         chain = as_float32(chain)
         need_feats = value_head.placement == "expert"
         feats = []
         if self.hybrid:
-            k_star = denoise_index.long()
-            x, x_next = chain[:, 0], chain[:, 1]
-            coef = table[k_star]
-            v, hidden = adapter.velocity(prefix, x, coef[:, 0])
-            mean = step_mean(x, as_float32(v), coef[:, 1].view(-1, 1, 1), coef[:, 2].view(-1, 1, 1))
+            x, x_next = chain.unbind(1)
+            # Each sample's row of the table, as six [B, 1, 1] columns: one gather and one unbind.
+            tau, a_x, a_v, std, entropy, peak = self._columns(device)[self._as_index(denoise_index)].unbind(1)
+            v, hidden = adapter.velocity(prefix, x, tau.view(-1))
+            mean = x * a_x + as_float32(v) * a_v
             if self.rule.learned_std:
                 std_all, peak = self._learned_std(noise_head, hidden), None
             else:
-                std_all, peak = self._fixed_scale(coef, (-1, 1, 1))
+                std_all = std
             if need_feats:
                 feats.append(as_float32(hidden).mean(1))
             if self.rule.stochastic:
@@ -445,7 +449,7 @@ class FlowChainSampler:
             logprob = self._logprob(torch.zeros_like(self._executed(chain[:, 0])), 1)
             return ChainScore(logprob=logprob, entropy=zeros, value=value, noise_std=zeros)
         if self.hybrid and not self.rule.learned_std:  # fixed std: the step's row has both
-            entropy, noise_std = coef[:, 4], coef[:, 3]
+            entropy, noise_std = entropy.view(-1), std.view(-1)
         else:
             entropy = self._per_sample(gaussian_entropy(std_all)).expand_as(value)
             noise_std = self._per_sample(std_all).expand_as(value)
