@@ -9,9 +9,11 @@ Prints, per batch size, ratios to plain deterministic ODE sampling (the base pol
 - ``own``: this package's deterministic sampler (what ``pi_rl`` deploys);
 - ``sde``, ``sde_b``: an actor's stochastic sampling with the behaviour log-prob, Flow-SDE hybrid with a
   per-sample (default) and a per-batch step k* (``with_value=False``: actors do not run the critic);
-- ``noise``: Flow-Noise (all steps stochastic) with the default noise head, RLinf's ``[128, 64]`` (sized
-  for 1024-wide VLA tokens), and ``noise_h32`` with a one-layer ``[32]`` head; ``head``: the default head
-  alone, K times, over the ODE (the floor of Flow-Noise's overhead);
+- ``noise``: Flow-Noise (all steps stochastic) with the noise head of the model's Flow-Noise recipe (flow_mlp:
+  ``recipes/metaworld_flow_mlp_flow_noise.json``, a one-layer head of its 32-wide tokens; pi0:
+  ``recipes/libero_pi0_flow_noise.json``, RLinf's), and ``noise_rlinf`` with RLinf's ``[128, 64]`` head (the
+  config default, sized for 1024-wide VLA tokens); ``head``: the recipe's head alone, K times, over the ODE
+  (the floor of Flow-Noise's overhead);
 - ``rescore/budget``: re-scoring a stored hybrid Flow-SDE batch as the learner does (autograd on, value
   head included) over the budget "the encoding and the critic, plus 1/K of re-scoring the whole chain"
   (``sde_steps=all``), and ``rescore/whole``: the same over re-scoring the whole chain.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import random
 import statistics
 import sys
@@ -47,14 +50,21 @@ from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
 from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RLINF_NOISE_HEAD = [128, 64]
 STATE_DIM, ACTION_DIM = 39, 4  # flow_mlp: MetaWorld's state and action sizes
 # pi0's real Gemma 300M action expert; the VLM slot only needs the same depth, kv heads and head_dim.
 PI0_EXPERT = dict(width=1024, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256)
 PI0_VLM = dict(width=256, mlp_dim=512, num_heads=8, num_kv_heads=1, head_dim=256)
 
 
+def recipe_noise_head(recipe: str) -> list[int]:
+    """The noise head's hidden widths in a Flow-Noise recipe of ``recipes/``: what a run with it trains."""
+    return json.loads((RECIPES / recipe).read_text())["policy"]["noise_head"]["hidden_dims"]
+
+
 def flow_mlp_model(k: int):
-    """The base config and an observation batch maker of flow_mlp."""
+    """The base config, an observation batch maker, a build context and the recipe's noise head."""
     base = FlowMLPConfig(
         device="cpu",
         num_inference_steps=k,
@@ -62,7 +72,8 @@ def flow_mlp_model(k: int):
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
         push_to_hub=False,
     )
-    return base, lambda bsz: {"observation.state": torch.randn(bsz, STATE_DIM)}, contextlib.nullcontext()
+    make_obs = lambda bsz: {"observation.state": torch.randn(bsz, STATE_DIM)}  # noqa: E731
+    return base, make_obs, contextlib.nullcontext(), recipe_noise_head("metaworld_flow_mlp_flow_noise.json")
 
 
 def pi0_model(k: int, layers: int):
@@ -87,7 +98,7 @@ def pi0_model(k: int, layers: int):
         },
         output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(action_dim,))},
     )
-    return base, vla_batch, tiny_paligemma(dims)
+    return base, vla_batch, tiny_paligemma(dims), recipe_noise_head("libero_pi0_flow_noise.json")
 
 
 def build(
@@ -134,9 +145,10 @@ def median_ratio(num: list[float], den: list[float]) -> float:
 
 
 def measure(model, bsz: int, k: int, rounds: int, calls: int) -> dict[str, float]:
-    base, make_obs, _ = model
+    base, make_obs, _, head_dims = model
     sde, sde_b = build(base, "flow_sde", k), build(base, "flow_sde", k, draw="per_batch")
-    noise, noise_h32 = build(base, "flow_noise", k), build(base, "flow_noise", k, noise_head_dims=[32])
+    noise = build(base, "flow_noise", k, noise_head_dims=head_dims)
+    noise_rlinf = build(base, "flow_noise", k, noise_head_dims=RLINF_NOISE_HEAD)
     joint = build(base, "flow_sde", k, sde_steps="all")
     obs = make_obs(bsz)
     with torch.no_grad():
@@ -150,7 +162,7 @@ def measure(model, bsz: int, k: int, rounds: int, calls: int) -> dict[str, float
         "sde": lambda: sde.sample_chain(obs, with_value=False),
         "sde_b": lambda: sde_b.sample_chain(obs, with_value=False),
         "noise": lambda: noise.sample_chain(obs, with_value=False),
-        "noise_h32": lambda: noise_h32.sample_chain(obs, with_value=False),
+        "noise_rlinf": lambda: noise_rlinf.sample_chain(obs, with_value=False),
         "head": lambda: [noise.noise_head(hidden) for _ in range(k)],
     }
     with torch.no_grad():
@@ -188,8 +200,8 @@ def main() -> None:
     else:
         model = flow_mlp_model(args.k)
         title = f"flow_mlp ({STATE_DIM} -> 10 x {ACTION_DIM}, hidden 256)"
-    cols = ["own", "sde", "sde_b", "noise", "noise_h32", "head", "rescore/budget", "rescore/whole"]
-    print(f"{title}, K={args.k}, torch threads={args.threads}")
+    cols = ["own", "sde", "sde_b", "noise", "noise_rlinf", "head", "rescore/budget", "rescore/whole"]
+    print(f"{title}, K={args.k}, torch threads={args.threads}, recipe noise head {model[3]}")
     print(f"{'batch':>5} {'ODE ms':>8} " + " ".join(f"{c:>14}" for c in cols))
     with model[2]:  # pi0: the tiny VLM swap, while the policies are built
         for bsz in args.batches:
