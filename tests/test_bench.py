@@ -96,3 +96,27 @@ def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
     assert (tmp_path / "demos" / "meta").is_dir() and (tmp_path / "sft").is_dir()
     reuse_or_clear_sft(tmp_path, TaskSetup(demos=10))  # different demos: made again
     assert not (tmp_path / "demos").exists() and not (tmp_path / "sft").exists()
+
+
+def test_sampling_benchmark_times_each_recipe_head(monkeypatch):
+    """examples/bench_sampling.py: one short round builds every variant with the recipe's noise head and
+    reports a finite positive ratio per column (the timings themselves are the script's job, not a test's)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "bench_sampling.py"
+    spec = importlib.util.spec_from_file_location("bench_sampling", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    recipe = json.loads((bench.RECIPES / "metaworld_flow_mlp_flow_noise.json").read_text())
+    model = bench.flow_mlp_model(2)
+    assert model[3] == recipe["policy"]["noise_head"]["hidden_dims"]
+    built = []
+    real_build = bench.build
+    monkeypatch.setattr(bench, "build", lambda *a, **kw: built.append(kw) or real_build(*a, **kw))
+    row = bench.measure(model, bsz=2, k=2, rounds=1, calls=1)
+    heads = [kw["noise_head_dims"] for kw in built if "noise_head_dims" in kw]
+    assert heads == [model[3], bench.RLINF_NOISE_HEAD]
+    columns = {"own", "sde", "sde_b", "noise", "noise_rlinf", "head", "rescore/budget", "rescore/whole"}
+    assert columns <= row.keys()
+    assert all(0 < row[c] < float("inf") for c in columns) and row["ode_ms"] > 0

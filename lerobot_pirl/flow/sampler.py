@@ -413,7 +413,7 @@ class FlowChainSampler:
             # Each sample's row of the table, as six [B, 1, 1] columns: one gather and one unbind.
             tau, a_x, a_v, std, entropy, peak = self._columns(device)[self._as_index(denoise_index)].unbind(1)
             v, hidden = adapter.velocity(prefix, x, tau.view(-1))
-            mean = x * a_x + as_float32(v) * a_v
+            mean = step_mean(x, as_float32(v), a_x, a_v)
             if self.rule.learned_std:
                 std_all, peak = self._learned_std(noise_head, hidden), None
             else:
