@@ -51,7 +51,7 @@ from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-RLINF_NOISE_HEAD = [128, 64]
+RLINF_NOISE_HEAD = NoiseHeadConfig().hidden_dims  # the config default: RLinf's [128, 64]
 STATE_DIM, ACTION_DIM = 39, 4  # flow_mlp: MetaWorld's state and action sizes
 # pi0's real Gemma 300M action expert; the VLM slot only needs the same depth, kv heads and head_dim.
 PI0_EXPERT = dict(width=1024, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256)

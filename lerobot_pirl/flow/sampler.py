@@ -317,7 +317,8 @@ class FlowChainSampler:
         if learned is not None:
             return x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats
         if own_scale is None:
-            own_scale = self._columns(device)[k_star].unbind(1)[3::2]  # (std, peak), [B, 1, 1] each
+            _, _, _, std, _, peak = self._columns(device)[k_star].unbind(1)
+            own_scale = (std, peak)
         return x, stored, self._step_log_density(x_k1, mean_k, *own_scale), 1, feats
 
     def _per_sample_coefficients(
