@@ -28,10 +28,10 @@ bench: venv
 	$(PY) -m lerobot_pirl.bench $(BENCH_ARGS)
 
 bench-sampling: venv
-	$(PY) examples/bench_sampling.py
+	$(PY) -m lerobot_pirl.bench.sampling
 
 bench-transport: venv
-	$(PY) examples/bench_transport.py
+	$(PY) -m lerobot_pirl.bench.transport
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

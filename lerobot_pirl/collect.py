@@ -2,8 +2,8 @@
 
 ``lerobot-pirl-collect --task button-press-v3 --episodes 10 --root outputs/demos/button-press-v3``
 
-Demo episodes use their own seed range (``--seed``, default 500000), disjoint from the RL training
-seeds (from 0) and the evaluation seeds (from 1000000).
+Demo episodes use their own seed range (``--seed``, default the start of ``lerobot_pirl.seeds.DEMOS``),
+disjoint from the RL training and evaluation seeds.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from lerobot_pirl.datasets import state_action_features, write_dataset
 from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM, MetaWorldStateEnv
+from lerobot_pirl.seeds import DEMOS
 
-DEMO_SEED = 500_000
+DEMO_SEED = DEMOS.start
 
 
 def expert_policy(task: str):
@@ -121,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--noise_gripper", action="store_true", help="also add the noise to the gripper command")
     args = p.parse_args(argv)
-    run_cli(
-        lambda: print(
+
+    def startup():
+        expert_policy(args.task)  # an unknown task is a one-line error
+        return lambda: print(
             collect_dataset(
                 args.task,
                 args.episodes,
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                 noise_gripper=args.noise_gripper,
             )
         )
-    )
+
+    run_cli(startup)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Deterministic (ODE) evaluation on held-out seeds, with a 95% confidence interval.
 
-``lerobot-pirl-eval --policy_path <pi_rl or flow_mlp checkpoint> --task button-press-v3 --episodes 50``
+``lerobot-pirl-eval --policy_path <pi_rl or flow_mlp checkpoint> --task button-press-v3``
+
+The defaults are the protocol of the published tables (:data:`lerobot_pirl.seeds.EVAL_PROTOCOL`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from lerobot_pirl.runtime.vector import ChunkStepper
+from lerobot_pirl.seeds import EVAL_PROTOCOL, HELD_OUT, VALIDATION
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -30,26 +33,35 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 @torch.no_grad()
 def evaluate_policy(
-    policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool = False
+    policy,
+    preprocessor,
+    postprocessor,
+    env_cfg,
+    episodes: int,
+    progress: bool = False,
+    num_envs: int = EVAL_PROTOCOL.num_envs,
 ) -> dict:
     """Run ``episodes`` episodes on seeds ``env_cfg.eval_seed + j`` with the policy's deterministic
-    ``predict_action_chunk`` (executing its whole returned chunk), batched over ``env_cfg.num_envs``.
-    The ODE's initial noise is drawn from torch's generator seeded with ``eval_seed`` (forked: the
-    caller's random stream is left as it was), so evaluating one checkpoint twice gives one result."""
+    ``predict_action_chunk`` (executing its whole returned chunk), ``num_envs`` envs at a time (not the
+    training env's ``num_envs``: the batch decides which noise each episode draws). The ODE's initial
+    noise is drawn from torch's generator seeded with ``eval_seed`` (forked: the caller's random stream
+    is left as it was), so evaluating one checkpoint twice gives one result."""
     device = next(policy.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(env_cfg.eval_seed)
-        return _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes, progress)
+        return _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes, progress, num_envs)
 
 
-def _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool) -> dict:
+def _evaluate(
+    policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool, num_envs: int
+) -> dict:
     from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
 
     if not hasattr(env_cfg, "make_eval_env"):
         raise ValueError(f"env: held-out evaluation needs an env with make_eval_env (got {env_cfg.type!r})")
     was_training = policy.training
     policy.eval()
-    n_envs = max(1, min(episodes, getattr(env_cfg, "num_envs", 1)))
+    n_envs = max(1, min(episodes, num_envs))
     vec = env_cfg.make_eval_env(n_envs)
     stepper = ChunkStepper(vec)
     observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
@@ -66,9 +78,7 @@ def _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes: int, progr
         ep_succ = np.zeros(n_envs, dtype=bool)
         while alive.any():
             chunk = policy.predict_action_chunk(preprocessor(observations(obs, tasks)))
-            n_exec = getattr(
-                policy.config, "n_action_steps", None
-            )  # plain base policies execute n_action_steps
+            n_exec = getattr(policy.config, "n_action_steps", None)  # a plain base policy's executed part
             actions = postprocessor(chunk[:, :n_exec] if n_exec else chunk).cpu().numpy()
             res = stepper.step_chunk(actions)
             ep_ret += np.where(alive, res.rewards, 0.0)
@@ -115,16 +125,31 @@ def main(argv: list[str] | None = None) -> None:
     from lerobot_pirl.cli import run_cli
     from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
 
-    parser = argparse.ArgumentParser(description="Held-out ODE evaluation of a policy on pirl_metaworld")
+    protocol = EVAL_PROTOCOL
+    parser = argparse.ArgumentParser(
+        description="Held-out ODE evaluation of a policy on pirl_metaworld. The defaults are the protocol of "
+        f"the published tables: {protocol.episodes} episodes of {protocol.episode_length} env steps on the "
+        f"held-out seeds from {protocol.first_seed:,}, {protocol.num_envs} envs per batch, the ODE's noise "
+        "seeded from the first seed (see lerobot_pirl/seeds.py)."
+    )
     parser.add_argument("--policy_path", required=True, help="a LeRobot pretrained_model directory")
     parser.add_argument("--task", default="button-press-v3")
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--num_envs", type=int, default=10)
-    parser.add_argument("--episode_length", type=int, default=200)
-    parser.add_argument("--eval_seed", type=int, default=1_000_000)
+    parser.add_argument("--episodes", type=int, default=protocol.episodes)
+    parser.add_argument(
+        "--num_envs", type=int, default=protocol.num_envs, help="envs per batch (part of the protocol)"
+    )
+    parser.add_argument(
+        "--episode_length", type=int, default=protocol.episode_length, help="env steps per episode"
+    )
+    parser.add_argument(
+        "--eval_seed",
+        type=int,
+        default=protocol.first_seed,
+        help=f"first episode seed (held-out: {HELD_OUT.start:,}+; tune on validation seeds, {VALIDATION.start:,}+)",
+    )
     args = parser.parse_args(argv)
 
-    def run() -> None:
+    def startup():
         policy, pre, post = load_policy_for_eval(args.policy_path)
         env_cfg = MetaWorldStateEnvConfig(
             task=args.task,
@@ -132,10 +157,15 @@ def main(argv: list[str] | None = None) -> None:
             episode_length=args.episode_length,
             eval_seed=args.eval_seed,
         )
-        report = evaluate_policy(policy, pre, post, env_cfg, args.episodes, progress=sys.stderr.isatty())
-        print(json.dumps(report, indent=2))
 
-    run_cli(run)
+        def run() -> None:
+            progress = sys.stderr.isatty()
+            report = evaluate_policy(policy, pre, post, env_cfg, args.episodes, progress, args.num_envs)
+            print(json.dumps(report, indent=2))
+
+        return run
+
+    run_cli(startup)
 
 
 if __name__ == "__main__":

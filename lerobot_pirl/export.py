@@ -12,17 +12,23 @@ import argparse
 from pathlib import Path
 
 
+def require_pretrained_dir(checkpoint: str | Path) -> Path:
+    """``checkpoint`` as a path, or a clear error when it is not a ``pretrained_model`` directory."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(
+            f"checkpoint: {checkpoint} is not a pretrained_model directory (no config.json)"
+        )
+    return checkpoint
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
     from lerobot.policies.factory import make_pre_post_processors
 
     import lerobot_pirl  # noqa: F401
     from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
-    checkpoint, out = Path(checkpoint), Path(out)
-    if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(
-            f"checkpoint: {checkpoint} is not a pretrained_model directory (no config.json)"
-        )
+    checkpoint, out = require_pretrained_dir(checkpoint), Path(out)
     policy = PiRLPolicy.from_pretrained(checkpoint)
     policy.export_base(out)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(checkpoint))
@@ -44,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="where to write the plain base-policy checkpoint")
     p.add_argument("--repo_id", default=None, help="also push the exported policy to this Hub repo")
     args = p.parse_args(argv)
-    run_cli(lambda: print(export_checkpoint(args.checkpoint, args.out, args.repo_id)))
+
+    def startup():
+        require_pretrained_dir(args.checkpoint)
+        return lambda: print(export_checkpoint(args.checkpoint, args.out, args.repo_id))
+
+    run_cli(startup)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,20 @@ import logging
 import os
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from lerobot.configs import parser
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-from lerobot.rl.trainer import RLTrainer
 from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
 from lerobot.utils.process import ProcessSignalHandler
 from lerobot.utils.random_utils import set_seed
 from lerobot.utils.utils import init_logging
 
 import lerobot_pirl  # noqa: F401  (registers pi_rl with LeRobot's registries)
-from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm, RolloutSource
+from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm, RolloutSource
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
 from lerobot_pirl.cli import run_cli
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
@@ -43,6 +43,10 @@ from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
 
 logger = logging.getLogger(__name__)
+
+# How long a finished learner waits for its final weights (the end-of-training signal) to reach every
+# connected actor before it stops serving.
+FINAL_DELIVERY_S = 10.0
 
 
 class PiRLLearner:
@@ -67,7 +71,7 @@ class PiRLLearner:
             self.pre, self.post = make_pi_rl_pre_post_processors(self.policy.config)
         self.policy.train()
         self.algorithm = PiRLAlgorithm(self.policy, cfg.algorithm)
-        self.trainer = RLTrainer(self.algorithm, data_mixer=None, batch_size=cfg.algorithm.minibatch_size)
+        self.algorithm.make_optimizers_and_scheduler()  # Adam per parameter group, before any resume
         self.update_count, self.env_steps = 0, 0
         if cfg.resume:
             self.update_count, self.env_steps = restore_training_state(ckpt, self.algorithm)
@@ -119,9 +123,19 @@ class PiRLLearner:
         return endless()
 
     # ------------------------------------------------------------------ plumbing
-    def push_weights(self) -> None:
-        self.board.publish(self.algorithm.policy_version, state_to_bytes(self.algorithm.get_weights()))
-        logger.info("[LEARNER] published policy version %d", self.algorithm.policy_version)
+    def push_weights(self, final: bool = False) -> None:
+        """Publish the actor weights to every actor; ``final`` tells them training is over."""
+        weights = self.algorithm.get_weights()
+        if final:
+            weights[FINAL_WEIGHTS_KEY] = torch.tensor(True)
+        self.board.publish(self.algorithm.policy_version, state_to_bytes(weights))
+        logger.info(
+            "[LEARNER] published policy version %d%s", self.algorithm.policy_version, " (final)" * final
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.update_count >= self.cfg.policy.online_steps
 
     def log(self, record: dict) -> None:
         record = {"wall_s": round(time.time() - self.t0, 3), "env_steps": self.env_steps, **record}
@@ -174,11 +188,11 @@ class PiRLLearner:
         t_start = time.time()
         batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag, limit=2 * alg_cfg.rollout_size)
         rollout = self.algorithm.prepare_rollout(batch, self.pre)
-        self.trainer.set_data_mixer(RolloutSource(rollout))
-        stats = self.trainer.training_step().to_log_dict()
+        minibatches = self.algorithm.configure_data_iterator(RolloutSource(rollout))
+        stats = self.algorithm.update(minibatches).to_log_dict()
         self.algorithm.policy_version += 1
         self.update_count += 1
-        self.push_weights()
+        self.push_weights(final=self.done)
         record = {
             "kind": "update",
             "update": self.update_count,
@@ -210,10 +224,7 @@ class PiRLLearner:
             record["explained_variance"],
             record["update_s"],
         )
-        if self.cfg.save_checkpoint and (
-            self.update_count % max(self.cfg.save_freq, 1) == 0
-            or self.update_count >= self.cfg.policy.online_steps
-        ):
+        if self.cfg.save_checkpoint and (self.update_count % max(self.cfg.save_freq, 1) == 0 or self.done):
             self.save()
         return True
 
@@ -255,18 +266,20 @@ class PiRLLearner:
         server = start_server(service, acfg.learner_host, acfg.learner_port)
         self.push_weights()
         try:
-            while not self.shutdown_event.is_set() and self.update_count < self.cfg.policy.online_steps:
+            while not self.shutdown_event.is_set() and not self.done:
                 self.drain()
                 if self.maybe_update():
                     self.last_arrival = time.time()  # the actors' wait for these weights starts now
                 else:
                     self.resend_if_starved()
                     time.sleep(0.01)
-            if self.update_count >= self.cfg.policy.online_steps:
+            if self.done:
                 logger.info("[LEARNER] reached %d updates: done", self.update_count)
         finally:
             if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
                 self.save()
+            if self.done and not self.board.wait_delivered(timeout=FINAL_DELIVERY_S):
+                logger.warning("[LEARNER] not every actor received the final weights")
             self.shutdown_event.set()
             stop_server(server)
 
@@ -275,12 +288,13 @@ class PiRLLearner:
         return last.exists() and last.resolve().name.lstrip("0") == str(self.update_count)
 
 
-def run_learner(cfg: TrainRLServerPipelineConfig) -> None:
+def prepare_learner(cfg: TrainRLServerPipelineConfig) -> Callable[[], None]:
+    """Start-up: check the config and the output folder, set up logging and seeds, build the learner
+    (loading a checkpoint to resume). Returns the run."""
     if not is_pi_rl(cfg):
         from lerobot.rl.learner import train
 
-        train(cfg)
-        return
+        return lambda: train(cfg)
     cfg = resolve_pi_rl_config(cfg)
     if cfg.resume:
         # Unlike LeRobot's handle_resume_logic, keep the command line's overrides (e.g. a larger
@@ -294,20 +308,15 @@ def run_learner(cfg: TrainRLServerPipelineConfig) -> None:
     out = Path(cfg.output_dir)
     os.makedirs(out / "logs", exist_ok=True)
     init_logging(log_file=str(out / "logs" / f"learner_{cfg.job_name}.log"))
-    if cfg.policy.concurrency.learner != "threads":
-        logger.warning(
-            "[LEARNER] pi_rl serves actors from threads (concurrency.learner=%r ignored)",
-            cfg.policy.concurrency.learner,
-        )
     set_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     shutdown = ProcessSignalHandler(use_threads=True).shutdown_event
-    PiRLLearner(cfg, shutdown).run()
+    return PiRLLearner(cfg, shutdown).run
 
 
 @parser.wrap()
-def train_cli(cfg: TrainRLServerPipelineConfig) -> None:
-    run_learner(cfg)
+def train_cli(cfg: TrainRLServerPipelineConfig) -> Callable[[], None]:
+    return prepare_learner(cfg)
 
 
 def main() -> None:

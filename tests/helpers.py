@@ -108,6 +108,7 @@ def synthetic_transitions(
             env_ids=torch.arange(n_envs),
             episode_ids=torch.full((n_envs,), c // episode_len),
             chunk_indices=torch.full((n_envs,), c),
+            episode_chunks=torch.full((n_envs,), c % episode_len),
             success=terminated.float(),
         )
         state = obs_batch(n_envs, seed=seed + 1000 + c) if ends else next_state

@@ -7,14 +7,9 @@ import json
 
 import pytest
 
-from lerobot_pirl.bench import (
-    RunResult,
-    TaskSetup,
-    merge_results,
-    plot_curve,
-    reuse_or_clear_sft,
-    write_results,
-)
+from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, write_results
+from lerobot_pirl.bench.setups import TaskSetup
+from lerobot_pirl.bench.stages import reuse_or_clear_sft
 from lerobot_pirl.evaluate import wilson_interval
 
 
@@ -99,15 +94,10 @@ def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
 
 
 def test_sampling_benchmark_times_each_recipe_head(monkeypatch):
-    """examples/bench_sampling.py: one short round builds every variant with the recipe's noise head and
+    """The sampling benchmark: one short round builds every variant with the recipe's noise head and
     reports a finite positive ratio per column (the timings themselves are the script's job, not a test's)."""
-    import importlib.util
-    from pathlib import Path
+    from lerobot_pirl.bench import sampling as bench
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "bench_sampling.py"
-    spec = importlib.util.spec_from_file_location("bench_sampling", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     recipe = json.loads((bench.RECIPES / "metaworld_flow_mlp_flow_noise.json").read_text())
     model = bench.flow_mlp_model(2)
     assert model[3] == recipe["policy"]["noise_head"]["hidden_dims"]

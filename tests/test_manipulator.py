@@ -22,8 +22,8 @@ from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
 from lerobot.utils.constants import ACTION, OBS_STATE
 
+from lerobot_pirl import transition_keys as keys
 from lerobot_pirl.actor import PiRLActor
-from lerobot_pirl.algorithms.pi_rl import rollout as keys
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer

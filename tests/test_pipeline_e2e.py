@@ -1,4 +1,4 @@
-"""The whole few-shot pipeline on one easy task with a tiny budget (issue 6, `slow`)."""
+"""The whole few-shot pipeline on one easy task with a tiny budget (`slow`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lerobot_pirl.bench import main
+from lerobot_pirl.bench.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from lerobot.transport.utils import (
     transitions_to_bytes,
 )
 
-from lerobot_pirl.algorithms.pi_rl.rollout import REQUIRED_INFO_KEYS
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction, encode_interaction
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard
+from lerobot_pirl.transition_keys import REQUIRED_INFO_KEYS
 from tests.helpers import synthetic_transitions, tiny_pi_rl
 
 

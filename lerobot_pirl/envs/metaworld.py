@@ -7,7 +7,7 @@ LeRobot's own ``metaworld`` env is pixel-based with a 4-dim ``agent_pos``; this 
 Episodes are seeded explicitly: sub-env ``i`` of a training vector env plays the episode seeds
 ``seed + i, seed + i + n, seed + i + 2n, ...``; evaluation uses ``eval_seed + j``. The two ranges
 never meet (a training env refuses to reach ``eval_seed``), so evaluation is always on held-out
-task variations (goal / object positions).
+task variations (goal / object positions). The defaults are the ranges of :mod:`lerobot_pirl.seeds`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy as np
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.envs.configs import EnvConfig
 from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
+
+from lerobot_pirl.seeds import EVAL_PROTOCOL, TRAINING
 
 STATE_DIM = 39
 ACTION_DIM = 4
@@ -142,9 +144,9 @@ class MetaWorldStateEnvConfig(EnvConfig):
     # End an episode (terminated, no bootstrap) when the task is solved.
     terminate_on_success: bool = True
     # First training episode seed; training envs play seed, seed + 1, ... (below eval_seed).
-    seed: int = 0
-    # First held-out evaluation episode seed.
-    eval_seed: int = 1_000_000
+    seed: int = TRAINING.start
+    # First evaluation episode seed (default: the held-out range of the published tables).
+    eval_seed: int = EVAL_PROTOCOL.first_seed
     # Envs that share reset states (GRPO groups); num_envs must be a multiple of it.
     group_size: int = 1
     # Side of a rendered RGB image observation (null = state only; rendering needs MUJOCO_GL=osmesa/egl).

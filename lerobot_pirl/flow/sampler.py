@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,14 +32,65 @@ from lerobot_pirl.flow.steps import (
 )
 
 
+class StepColumns(NamedTuple):
+    """The columns of the per-step coefficient table, in its column order. ``peak`` is the log-density at
+    the mean, ``-log(std) - log(sqrt(2 pi))``; ``std``, ``entropy`` and ``peak`` are NaN where the std is
+    learned. Built from a ``[K, 6]`` table each column is ``[K]``; gathered by denoise index, ``[B, 1, 1]``."""
+
+    tau: Tensor
+    a_x: Tensor
+    a_v: Tensor
+    std: Tensor
+    entropy: Tensor
+    peak: Tensor
+
+
+class StepRow(NamedTuple):
+    """One step's coefficients as 0-dim float32 tensors (``a_x`` stays the float 1.0 when it is one, which
+    :func:`step_mean` skips), and the ODE's velocity coefficient ``-1/K``."""
+
+    tau: Tensor
+    a_x: Tensor | float
+    a_v: Tensor
+    std: Tensor
+    ode_a_v: Tensor
+
+
+class StepScale(NamedTuple):
+    """The std of stochastic step(s) and its log-density ``peak`` (``None`` when the std is learned)."""
+
+    std: Tensor
+    peak: Tensor | None
+
+
+class ChainRun(NamedTuple):
+    """What one pass of the chain returns to :meth:`FlowChainSampler.sample`."""
+
+    actions: Tensor  # [B, T, D] the final chain value
+    stored: Tensor  # [B, L, T, D] the chain values a transition stores
+    per_elem: Tensor | None  # [B, H, Dr] summed element log-densities (None: the deterministic "ode")
+    num_terms: int  # log-density terms in per_elem (for logprob_reduction="mean")
+    feats: list[Tensor]  # per-step action-token features, for a value head on the expert
+
+
+class Rescored(NamedTuple):
+    """What re-scoring a stored chain returns to :meth:`FlowChainSampler.score`."""
+
+    per_elem: Tensor | None  # [B, H, Dr] summed element log-densities (None: the deterministic "ode")
+    num_terms: int
+    std: Tensor | None  # the std of the stochastic step(s), learned or from the table
+    entropy: Tensor | None  # [B, 1, 1] the table's entropy of a fixed-std hybrid step, else None
+    feats: list[Tensor]
+
+
 @dataclass
 class ChainSample:
     """One batched stochastic rollout of the denoising chain."""
 
     actions: Tensor  # [B, T, D] final chain value x_K (model space, normalised)
     executed: Tensor  # [B, H, Dr] the part of the chunk that the env executes
-    chain: Tensor  # [B, L, T, D] float32: (x_k*, x_k*+1) for sde_steps="one", x_0..x_K for "all"
-    denoise_index: Tensor  # [B] int64: k* ("one") or -1 ("all")
+    chain: Tensor  # [B, L, T, D] float32: (x_k, x_k+1) at the denoise index k for sde_steps="one", x_0..x_K for "all"
+    denoise_index: Tensor  # [B] int64: the stochastic step ("one") or -1 ("all")
     logprob: Tensor  # [B] (chunk level) or [B, H, Dr] (token level), float32
     value: Tensor  # [B] float32
 
@@ -107,41 +159,46 @@ class FlowChainSampler:
         return self._cache[key]
 
     def _table(self, device: torch.device) -> Tensor:
-        """``[K, 6]`` float32 rows ``(tau, a_x, a_v, std, entropy, peak)``, ``peak`` the log-density at the
-        mean (std, entropy and peak NaN when learned): re-scoring gathers a sample's row by its step."""
+        """``[K, 6]`` float32: a row per step, the columns of :class:`StepColumns`. Re-scoring gathers a
+        sample's row by its denoise index."""
 
         def build() -> Tensor:
             rows = [
-                (tau, c.a_x, c.a_v, math.nan if c.std is None else c.std, 0.0, 0.0)
+                (tau, c.a_x, c.a_v, math.nan if c.std is None else c.std)
                 for tau, c in zip(self.taus, self.coefs, strict=True)
             ]
-            table = torch.tensor(rows, dtype=torch.float32, device=device)
-            table[:, 4] = gaussian_entropy(table[:, 3])  # the one entropy formula (NaN stays NaN)
-            table[:, 5] = gaussian_log_peak(table[:, 3])
-            return table
+            tau, a_x, a_v, std = torch.tensor(rows, dtype=torch.float32, device=device).unbind(1)
+            # The one entropy formula and log-density peak (NaN stays NaN).
+            columns = StepColumns(tau, a_x, a_v, std, gaussian_entropy(std), gaussian_log_peak(std))
+            return torch.stack(columns, dim=1)
 
         return self._cached("table", device, build)
 
-    def _columns(self, device: torch.device) -> Tensor:
-        """The table as ``[K, 6, 1, 1]``: indexing it by ``k*`` and unbinding dim 1 gives the six columns of
-        every sample's row, each ``[B, 1, 1]`` to broadcast over a chunk."""
-        return self._cached("columns", device, lambda: self._table(device).view(self.num_steps, 6, 1, 1))
+    def _step_columns(self, device: torch.device) -> StepColumns:
+        """The table's columns over the K steps, each ``[K]``."""
+        return self._cached("step_columns", device, lambda: StepColumns(*self._table(device).unbind(1)))
+
+    def _gather_columns(self, denoise_index: Tensor) -> StepColumns:
+        """Each sample's row of the table, as ``[B, 1, 1]`` columns that broadcast over a chunk: one
+        gather (of the table viewed as ``[K, 6, 1, 1]``) and one unbind."""
+        device = denoise_index.device
+        table = self._cached("table_4d", device, lambda: self._table(device).view(self.num_steps, -1, 1, 1))
+        return StepColumns(*table[self._as_index(denoise_index)].unbind(1))
 
     @staticmethod
     def _as_index(denoise_index: Tensor) -> Tensor:
         return denoise_index if denoise_index.dtype == torch.long else denoise_index.long()
 
-    def _rows(self, device: torch.device) -> list[tuple]:
-        """Per step, ``(tau, a_x, a_v, std, ode_a_v)`` as 0-dim float32 tensors (views of the table; ``a_x``
-        stays the float 1.0 when it is one, which :func:`step_mean` skips): hot loops multiply by
-        tensors, as a Python scalar costs an extra dispatch per use."""
+    def _rows(self, device: torch.device) -> list[StepRow]:
+        """A :class:`StepRow` per step (views of the table): hot loops multiply by tensors, as a Python
+        scalar costs an extra dispatch per use."""
 
-        def build() -> list[tuple]:
-            table = self._table(device)
+        def build() -> list[StepRow]:
             ode_a_v = torch.tensor(self.ode_a_v, dtype=torch.float32, device=device)
+            rows = (StepColumns(*row.unbind(0)) for row in self._table(device))
             return [
-                (tau, 1.0 if c.a_x == 1.0 else a_x, a_v, std, ode_a_v)
-                for (tau, a_x, a_v, std), c in zip((r[:4].unbind(0) for r in table), self.coefs, strict=True)
+                StepRow(r.tau, 1.0 if c.a_x == 1.0 else r.a_x, r.a_v, r.std, ode_a_v)
+                for r, c in zip(rows, self.coefs, strict=True)
             ]
 
         return self._cached("rows", device, build)
@@ -169,21 +226,20 @@ class FlowChainSampler:
         ex = self._executed
         return gaussian_log_prob(ex(x_next), ex(mean), ex(std), None if peak is None else ex(peak))
 
-    def _joint_scale(self, learned: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor | None]:
-        """``(std, peak)`` of the noisy steps of a joint chain: ``[B, S, T, D]`` learned (no peak), or
-        ``[1, S, 1, 1]`` each from the table."""
+    def _joint_scale(self, learned: list[Tensor], device: torch.device) -> StepScale:
+        """The scale of the noisy steps of a joint chain: ``[B, S, T, D]`` learned (no peak), or
+        ``[1, S, 1, 1]`` std and peak from the table."""
         if self.rule.learned_std:
-            return torch.stack(learned, dim=1), None
+            return StepScale(torch.stack(learned, dim=1), None)
 
-        def build() -> tuple[Tensor, Tensor]:
-            rows = self._table(device)[self.noisy_steps]
-            return rows[:, 3].view(1, -1, 1, 1), rows[:, 5].view(1, -1, 1, 1)
+        def build() -> StepScale:
+            columns = self._step_columns(device)
+            steps = self.noisy_steps
+            return StepScale(columns.std[steps].view(1, -1, 1, 1), columns.peak[steps].view(1, -1, 1, 1))
 
         return self._cached("joint_scale", device, build)
 
-    def _joint_log_density(
-        self, chain: Tensor, means: Tensor, scale: tuple[Tensor, Tensor | None]
-    ) -> tuple[Tensor, int]:
+    def _joint_log_density(self, chain: Tensor, means: Tensor, scale: StepScale) -> tuple[Tensor, int]:
         """Summed element log-densities of a joint chain ``[B, K + 1, T, D]`` (the prior of ``x_0`` and
         every noisy step, means ``[B, S, T, D]``) and the term count. Sampling and re-scoring pass the
         same contiguous layout, so the reductions add in the same order."""
@@ -204,7 +260,7 @@ class FlowChainSampler:
         """Average the per-step action-token features (the "expert" value-head input)."""
         return torch.stack(step_feats, dim=0).mean(0)
 
-    def _sample_k_star(self, batch_size: int, device, generator) -> Tensor:
+    def _draw_denoise_index(self, batch_size: int, device, generator) -> Tensor:
         high = self.num_steps - 1 if self.cfg.exclude_last_step else self.num_steps
         if self.rule.stochastic:
             high = min(high, len(self.noisy_steps))
@@ -225,7 +281,8 @@ class FlowChainSampler:
         with_value: bool = True,
     ) -> ChainSample:
         """One stochastic chain per observation. Steps nobody samples at are plain ODE steps; the
-        hybrid mode scores each sample's step ``k*`` after the loop, the joint mode every noisy step.
+        hybrid mode scores each sample's stochastic step (its denoise index) after the loop, the joint
+        mode every noisy step.
         ``with_value=False`` skips the value head (an actor does not need it: the learner computes
         values) and returns NaN values."""
         prefix = adapter.encode(batch)
@@ -234,44 +291,47 @@ class FlowChainSampler:
         x = as_float32(noise if noise is not None else adapter.sample_noise(bsz, device, generator))
         need_feats = with_value and value_head.placement == "expert"
         if self.hybrid:
-            k_star = self._sample_k_star(bsz, device, generator)
-            run = self._run_hybrid(adapter, noise_head, prefix, x, k_star, generator, need_feats)
+            denoise_index = self._draw_denoise_index(bsz, device, generator)
+            run = self._run_hybrid(adapter, noise_head, prefix, x, denoise_index, generator, need_feats)
         else:
-            k_star = torch.full((bsz,), -1, dtype=torch.long, device=device)
+            denoise_index = torch.full((bsz,), -1, dtype=torch.long, device=device)
             run = self._run_joint(adapter, noise_head, prefix, x, generator, need_feats)
-        x, stored, per_elem, num_terms, feats = run
+        per_elem, num_terms = run.per_elem, run.num_terms
         if per_elem is None:  # the "ode" method: no density, log-prob 0
-            per_elem, num_terms = torch.zeros_like(self._executed(x)), 1
+            per_elem, num_terms = torch.zeros_like(self._executed(run.actions)), 1
         if with_value:
             expert = None
-            if need_feats:  # hybrid: the features at each sample's own k*, as re-scoring sees them
-                stacked = torch.stack(feats)
-                expert = stacked[k_star, torch.arange(bsz, device=device)] if self.hybrid else stacked.mean(0)
+            if (
+                need_feats
+            ):  # hybrid: the features at each sample's own stochastic step, as re-scoring sees them
+                stacked = torch.stack(run.feats)
+                rows = torch.arange(bsz, device=device)
+                expert = stacked[denoise_index, rows] if self.hybrid else stacked.mean(0)
             value = as_float32(value_head(prefix.features, expert))
         else:
             value = torch.full((bsz,), float("nan"), device=device)
         return ChainSample(
-            actions=x,
-            executed=self._executed(x),
-            chain=stored,
-            denoise_index=k_star,
+            actions=run.actions,
+            executed=self._executed(run.actions),
+            chain=run.stored,
+            denoise_index=denoise_index,
             logprob=self._logprob(per_elem, num_terms),
             value=value,
         )
 
-    def _run_hybrid(self, adapter, noise_head, prefix, x, k_star, generator, need_feats) -> tuple:
-        """The chain with one stochastic step per sample, at its own ``k*``. When the whole batch shares
-        its ``k*`` (batch 1, ``per_batch`` draws) the other steps are plain ODE steps; otherwise each step
-        applies per-sample coefficients (the step's own for samples at their ``k*``, the ODE's, bit for
-        bit, elsewhere) and the recorded values are gathered after the loop."""
+    def _run_hybrid(self, adapter, noise_head, prefix, x, denoise_index, generator, need_feats) -> ChainRun:
+        """The chain with one stochastic step per sample, at its own denoise index. When the whole batch
+        shares it (batch 1, ``per_batch`` draws) the other steps are plain ODE steps; otherwise each step
+        applies per-sample coefficients (the step's own for samples whose denoise index it is, the ODE's,
+        bit for bit, elsewhere) and the recorded values are gathered after the loop."""
         bsz, device = x.shape[0], x.device
         rows = self._rows(device)
-        k_list = k_star.tolist()
-        shared = k_list.count(k_list[0]) == bsz
-        per_sample, own_scale = (None, None) if shared else self._per_sample_coefficients(k_star)
+        index_list = denoise_index.tolist()
+        shared = index_list.count(index_list[0]) == bsz
+        per_sample, own_scale = (None, None) if shared else self._per_sample_coefficients(denoise_index)
         eps = torch.randn(x.shape, device=device, generator=generator) if self.rule.stochastic else None
         chain, means, learned_stds, feats = [x], [], [], []
-        record = None  # (x_k*, x_k*+1, mean, learned std)
+        record = None  # (x_k, x_k+1, mean, learned std) of the shared denoise index k
         for k, (tau, a_x, a_v, std, ode_a_v) in enumerate(rows):
             v, hidden = adapter.velocity(prefix, x, tau.expand(bsz))
             v = as_float32(v)
@@ -279,7 +339,7 @@ class FlowChainSampler:
                 feats.append(as_float32(hidden).mean(1))
             learned = (
                 self._learned_std(noise_head, hidden)
-                if self.rule.learned_std and (per_sample is not None or k == k_list[0])
+                if self.rule.learned_std and (per_sample is not None or k == index_list[0])
                 else None
             )
             if per_sample is not None:
@@ -287,11 +347,11 @@ class FlowChainSampler:
                 mean = x * sel_x + v * sel_v
                 if learned is not None:
                     learned_stds.append(learned)
-                    sel_std = learned * sel_std  # the mask: zero std off k*
+                    sel_std = learned * sel_std  # the mask: zero std off the sample's denoise index
                 x = mean if eps is None else torch.addcmul(mean, eps, sel_std)
                 chain.append(x)
                 means.append(mean)
-            elif k == k_list[0]:
+            elif k == index_list[0]:
                 mean = step_mean(x, v, a_x, a_v)
                 x_next = (
                     mean if eps is None else torch.addcmul(mean, eps, learned if learned is not None else std)
@@ -303,48 +363,50 @@ class FlowChainSampler:
         if per_sample is None:
             x_k, x_k1, mean_k, learned = record
             stored = torch.stack([x_k, x_k1], dim=1)
-        else:  # gather each sample's (x_k*, x_k*+1), mean and std: one indexing each
+        else:  # gather each sample's (x_k, x_k+1), mean and std at its denoise index: one indexing each
             rows_b = torch.arange(bsz, device=device)
             pairs = self._cached(
                 "pairs", device, lambda: torch.arange(self.num_steps + 1, device=device).unfold(0, 2, 1)
             )
-            stored = torch.stack(chain, dim=1)[rows_b.view(-1, 1), pairs[k_star]]
+            stored = torch.stack(chain, dim=1)[rows_b.view(-1, 1), pairs[denoise_index]]
             x_k, x_k1 = stored[:, 0], stored[:, 1]
-            mean_k = torch.stack(means, dim=1)[rows_b, k_star]
-            learned = torch.stack(learned_stds, dim=1)[rows_b, k_star] if learned_stds else None
+            mean_k = torch.stack(means, dim=1)[rows_b, denoise_index]
+            learned = torch.stack(learned_stds, dim=1)[rows_b, denoise_index] if learned_stds else None
         if not self.rule.stochastic:
-            return x, stored, None, 1, feats
+            return ChainRun(x, stored, None, 1, feats)
         if learned is not None:
-            return x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats
+            return ChainRun(x, stored, self._step_log_density(x_k1, mean_k, learned, None), 1, feats)
         if own_scale is None:
-            _, _, _, std, _, peak = self._columns(device)[k_star].unbind(1)
-            own_scale = (std, peak)
-        return x, stored, self._step_log_density(x_k1, mean_k, *own_scale), 1, feats
+            columns = self._gather_columns(denoise_index)
+            own_scale = StepScale(columns.std, columns.peak)
+        return ChainRun(x, stored, self._step_log_density(x_k1, mean_k, *own_scale), 1, feats)
 
-    def _per_sample_coefficients(
-        self, k_star: Tensor
-    ) -> tuple[list[tuple[Tensor, ...]], tuple[Tensor, Tensor]]:
-        """The ``[B, 1, 1]`` columns of a batch with per-sample ``k*``, picked from a per-device table in one
-        gather: per step ``(a_x, a_v, std)``, the step's own coefficients for the samples whose ``k*`` it is
-        and the ODE's ``(1, -1/K, 0)`` for the others (with a learned std the third column is a 0/1 mask);
-        and ``(std, peak)`` of each sample's own step (NaN when learned), for its log-density."""
-        device = k_star.device
+    def _per_sample_coefficients(self, denoise_index: Tensor) -> tuple[list[tuple[Tensor, ...]], StepScale]:
+        """The ``[B, 1, 1]`` columns of a batch with per-sample denoise indices, picked from a per-device
+        table in one gather: per step ``(a_x, a_v, std)``, the step's own coefficients for the samples
+        whose denoise index it is and the ODE's ``(1, -1/K, 0)`` for the others (with a learned std the
+        third column is a 0/1 mask); and the scale of each sample's own step (NaN when learned), for its
+        log-density."""
+        device = denoise_index.device
         num_steps = self.num_steps
 
-        def build() -> Tensor:  # [3K + 2, K]: a column per value of k*
-            table = self._table(device)
+        def build() -> Tensor:  # [3K + 2, K]: a column per value of the denoise index
+            columns = self._step_columns(device)
             switch = torch.empty(num_steps, 3, num_steps, dtype=torch.float32, device=device)
             switch[:, 0], switch[:, 1] = 1.0, self.ode_a_v
             switch[:, 2] = 0.0
             steps = torch.arange(num_steps, device=device)
-            switch[steps, 0, steps], switch[steps, 1, steps] = table[:, 1], table[:, 2]
-            switch[steps, 2, steps] = 1.0 if self.rule.learned_std else table[:, 3]
-            return torch.cat([switch.view(3 * num_steps, num_steps), table[:, [3, 5]].t()])
+            switch[steps, 0, steps], switch[steps, 1, steps] = columns.a_x, columns.a_v
+            switch[steps, 2, steps] = 1.0 if self.rule.learned_std else columns.std
+            return torch.cat(
+                [switch.view(3 * num_steps, num_steps), torch.stack([columns.std, columns.peak])]
+            )
 
-        cols = self._cached("switch", device, build)[:, k_star].view(3 * num_steps + 2, -1, 1, 1).unbind(0)
-        return [cols[3 * k : 3 * k + 3] for k in range(num_steps)], (cols[-2], cols[-1])
+        switch = self._cached("switch", device, build)
+        cols = switch[:, denoise_index].view(3 * num_steps + 2, -1, 1, 1).unbind(0)
+        return [cols[3 * k : 3 * k + 3] for k in range(num_steps)], StepScale(cols[-2], cols[-1])
 
-    def _run_joint(self, adapter, noise_head, prefix, x, generator, need_feats) -> tuple:
+    def _run_joint(self, adapter, noise_head, prefix, x, generator, need_feats) -> ChainRun:
         """The chain with every noisy step stochastic (the noise of all steps drawn at once); the
         log-density of the prior and every noisy step is evaluated after the loop."""
         bsz, device = x.shape[0], x.device
@@ -373,10 +435,10 @@ class FlowChainSampler:
             chain.append(x)
         stored = torch.stack(chain, dim=1)
         if eps is None:
-            return x, stored, None, 1, feats
+            return ChainRun(x, stored, None, 1, feats)
         scale = self._joint_scale(learned_stds, device)
         per_elem, num_terms = self._joint_log_density(stored, torch.stack(means, dim=1), scale)
-        return x, stored, per_elem, num_terms, feats
+        return ChainRun(x, stored, per_elem, num_terms, feats)
 
     @torch.no_grad()
     def sample_ode(
@@ -403,57 +465,59 @@ class FlowChainSampler:
         denoise_index: Tensor,
     ) -> ChainScore:
         """Log-prob, entropy and value of stored chains under the current weights; the hybrid mode
-        evaluates the velocity once per sample, at its own step ``k*``."""
+        evaluates the velocity once per sample, at its own denoise index."""
         prefix: Prefix = adapter.encode(batch)
-        device = prefix.features.device
         chain = as_float32(chain)
         need_feats = value_head.placement == "expert"
-        feats = []
         if self.hybrid:
-            x, x_next = chain.unbind(1)
-            # Each sample's row of the table, as six [B, 1, 1] columns: one gather and one unbind.
-            tau, a_x, a_v, std, entropy, peak = self._columns(device)[self._as_index(denoise_index)].unbind(1)
-            v, hidden = adapter.velocity(prefix, x, tau.view(-1))
-            mean = step_mean(x, as_float32(v), a_x, a_v)
-            if self.rule.learned_std:
-                std_all, peak = self._learned_std(noise_head, hidden), None
-            else:
-                std_all = std
-            if need_feats:
-                feats.append(as_float32(hidden).mean(1))
-            if self.rule.stochastic:
-                per_elem, num_terms = self._step_log_density(x_next, mean, std_all, peak), 1
+            rescored = self._rescore_hybrid(adapter, noise_head, prefix, chain, denoise_index, need_feats)
         else:
-            bsz = chain.shape[0]
-            means, stds = [], []
-            for k, (tau, a_x, a_v, _, _) in enumerate(self._rows(device)):
-                if k not in self.noisy_steps and not need_feats:
-                    continue
-                x = chain[:, k]
-                v, hidden = adapter.velocity(prefix, x, tau.expand(bsz))
-                if need_feats:
-                    feats.append(as_float32(hidden).mean(1))
-                if k in self.noisy_steps:
-                    means.append(step_mean(x, as_float32(v), a_x, a_v))
-                    if self.rule.learned_std:
-                        stds.append(self._learned_std(noise_head, hidden))
-            if self.rule.stochastic:
-                scale = self._joint_scale(stds, device)
-                std_all = scale[0]
-                per_elem, num_terms = self._joint_log_density(
-                    chain.contiguous(), torch.stack(means, dim=1), scale
-                )
-
-        value = as_float32(value_head(prefix.features, self._pool(feats) if need_feats else None))
+            rescored = self._rescore_joint(adapter, noise_head, prefix, chain, need_feats)
+        value = as_float32(value_head(prefix.features, self._pool(rescored.feats) if need_feats else None))
         if not self.rule.stochastic:
             zeros = torch.zeros_like(value)
             logprob = self._logprob(torch.zeros_like(self._executed(chain[:, 0])), 1)
             return ChainScore(logprob=logprob, entropy=zeros, value=value, noise_std=zeros)
-        if self.hybrid and not self.rule.learned_std:  # fixed std: the step's row has both
-            entropy, noise_std = entropy.view(-1), std.view(-1)
+        if rescored.entropy is not None:  # a fixed std: the step's row has both
+            entropy, noise_std = rescored.entropy.view(-1), rescored.std.view(-1)
         else:
-            entropy = self._per_sample(gaussian_entropy(std_all)).expand_as(value)
-            noise_std = self._per_sample(std_all).expand_as(value)
-        return ChainScore(
-            logprob=self._logprob(per_elem, num_terms), entropy=entropy, value=value, noise_std=noise_std
-        )
+            entropy = self._per_sample(gaussian_entropy(rescored.std)).expand_as(value)
+            noise_std = self._per_sample(rescored.std).expand_as(value)
+        logprob = self._logprob(rescored.per_elem, rescored.num_terms)
+        return ChainScore(logprob=logprob, entropy=entropy, value=value, noise_std=noise_std)
+
+    def _rescore_hybrid(self, adapter, noise_head, prefix, chain, denoise_index, need_feats) -> Rescored:
+        """Stored pairs ``(x_k, x_k+1)``: one velocity evaluation per sample at its denoise index ``k``."""
+        x, x_next = chain.unbind(1)
+        columns = self._gather_columns(denoise_index)
+        v, hidden = adapter.velocity(prefix, x, columns.tau.view(-1))
+        mean = step_mean(x, as_float32(v), columns.a_x, columns.a_v)
+        feats = [as_float32(hidden).mean(1)] if need_feats else []
+        if self.rule.learned_std:
+            std, peak, entropy = self._learned_std(noise_head, hidden), None, None
+        else:
+            std, peak, entropy = columns.std, columns.peak, columns.entropy
+        per_elem = self._step_log_density(x_next, mean, std, peak) if self.rule.stochastic else None
+        return Rescored(per_elem, 1, std, entropy, feats)
+
+    def _rescore_joint(self, adapter, noise_head, prefix, chain, need_feats) -> Rescored:
+        """Stored chains ``x_0 .. x_K``: the velocity at every noisy step (at every step for a value head
+        on the expert), the prior and every noisy step's log-density."""
+        bsz, device = chain.shape[0], prefix.features.device
+        means, stds, feats = [], [], []
+        for k, row in enumerate(self._rows(device)):
+            if k not in self.noisy_steps and not need_feats:
+                continue
+            x = chain[:, k]
+            v, hidden = adapter.velocity(prefix, x, row.tau.expand(bsz))
+            if need_feats:
+                feats.append(as_float32(hidden).mean(1))
+            if k in self.noisy_steps:
+                means.append(step_mean(x, as_float32(v), row.a_x, row.a_v))
+                if self.rule.learned_std:
+                    stds.append(self._learned_std(noise_head, hidden))
+        if not self.rule.stochastic:
+            return Rescored(None, 1, None, None, feats)
+        scale = self._joint_scale(stds, device)
+        per_elem, num_terms = self._joint_log_density(chain.contiguous(), torch.stack(means, dim=1), scale)
+        return Rescored(per_elem, num_terms, scale.std, None, feats)

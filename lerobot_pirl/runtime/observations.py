@@ -13,7 +13,7 @@ from typing import Any
 from lerobot.envs.factory import make_env_pre_post_processors
 from lerobot.envs.utils import preprocess_observation
 
-from lerobot_pirl.algorithms.pi_rl.rollout import TASK
+from lerobot_pirl.transition_keys import TASK
 
 
 def env_tasks(vec) -> list[str]:

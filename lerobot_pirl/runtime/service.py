@@ -4,7 +4,8 @@ LeRobot's service hands each pushed parameter buffer to whichever ``StreamParame
 from a shared queue first, so with several actors only one of them gets each version. πRL is
 on-policy: every actor must switch to every new version. ``WeightsBoard`` keeps the latest versioned
 buffer and each stream sends every version it has not sent yet. Transitions and interactions go
-through LeRobot's own handlers unchanged; the proto is unchanged.
+through LeRobot's own handlers unchanged; the proto is unchanged. The board also knows what each
+open stream has sent, so a finished learner can wait until its final weights reached every actor.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class WeightsBoard:
         self._published = 0  # publications so far
         self._version = -1
         self._buffer: bytes | None = None
+        self._sent: dict[int, int] = {}  # open stream -> publications it has sent
+        self._streams = 0
 
     def publish(self, version: int, buffer: bytes) -> None:
         with self._cond:
@@ -45,6 +48,32 @@ class WeightsBoard:
             self._published += 1
             self._cond.notify_all()
             return True
+
+    def subscribe(self) -> int:
+        """A new stream's id (it has sent nothing yet)."""
+        with self._cond:
+            self._streams += 1
+            self._sent[self._streams] = 0
+            return self._streams
+
+    def unsubscribe(self, stream: int) -> None:
+        with self._cond:
+            self._sent.pop(stream, None)
+            self._cond.notify_all()
+
+    def mark_sent(self, stream: int, publications: int) -> None:
+        """``stream`` has sent everything up to publication number ``publications``."""
+        with self._cond:
+            if stream in self._sent:
+                self._sent[stream] = publications
+                self._cond.notify_all()
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """Wait until every open stream has sent the latest publication; False after ``timeout`` s."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: all(n >= self._published for n in self._sent.values()), timeout=timeout
+            )
 
     def wait_newer(self, seen: int, timeout: float) -> tuple[int, int, bytes | None]:
         """``(publications, version, weights)`` once more than ``seen`` publications were made, or
@@ -65,13 +94,19 @@ class BroadcastLearnerService(LearnerService):
 
     def StreamParameters(self, request, context):  # noqa: N802
         logger.info("[LEARNER] an actor subscribed to parameters")
-        seen = 0
-        while not self.shutdown_event.is_set() and context.is_active():
-            seen, version, buffer = self.board.wait_newer(seen, timeout=max(self.queue_get_timeout, 0.1))
-            if buffer is None:
-                continue
-            yield from send_bytes_in_chunks(buffer, services_pb2.Parameters, log_prefix="[LEARNER] params")
-            logger.info("[LEARNER] sent policy version %d to an actor", version)
+        stream, seen = self.board.subscribe(), 0
+        try:
+            while not self.shutdown_event.is_set() and context.is_active():
+                seen, version, buffer = self.board.wait_newer(seen, timeout=max(self.queue_get_timeout, 0.1))
+                if buffer is None:
+                    continue
+                yield from send_bytes_in_chunks(
+                    buffer, services_pb2.Parameters, log_prefix="[LEARNER] params"
+                )
+                self.board.mark_sent(stream, seen)
+                logger.info("[LEARNER] sent policy version %d to an actor", version)
+        finally:
+            self.board.unsubscribe(stream)
 
 
 def start_server(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lerobot.utils.transition import Transition
 from torch import Tensor
 
-from lerobot_pirl.algorithms.pi_rl import rollout as keys
+from lerobot_pirl import transition_keys as keys
 from lerobot_pirl.flow.sampler import ChainSample
 
 
@@ -23,6 +23,7 @@ def chunk_transitions(
     env_ids: Tensor,
     episode_ids: Tensor,
     chunk_indices: Tensor,
+    episode_chunks: Tensor,
     success: Tensor,
     intervention: Tensor | None = None,
 ) -> list[Transition]:
@@ -45,6 +46,7 @@ def chunk_transitions(
             keys.ENV_ID: int(env_ids[i]),
             keys.EPISODE_ID: int(episode_ids[i]),
             keys.CHUNK_INDEX: int(chunk_indices[i]),
+            keys.EPISODE_CHUNK: int(episode_chunks[i]),
             keys.SUCCESS: float(success[i]),
             keys.INTERVENTION: bool(intervention[i]) if intervention is not None else False,
         }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ from lerobot_pirl.algorithms.pi_rl.rollout import TransitionBatch, TransitionSpe
 logger = logging.getLogger(__name__)
 
 POLICY_VERSION_KEY = "__pirl_policy_version__"
+# Set (a true scalar tensor) in the learner's last weights publication: training is over.
+FINAL_WEIGHTS_KEY = "__pirl_final__"
 
 
 @dataclass
@@ -57,6 +60,48 @@ def _policy_inputs(processed: dict, device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in processed.items() if isinstance(v, Tensor)}
 
 
+@dataclass
+class UpdateLog:
+    """Diagnostics of one update, accumulated minibatch by minibatch."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    ratio_min: float = float("inf")
+    ratio_max: float = float("-inf")
+    ratio_guard_max_dev: float = float("nan")
+    minibatches: int = 0
+    epochs_run: int = 0
+    early_stopped: bool = False
+
+    def add(self, step: dict[str, float]) -> None:
+        """A minibatch's diagnostics: extremes of the ratio, the guard, sums of everything else."""
+        self.minibatches += 1
+        for key, value in step.items():
+            if key == "ratio_min":
+                self.ratio_min = min(self.ratio_min, value)
+            elif key == "ratio_max":
+                self.ratio_max = max(self.ratio_max, value)
+            elif key == "ratio_guard_max_dev":
+                self.ratio_guard_max_dev = value
+            else:
+                self.sums[key] += value
+
+    def training_stats(self) -> TrainingStats:
+        """Means over the minibatches, as LeRobot's ``TrainingStats``."""
+        mean = {k: v / max(self.minibatches, 1) for k, v in self.sums.items()}
+        losses = {k: mean[k] for k in ("actor_loss", "value_loss", "entropy", "demo_loss") if k in mean}
+        grad_norms = {k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("grad_norm/")}
+        extra = {k: mean.get(k, 0.0) for k in ("approx_kl", "clip_fraction", "ratio_mean", "noise_std")}
+        extra.update(
+            ratio_min=self.ratio_min,
+            ratio_max=self.ratio_max,
+            ratio_guard_max_dev=self.ratio_guard_max_dev,
+            epochs_run=float(self.epochs_run),
+            early_stopped=float(self.early_stopped),
+            minibatches=float(self.minibatches),
+        )
+        return TrainingStats(losses=losses, grad_norms=grad_norms, extra=extra)
+
+
 class RolloutSource:
     """Holds one prepared rollout; stands where LeRobot's ``DataMixer`` stands for replay-based SAC."""
 
@@ -75,6 +120,23 @@ def rollout_minibatches(
             mb = rollout.select(perm[start : start + minibatch_size])
             mb["epoch"] = epoch
             yield mb
+
+
+def whole_episodes(batch: TransitionBatch) -> dict[tuple[int, int, int], Tensor]:
+    """The episodes a batch holds whole, as ``(actor_id, env_id, episode_id) -> row indices`` in chunk
+    order: every chunk from the episode's first (``episode_chunk`` 0) to the one that ended it. Episodes
+    cut by a rollout boundary or a lost message are left out."""
+    rows: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    keys = zip(batch.actor_id.tolist(), batch.env_id.tolist(), batch.episode_id.tolist(), strict=True)
+    for i, key in enumerate(keys):
+        rows[key].append(i)
+    ended = batch.terminated | batch.truncated
+    out = {}
+    for key, idx in rows.items():
+        order = torch.tensor(idx)[torch.argsort(batch.episode_chunk[idx])]
+        if batch.episode_chunk[order].tolist() == list(range(len(idx))) and bool(ended[order[-1]]):
+            out[key] = order
+    return out
 
 
 class PiRLAlgorithm(RLAlgorithm):
@@ -172,8 +234,8 @@ class PiRLAlgorithm(RLAlgorithm):
         # same normalised (and tokenised) inputs.
         norm = preprocessor if preprocessor is not None else (lambda o: o)
         obs = _policy_inputs(norm(dict(batch.state)), device)
-        chain, k_idx = batch.chain.to(device), batch.denoise_index.to(device)
-        values = self._in_minibatches(self.policy.chain_value, obs, chain, k_idx).cpu()
+        chain, denoise_index = batch.chain.to(device), batch.denoise_index.to(device)
+        values = self._in_minibatches(self.policy.chain_value, obs, chain, denoise_index).cpu()
 
         if self.config.estimator == "gae":
             advantages, returns = self._gae(batch, values, norm)
@@ -188,7 +250,7 @@ class PiRLAlgorithm(RLAlgorithm):
         return Rollout(
             obs=obs,
             chain=chain,
-            denoise_index=k_idx,
+            denoise_index=denoise_index,
             old_logprob=batch.logprob.to(device),
             old_values=values.to(device),
             advantages=advantages.to(device),
@@ -234,39 +296,29 @@ class PiRLAlgorithm(RLAlgorithm):
         return advantages, advantages + values
 
     def _grpo(self, batch: TransitionBatch, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Group-relative advantages; every step of an episode gets its episode's advantage.
+        """Group-relative advantages; every chunk of an episode gets its episode's advantage.
 
-        Episodes are the column segments between episode ends; a group is ``grpo_group_size``
-        consecutive env ids that reset together (same column position in each env's stream).
+        Only episodes the rollout holds whole (see :func:`whole_episodes`) take part. A group is the
+        episodes with one episode id of ``grpo_group_size`` consecutive env ids of one actor: envs that
+        reset together (``env.group_size``). Returns are left to the values: GRPO trains no critic.
         """
         cfg = self.config
-        n = len(batch)
-        episode_of = torch.full((n,), -1, dtype=torch.long)
-        returns_ep, success_ep, group_ep = [], [], []
-        cols = batch.columns
-        for e in range(cols.shape[1]):
-            col = cols[:, e][cols[:, e] >= 0].tolist()
-            start, ordinal = 0, 0
-            for j, i in enumerate(col):
-                if batch.terminated[i] or batch.truncated[i]:
-                    ep_idx = col[start : j + 1]
-                    episode_of[ep_idx] = len(returns_ep)
-                    returns_ep.append(float(batch.reward[ep_idx].sum()))
-                    success_ep.append(float(batch.success[ep_idx].max()))
-                    group_ep.append((e // cfg.grpo_group_size) * 100_000 + ordinal)
-                    start, ordinal = j + 1, ordinal + 1
-        advantages = torch.zeros(n)
-        if returns_ep:
-            adv_ep, keep_ep = grpo_advantages(
-                torch.tensor(returns_ep),
-                torch.tensor(group_ep),
-                torch.tensor(success_ep),
-                (cfg.grpo_success_low, cfg.grpo_success_high) if cfg.grpo_success_filter else None,
-            )
-            has_ep = episode_of >= 0
-            kept = torch.zeros(n, dtype=torch.bool)
-            kept[has_ep] = keep_ep[episode_of[has_ep]]
-            advantages[kept] = adv_ep[episode_of[kept]]
+        episodes = whole_episodes(batch)
+        advantages = torch.zeros(len(batch))
+        if not episodes:
+            return advantages, values.clone()
+        keys = list(episodes)
+        groups: dict[tuple[int, int, int], int] = {}
+        group_ids = [groups.setdefault((a, e // cfg.grpo_group_size, ep), len(groups)) for a, e, ep in keys]
+        adv_ep, keep_ep = grpo_advantages(
+            torch.tensor([float(batch.reward[episodes[k]].sum()) for k in keys]),
+            torch.tensor(group_ids),
+            torch.tensor([float(batch.success[episodes[k]].max()) for k in keys]),
+            (cfg.grpo_success_low, cfg.grpo_success_high) if cfg.grpo_success_filter else None,
+        )
+        for j, key in enumerate(keys):
+            if keep_ep[j]:
+                advantages[episodes[key]] = adv_ep[j]
         return advantages, values.clone()
 
     # ------------------------------------------------------------------ the update
@@ -288,65 +340,70 @@ class PiRLAlgorithm(RLAlgorithm):
         )
 
     def update(self, batch_iterator: Iterator[dict[str, Any]]) -> TrainingStats:
+        """The PPO update: ``update_epochs`` passes over the rollout in minibatches, one gradient step per
+        minibatch; with ``target_kl`` set, no further epoch runs after one in which a minibatch's approx_kl
+        exceeded ``1.5 * target_kl``."""
         cfg = self.config
-        sums: dict[str, float] = defaultdict(float)
-        ratio_min, ratio_max = float("inf"), float("-inf")
-        n_mb, epochs_run, guard_dev, stopped_early = 0, 0, float("nan"), False
-        for mb in batch_iterator:
-            if stopped_early and mb["epoch"] >= epochs_run:
+        log = UpdateLog()
+        for epoch, minibatches in itertools.groupby(batch_iterator, key=lambda mb: mb["epoch"]):
+            epoch_kl = 0.0
+            for mb in minibatches:
+                step = self._ppo_step(mb, first=log.minibatches == 0)
+                log.add(step)
+                epoch_kl = max(epoch_kl, step["approx_kl"])
+            log.epochs_run = epoch + 1
+            if cfg.target_kl is not None and epoch_kl > 1.5 * cfg.target_kl:
+                log.early_stopped = True
                 break
-            epochs_run = max(epochs_run, mb["epoch"] + 1)
-
-            score = self.policy.score_chain(mb["obs"], mb["chain"], mb["denoise_index"])
-            actor_loss, ratio_stats = ppo_actor_loss(
-                score.logprob, mb["old_logprob"], mb["advantages"], cfg.clip_ratio_low, cfg.clip_ratio_high
-            )
-            if n_mb == 0:
-                guard_dev = self._ratio_guard(score.logprob, mb["old_logprob"], mb["on_policy"])
-            critic_loss = value_loss(
-                score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta
-            )
-            entropy = entropy_bonus(score.entropy)
-            loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
-            demo_loss = self._demo_loss()
-            if demo_loss is not None:
-                loss = loss + cfg.demo_loss_coef * demo_loss
-                sums["demo_loss"] += demo_loss.item()
-
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for name, opt in self.optimizers.items():
-                params = [p for g in opt.param_groups for p in g["params"]]
-                sums[f"grad_norm/{name}"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-                opt.step()
-
-            n_mb += 1
-            sums["actor_loss"] += actor_loss.item()
-            sums["value_loss"] += critic_loss.item()
-            sums["entropy"] += entropy.item()
-            sums["noise_std"] += score.noise_std.mean().item()
-            for key in ("approx_kl", "clip_fraction", "ratio_mean"):
-                sums[key] += float(ratio_stats[key])
-            ratio_min = min(ratio_min, float(ratio_stats["ratio_min"]))
-            ratio_max = max(ratio_max, float(ratio_stats["ratio_max"]))
-            if cfg.target_kl is not None and float(ratio_stats["approx_kl"]) > 1.5 * cfg.target_kl:
-                stopped_early = True
-
         self.optimization_step = self.optimization_step + 1
-        mean = {k: v / max(n_mb, 1) for k, v in sums.items()}
-        losses = {k: mean[k] for k in ("actor_loss", "value_loss", "entropy", "demo_loss") if k in mean}
-        grad_norms = {k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("grad_norm/")}
-        extra = {k: mean.get(k, 0.0) for k in ("approx_kl", "clip_fraction", "ratio_mean", "noise_std")}
-        extra.update(
-            ratio_min=ratio_min,
-            ratio_max=ratio_max,
-            ratio_guard_max_dev=guard_dev,
-            epochs_run=float(epochs_run),
-            early_stopped=float(stopped_early),
-            minibatches=float(n_mb),
+        return log.training_stats()
+
+    def _ppo_step(self, mb: dict[str, Any], first: bool) -> dict[str, float]:
+        """One gradient step on a minibatch: re-score its stored chains under the current weights, then
+        the clipped PPO loss + value loss - entropy bonus (+ the demo regulariser). Returns the
+        minibatch's diagnostics; the first minibatch also checks the ratio guard."""
+        cfg = self.config
+        score = self.policy.score_chain(mb["obs"], mb["chain"], mb["denoise_index"])
+        actor_loss, ratio_stats = ppo_actor_loss(
+            score.logprob, mb["old_logprob"], mb["advantages"], cfg.clip_ratio_low, cfg.clip_ratio_high
         )
-        return TrainingStats(losses=losses, grad_norms=grad_norms, extra=extra)
+        diagnostics = {k: float(v) for k, v in ratio_stats.items()}
+        if first:
+            diagnostics["ratio_guard_max_dev"] = self._ratio_guard(
+                score.logprob, mb["old_logprob"], mb["on_policy"]
+            )
+        critic_loss = value_loss(
+            score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta
+        )
+        entropy = entropy_bonus(score.entropy)
+        loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
+        demo_loss = self._demo_loss()
+        if demo_loss is not None:
+            loss = loss + cfg.demo_loss_coef * demo_loss
+            diagnostics["demo_loss"] = demo_loss.item()
+        diagnostics.update(self._gradient_step(loss))
+        diagnostics.update(
+            actor_loss=actor_loss.item(),
+            value_loss=critic_loss.item(),
+            entropy=entropy.item(),
+            noise_std=score.noise_std.mean().item(),
+        )
+        return diagnostics
+
+    def _gradient_step(self, loss: Tensor) -> dict[str, float]:
+        """Backward, then per parameter group: clip the gradient norm and step its optimiser. Returns the
+        groups' gradient norms before clipping (``grad_norm/<group>``)."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norms = {}
+        for name, opt in self.optimizers.items():
+            params = [p for g in opt.param_groups for p in g["params"]]
+            norms[f"grad_norm/{name}"] = float(
+                torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+            )
+            opt.step()
+        return norms
 
     def _ratio_guard(self, logprob: Tensor, old_logprob: Tensor, on_policy: Tensor) -> float:
         """Before any gradient step, on data the current weights sampled, the ratio must be 1."""

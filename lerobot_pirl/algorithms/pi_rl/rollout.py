@@ -1,7 +1,7 @@
 """On-policy rollout assembly from LeRobot ``Transition``s.
 
 Actors send one ``Transition`` per env per executed chunk. What PPO needs rides in
-``complementary_info`` under the keys below. The learner validates every transition on arrival
+``complementary_info`` under the keys of :mod:`lerobot_pirl.transition_keys`. The learner validates every transition on arrival
 (a malformed one is rejected with a logged reason and counted, never stored), keeps them in arrival
 order, and, when enough usable ones are in, hands out a :class:`TransitionBatch`: the stacked
 transitions plus their layout as env-stream columns (time-ordered, split wherever a stream is not
@@ -20,29 +20,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# complementary_info keys of a πRL transition
-LOGPROB = "logprob"  # behaviour log-prob, float32: [] (chunk level) or [H, Dr] (token level)
-CHAIN = "chain"  # stored chain values, float32 [L, T, D]
-DENOISE_INDEX = "denoise_index"  # k* of the hybrid step, or -1 when every step is stochastic
-POLICY_VERSION = "policy_version"  # version of the weights that sampled the chunk
-ACTOR_ID = "actor_id"  # random id of the actor process
-ENV_ID = "env_id"  # index of the env in the actor's vector env
-EPISODE_ID = "episode_id"  # per-env episode counter
-CHUNK_INDEX = "chunk_index"  # per-env counter of chunks (consecutive within a stream)
-SUCCESS = "success"  # 1.0 if the task was solved inside the chunk
-# True if a human teleoperated during the chunk (LeRobot's TeleopEvents.IS_INTERVENTION key): the executed
-# actions are not the sampled chain's, so the chunk gives the policy no credit (zero advantage).
-INTERVENTION = "is_intervention"
-TASK = "task"  # observation key of the env's task strings (a VLA's prompt), carried next to the features
-REQUIRED_INFO_KEYS = (
-    LOGPROB,
-    CHAIN,
-    DENOISE_INDEX,
-    POLICY_VERSION,
+from lerobot_pirl.transition_keys import (
     ACTOR_ID,
-    ENV_ID,
-    EPISODE_ID,
+    CHAIN,
     CHUNK_INDEX,
+    DENOISE_INDEX,
+    ENV_ID,
+    EPISODE_CHUNK,
+    EPISODE_ID,
+    INTERVENTION,
+    LOGPROB,
+    OPTIONAL_SCALAR_KEYS,
+    POLICY_VERSION,
+    REQUIRED_INFO_KEYS,
+    SUCCESS,
+    TASK,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,7 +99,10 @@ def transition_problem(tr: Mapping, spec: TransitionSpec) -> str | None:
     k = int(_as_tensor(info[DENOISE_INDEX]))
     if not spec.denoise_range[0] <= k < spec.denoise_range[1]:
         return f"denoise_index {k} is outside {list(range(*spec.denoise_range))}"
-    for key in (SUCCESS, INTERVENTION):  # optional scalars
+    for key in (ENV_ID, EPISODE_ID, CHUNK_INDEX, EPISODE_CHUNK):
+        if _as_tensor(info[key]).numel() != 1:
+            return f"{key} is not a scalar"
+    for key in OPTIONAL_SCALAR_KEYS:
         if key in info:
             flag = _as_tensor(info[key])
             if flag.numel() != 1 or not math.isfinite(float(flag)):
@@ -130,12 +125,20 @@ class TransitionBatch:
     version: Tensor  # [N] int64
     success: Tensor  # [N] float
     actor_id: Tensor  # [N] int64
+    env_id: Tensor  # [N] int64: the env in its actor's vector env
+    episode_id: Tensor  # [N] int64: the env's episode counter
+    episode_chunk: Tensor  # [N] int64: the chunk's index within its episode
     intervention: Tensor  # [N] bool: a human teleoperated during the chunk
     columns: Tensor  # [T_max, E] int64 indices into the batch, -1 = padding
     gap_after: Tensor  # [N] bool: the stream continues but its next transition is not in this batch
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
+
+
+def _ints(infos: list[Mapping], key: str) -> Tensor:
+    """An integer scalar of every transition's ``complementary_info``, as ``[N]`` int64."""
+    return torch.tensor([int(_as_tensor(i[key])) for i in infos], dtype=torch.long)
 
 
 def _stack_obs(observations: list[Mapping], keys: Iterable[str]) -> dict:
@@ -254,11 +257,14 @@ class RolloutBuffer:
             terminated=terminated,
             truncated=truncated,
             chain=torch.stack([_as_tensor(i[CHAIN]).float() for i in infos]),
-            denoise_index=torch.tensor([int(_as_tensor(i[DENOISE_INDEX])) for i in infos], dtype=torch.long),
+            denoise_index=_ints(infos, DENOISE_INDEX),
             logprob=torch.stack([_as_tensor(i[LOGPROB]).float() for i in infos]),
-            version=torch.tensor([int(_as_tensor(i[POLICY_VERSION])) for i in infos], dtype=torch.long),
+            version=_ints(infos, POLICY_VERSION),
             success=torch.tensor([float(_as_tensor(i.get(SUCCESS, 0.0))) for i in infos]),
-            actor_id=torch.tensor([int(_as_tensor(i[ACTOR_ID])) for i in infos], dtype=torch.long),
+            actor_id=_ints(infos, ACTOR_ID),
+            env_id=_ints(infos, ENV_ID),
+            episode_id=_ints(infos, EPISODE_ID),
+            episode_chunk=_ints(infos, EPISODE_CHUNK),
             intervention=torch.tensor(
                 [bool(_as_tensor(i.get(INTERVENTION, False))) for i in infos], dtype=torch.bool
             ),

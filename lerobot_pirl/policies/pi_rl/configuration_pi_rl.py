@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import Enum
@@ -39,6 +40,9 @@ class PiRLActorConfig:
     torch_threads: int = 1
     # Language instruction for envs that provide none (gym_manipulator robots); a VLA's prompt.
     task: str = ""
+    # Exit when the learner says training is over (false: keep reconnecting, e.g. to a learner that will
+    # be resumed with a larger budget).
+    exit_when_learner_done: bool = True
 
     def __post_init__(self) -> None:
         if self.chunks_per_version is not None and self.chunks_per_version < 0:
@@ -78,26 +82,28 @@ class PiRLConfig(PreTrainedConfig):
     # Learning rate of the optimizer preset (used only if the policy is trained by lerobot-train).
     optimizer_lr: float = 1e-4
 
-    # --- fields LeRobot's actor/learner runtime reads from `cfg.policy` ---
-    # Device that stores rollouts on the learner.
-    storage_device: str = "cpu"
     # Total number of learner updates (the run stops after this many).
     online_steps: int = 1000
-    # Chunk transitions an actor collects before the learner starts (kept for LeRobot compatibility).
+    # --- fields of LeRobot's SAC runtime that pi_rl does not use: kept so that LeRobot's configs and
+    # earlier pi_rl checkpoints load, refused when set to anything but the default (see UNUSED_FIELDS) ---
+    # (unused) Device of LeRobot's replay buffer; pi_rl holds one rollout on the CPU.
+    storage_device: str = "cpu"
+    # (unused) Transitions before SAC starts learning; pi_rl updates once a rollout is in.
     online_step_before_learning: int = 0
-    # Capacity of the online buffer in transitions (LeRobot compatibility; pi_rl holds one rollout).
+    # (unused) Capacity of LeRobot's online replay buffer.
     online_buffer_capacity: int = 100_000
-    # Capacity of the offline (demo) buffer in transitions.
+    # (unused) Capacity of LeRobot's offline replay buffer.
     offline_buffer_capacity: int = 100_000
-    # Asynchronous prefetching of buffer batches (LeRobot compatibility; unused by pi_rl).
+    # (unused) Asynchronous prefetching of replay batches.
     async_prefetch: bool = False
     # Discrete action head size (not supported by pi_rl; must stay null).
     num_discrete_actions: int | None = None
     # Normalisation statistics used when no processor is loaded from base_policy_path.
     dataset_stats: dict[str, dict[str, list[float]]] | None = None
-    # Learner address, ports and push period shared by actor and learner.
+    # Learner address and port shared by actor and learner, and the streams' queue timeout (pi_rl pushes
+    # weights after every update: policy_parameters_push_frequency must stay at its default).
     actor_learner_config: ActorLearnerConfig = field(default_factory=ActorLearnerConfig)
-    # Threads or processes for the communication side of actor and learner.
+    # (LeRobot's) Threads or processes for the communication side: pi_rl uses threads only, the default.
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     # Actor pacing, periodic evaluation and reconnection.
     actor: PiRLActorConfig = field(default_factory=PiRLActorConfig)
@@ -120,6 +126,7 @@ class PiRLConfig(PreTrainedConfig):
             )
         if self.num_discrete_actions is not None:
             raise ValueError("num_discrete_actions: pi_rl supports continuous actions only (set it to null)")
+        self.refuse_unused_fields()
         if self.online_steps < 1:
             raise ValueError(f"online_steps must be >= 1, got {self.online_steps}")
         if self.optimizer_lr <= 0:
@@ -129,6 +136,13 @@ class PiRLConfig(PreTrainedConfig):
         if self.base is not None:
             self.base["device"] = self.device
             self.adopt_base_features(self.base_config())
+
+    def refuse_unused_fields(self) -> None:
+        """A field pi_rl does not read must keep its default: setting it would otherwise do nothing."""
+        for name, reason in UNUSED_FIELDS.items():
+            value, default = _get_dotted(self, name), _default_of(type(self), name)
+            if value != default:
+                raise ValueError(f"{name}: {reason}; leave it at {default!r} (got {value!r})")
 
     def base_config(self) -> PreTrainedConfig | None:
         """The base policy's config object (decoded from :attr:`base`)."""
@@ -161,6 +175,38 @@ class PiRLConfig(PreTrainedConfig):
     @property
     def reward_delta_indices(self) -> None:
         return None
+
+
+# Fields of `cfg.policy` that pi_rl does not read (most are read by LeRobot's SAC runtime), each with why:
+# a value other than the field's default is refused.
+UNUSED_FIELDS: dict[str, str] = {
+    "storage_device": "pi_rl keeps one on-policy rollout on the CPU, it has no replay buffer device",
+    "online_step_before_learning": "pi_rl updates as soon as algorithm.rollout_size transitions are in",
+    "online_buffer_capacity": "pi_rl has no replay buffer (set algorithm.rollout_size instead)",
+    "offline_buffer_capacity": "pi_rl has no offline replay buffer",
+    "async_prefetch": "pi_rl iterates its rollout in memory, there is nothing to prefetch",
+    "actor_learner_config.policy_parameters_push_frequency": "pi_rl pushes new weights after every update",
+    "concurrency.actor": "pi_rl actors run their gRPC streams in threads only",
+    "concurrency.learner": "the pi_rl learner serves actors from threads only",
+    "concurrency.multiprocessing_context": "pi_rl starts no processes",
+    "use_amp": "pi_rl does not autocast (the base policy's own dtype, e.g. pi0's `dtype`, applies)",
+    "use_peft": "pi_rl does not wrap its base in PEFT adapters",
+    "n_obs_steps": "pi_rl reads one observation per chunk",
+}
+
+
+def _get_dotted(obj: Any, name: str) -> Any:
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _default_of(cls: type, name: str) -> Any:
+    """The default of a (dotted) dataclass field, e.g. ``concurrency.learner``."""
+    head, _, rest = name.partition(".")
+    f = cls.__dataclass_fields__[head]
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return _get_dotted(value, rest) if rest else value
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,7 +1,7 @@
-"""Sampling cost of πRL vs plain ODE sampling (issue 3's benchmark), on flow_mlp or on pi0's expert.
+"""Sampling cost of πRL vs plain ODE sampling, on flow_mlp or on pi0's expert (``make bench-sampling``).
 
-    python examples/bench_sampling.py [--threads 1] [--rounds 120] [--calls 20] [--batches 1 64 256]
-    python examples/bench_sampling.py --model pi0 [--pi0_layers 2] [--rounds 10] [--calls 2] [--batches 1]
+    python -m lerobot_pirl.bench.sampling [--threads 1] [--rounds 120] [--calls 20] [--batches 1 64 256]
+    python -m lerobot_pirl.bench.sampling --model pi0 [--pi0_layers 2] [--rounds 10] [--calls 2] [--batches 1]
 
 Prints, per batch size, ratios to plain deterministic ODE sampling (the base policy's own
 ``predict_action_chunk``: LeRobot's Euler loop) of:
@@ -22,7 +22,7 @@ Prints, per batch size, ratios to plain deterministic ODE sampling (the base pol
 ``--model pi0``: LeRobot's own ``PI0Policy`` with the action expert of pi0's real geometry (Gemma 300M:
 width 1024, MLP 4096, 8 query heads of 256, 1 kv head; a 50 x 32 chunk, 5 x 7 executed) at ``--pi0_layers``
 of its 18 layers, on a tiny VLM prefix (a 1-layer SigLIP on a 16 x 16 image, 256-wide Gemma layers, 6
-language tokens; built with the tests' offline PaliGemma swap, nothing is downloaded). With fewer layers
+language tokens; built with the tests' offline PaliGemma swap from a source checkout, nothing is downloaded). With fewer layers
 and a smaller prefix than the real model, the fixed costs of sampling weigh more here than they would
 there: the ratios are upper bounds for pi0.
 
@@ -50,7 +50,8 @@ from lerobot_pirl.policies.flow_mlp.configuration_flow_mlp import FlowMLPConfig
 from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "recipes"
 RLINF_NOISE_HEAD = NoiseHeadConfig().hidden_dims  # the config default: RLinf's [128, 64]
 STATE_DIM, ACTION_DIM = 39, 4  # flow_mlp: MetaWorld's state and action sizes
 # pi0's real Gemma 300M action expert; the VLM slot only needs the same depth, kv heads and head_dim.
@@ -78,7 +79,7 @@ def flow_mlp_model(k: int):
 
 def pi0_model(k: int, layers: int):
     """pi0 with its real action-expert geometry at ``layers`` layers on a tiny VLM (see the docstring)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests/ holds the builder
+    sys.path.insert(0, str(REPO))  # a source checkout: tests/ holds the offline tiny-VLM builders
     from lerobot.utils.constants import ACTION, OBS_STATE
 
     from tests.vla_helpers import IMAGE_KEY, IMAGE_SIZE, tiny_paligemma, tiny_pi_config, vla_batch
@@ -183,7 +184,7 @@ def measure(model, bsz: int, k: int, rounds: int, calls: int) -> dict[str, float
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=120)
     p.add_argument("--calls", type=int, default=20, help="calls per timed block")

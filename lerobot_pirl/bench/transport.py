@@ -1,6 +1,6 @@
-"""Transport and learner throughput on loopback (issue 5's benchmark).
+"""Transport and learner throughput on loopback (``make bench-transport``).
 
-    python examples/bench_transport.py [--messages 200] [--per_message 16]
+    python -m lerobot_pirl.bench.transport [--messages 200] [--per_message 16]
 
 1. Transitions per second through LeRobot's gRPC path (``transitions_to_bytes`` -> ``SendTransitions``
    in 2 MB chunks -> ``bytes_to_transitions`` on the learner) with the πRL payload in
@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import queue
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import torch
@@ -29,21 +27,19 @@ from lerobot.transport.utils import (
     transitions_to_bytes,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_sampling import build  # examples/ is on sys.path when this runs as a script
-
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import PiRLAlgorithm, RolloutSource
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
+from lerobot_pirl.bench.sampling import build, flow_mlp_model
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
 from lerobot_pirl.runtime.transitions import chunk_transitions
 
 
 def policy() -> PiRLPolicy:
-    """The benchmark's flow_mlp pi_rl policy (the same one bench_sampling.py times), Flow-SDE hybrid."""
-    return build("flow_sde", 4)
+    """The benchmark's flow_mlp pi_rl policy (the same one the sampling benchmark times), Flow-SDE hybrid."""
+    k = 4
+    return build(flow_mlp_model(k)[0], "flow_sde", k)
 
 
 def transitions(pol: PiRLPolicy, n: int, chunk: int) -> list:
@@ -64,6 +60,7 @@ def transitions(pol: PiRLPolicy, n: int, chunk: int) -> list:
             env_ids=torch.arange(n),
             episode_ids=torch.zeros(n),
             chunk_indices=torch.full((n,), c),
+            episode_chunks=torch.full((n,), c),
             success=torch.zeros(n),
         )
     return out
@@ -137,7 +134,7 @@ def update_rate(pol: PiRLPolicy, repeats: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--messages", type=int, default=200)
     p.add_argument("--per_message", type=int, default=16, help="transitions per message (= envs per actor)")
     p.add_argument("--update_repeats", type=int, default=5)

@@ -1,0 +1,177 @@
+"""``python -m lerobot_pirl.bench`` (``make demo``, ``make bench``): run tasks through every stage and
+report each as a row of ``benchmarks/results.json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, write_results
+from lerobot_pirl.bench.setups import BENCH_TASKS, DEFAULT_TASK, NOISE_METHODS, TaskSetup, task_setup
+from lerobot_pirl.bench.stages import (
+    REPO,
+    RunOptions,
+    collect_stage,
+    eval_stage,
+    recipe_path,
+    reuse_or_clear_sft,
+    rl_stage,
+    sft_stage,
+)
+from lerobot_pirl.seeds import EVAL_PROTOCOL, VALIDATION
+
+
+def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptions) -> RunResult:
+    """Demos -> SFT -> SFT evaluation -> πRL -> final evaluation and plot, for one task and method.
+    Demos, SFT and its evaluation are reused by the task's other method (and later runs) when the
+    setup that made them is unchanged."""
+    t0 = time.time()
+    root = out / task
+    run_dir = root / method
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(
+        f"== {task} / {method}: {setup.demos} demos (action noise {setup.action_noise}), "
+        f"{setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
+    )
+    reuse_or_clear_sft(root, setup)
+    sft = sft_stage(task, setup, root, collect_stage(task, setup, root, logs), logs)
+    sft_eval = eval_stage(sft, task, setup, opts.eval_episodes, root / "sft_eval.json", opts.eval_seed)
+    lo, hi = sft_eval["ci95"]
+    print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
+    t_rl = time.time()
+    records = rl_stage(task, setup, method, sft, run_dir, opts)
+    rl_wall = time.time() - t_rl
+    final_ckpt = run_dir / "rl" / "checkpoints" / "last" / "pretrained_model"
+    final = eval_stage(
+        final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed
+    )
+    plot = run_dir / "success_vs_env_steps.png"
+    plot_curve(records, sft_eval, final, f"{task}, flow_mlp + πRL ({method})", plot)
+    result = RunResult(
+        task=task,
+        noise_method=method,
+        demos=setup.demos,
+        demo_action_noise=setup.action_noise,
+        sft_success=sft_eval["success_rate"],
+        sft_ci95=list(sft_eval["ci95"]),
+        rl_success=final["success_rate"],
+        rl_ci95=list(final["ci95"]),
+        eval_episodes=final["episodes"],
+        env_steps=int(max((r["env_steps"] for r in records), default=0)),
+        updates=sum(r["kind"] == "update" for r in records),
+        wall_s=round(time.time() - t0, 1),
+        rl_wall_s=round(rl_wall, 1),
+        plot=str(plot),
+        curve=[
+            {"env_steps": r["env_steps"], "eval_success": r["eval_success_rate"]}
+            for r in records
+            if r["kind"] == "eval"
+        ],
+    )
+    print(
+        f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
+        f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | plot {plot}"
+    )
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Few-shot MetaWorld on a CPU: demos -> SFT -> πRL -> held-out eval"
+    )
+    p.add_argument(
+        "--demo", action="store_true", help=f"the embedded default: {DEFAULT_TASK}, flow_sde, outputs/demo"
+    )
+    p.add_argument(
+        "--task", nargs="*", default=None, help="MetaWorld v3 task names (default: the five bench tasks)"
+    )
+    p.add_argument("--noise_method", nargs="*", default=list(NOISE_METHODS), choices=list(NOISE_METHODS))
+    p.add_argument("--out", default=None, help="output folder (default outputs/bench, or outputs/demo)")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="results JSON, updated row by row (default benchmarks/results.json; none for --demo)",
+    )
+    p.add_argument("--demos", type=int, default=None, help="override the per-task number of demos")
+    p.add_argument("--action_noise", type=float, default=None, help="override the demos' action noise")
+    p.add_argument("--sft_steps", type=int, default=None)
+    p.add_argument("--rl_updates", type=int, default=None)
+    p.add_argument(
+        "--eval_episodes",
+        type=int,
+        default=100,
+        help="held-out episodes of every evaluation: SFT, during training and final",
+    )
+    p.add_argument(
+        "--eval_every", type=int, default=10, help="policy versions between held-out evals during RL"
+    )
+    p.add_argument(
+        "--eval_seed",
+        type=int,
+        default=EVAL_PROTOCOL.first_seed,
+        help=f"first evaluation seed; choose setups on validation seeds ({VALIDATION.start}), report on the default",
+    )
+    p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL run")
+    p.add_argument(
+        "--rl_arg",
+        action="append",
+        default=[],
+        help="extra learner/actor override, e.g. --rl_arg=--algorithm.actor_lr=1e-5 (repeatable)",
+    )
+    return p
+
+
+def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
+    """Every (method, task) of the invocation; the results file is updated after each run, so a long
+    benchmark leaves partial results."""
+    tasks = [DEFAULT_TASK] if args.demo else (args.task or list(BENCH_TASKS))
+    both = args.noise_method == list(NOISE_METHODS)
+    methods = ["flow_sde"] if args.demo and both else args.noise_method
+    out = Path(args.out or ("outputs/demo" if args.demo else "outputs/bench"))
+    default_results = None if args.demo else REPO / "benchmarks" / "results.json"
+    results_path = Path(args.results) if args.results else default_results
+    opts = RunOptions(
+        eval_episodes=args.eval_episodes,
+        eval_every=args.eval_every,
+        timeout_s=args.timeout_min * 60,
+        eval_seed=args.eval_seed,
+        extra_args=tuple(args.rl_arg),
+    )
+    results = []
+    for method in methods:
+        for task in tasks:
+            overrides = {k: getattr(args, k) for k in ("demos", "action_noise", "sft_steps", "rl_updates")}
+            result = run_task(task, method, out, task_setup(task, **overrides), opts)
+            result.command = command
+            results.append(result)
+            if results_path is not None:
+                write_results(merge_results([result], results_path), results_path)
+    if results_path is not None:
+        print(f"results: {results_path} and {results_path.with_suffix('.md')}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lerobot_pirl.cli import run_cli
+
+    args = parser().parse_args(argv)
+    command = "python -m lerobot_pirl.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def run() -> None:
+        results = run_benchmark(args, command)
+        print("\nsummary:")
+        for r in results:
+            print(
+                f"  {r.task:18s} {r.noise_method:10s} SFT {r.sft_success:.2f} -> πRL {r.rl_success:.2f}  "
+                f"({r.env_steps:,} env steps, {r.rl_wall_s / 60:.1f} min RL, {r.wall_s / 60:.1f} min total)  {r.plot}"
+            )
+
+    def startup():
+        for method in args.noise_method:
+            recipe_path(method)
+        return run
+
+    run_cli(startup)

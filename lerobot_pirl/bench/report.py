@@ -1,0 +1,146 @@
+"""The benchmark's outputs: a result row per task and noise method, the results file (JSON and its
+markdown table, updated row by row) and the success-vs-env-steps plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lerobot_pirl.bench.setups import BENCH_TASKS, NOISE_METHODS
+
+
+@dataclass
+class RunResult:
+    """One row of the results: a task fine-tuned with one noise method."""
+
+    task: str
+    noise_method: str
+    demos: int
+    demo_action_noise: float
+    sft_success: float
+    sft_ci95: list[float]
+    rl_success: float
+    rl_ci95: list[float]
+    eval_episodes: int
+    env_steps: int
+    updates: int
+    wall_s: float
+    rl_wall_s: float
+    plot: str
+    curve: list[dict] = field(default_factory=list)
+    command: str = ""  # the bench command that produced this row
+
+
+def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Path) -> None:
+    """Success vs env steps: training episodes, the actor's held-out evaluations of the πRL policy
+    during training, and the SFT checkpoint and the final policy with their 95 % intervals. Every
+    held-out point is measured with one protocol (same seeds, episodes, batches and ODE noise); the SFT
+    point is the checkpoint as trained (its own number of denoising steps), the πRL points deploy with
+    the recipe's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    updates = [r for r in records if r["kind"] == "update" and r.get("episodes", 0) > 0]
+    evals = [r for r in records if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if updates:
+        ax.plot(
+            [r["env_steps"] for r in updates],
+            [r["episode_success"] for r in updates],
+            color="tab:orange",
+            alpha=0.8,
+            lw=1.5,
+            label="training episodes (stochastic rollouts)",
+        )
+    if evals:
+        ax.plot(
+            [r["env_steps"] for r in evals],
+            [r["eval_success_rate"] for r in evals],
+            "o-",
+            color="tab:blue",
+            lw=2,
+            label="πRL policy, held-out eval during training (deterministic ODE)",
+        )
+    last_x = records[-1]["env_steps"] if records else 0
+    points = (sft, final)
+    # Wilson bounds can sit a rounding error inside the point estimate at 0 or 1: clamp the bars at 0.
+    low = [max(p["success_rate"] - p["ci95"][0], 0.0) for p in points]
+    high = [max(p["ci95"][1] - p["success_rate"], 0.0) for p in points]
+    ax.errorbar(
+        [0, last_x],
+        [p["success_rate"] for p in points],
+        yerr=[low, high],
+        fmt="s",
+        color="black",
+        capsize=4,
+        label=f"SFT checkpoint as trained / final πRL policy, {final['episodes']} episodes (95% CI)",
+    )
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _row_order(r: RunResult) -> tuple:
+    method = NOISE_METHODS.index(r.noise_method) if r.noise_method in NOISE_METHODS else len(NOISE_METHODS)
+    task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
+    return (method, r.noise_method, task, r.task)
+
+
+def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
+    """The rows already in ``path`` (if any) with each (task, noise method) of ``new`` replaced."""
+    rows: dict[tuple[str, str], RunResult] = {}
+    if path.is_file():
+        payload = json.loads(path.read_text())
+        for d in payload.get("tasks", []):
+            d.setdefault("command", payload.get("command", ""))
+            known = {k: v for k, v in d.items() if k in RunResult.__dataclass_fields__}
+            rows[(d["task"], d["noise_method"])] = RunResult(**known)
+    for r in new:
+        rows[(r.task, r.noise_method)] = r
+    return sorted(rows.values(), key=_row_order)
+
+
+def markdown_table(results: list[RunResult]) -> str:
+    """The results as a markdown table, one row per task and noise method and a mean per method."""
+    lines = [
+        "| task | noise method | demos (noise) | SFT success [95% CI] | πRL success [95% CI] | eval episodes "
+        "| env steps | wall (RL / total) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.task} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) | {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
+            f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
+            f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min |"
+        )
+    for method in dict.fromkeys(r.noise_method for r in results):
+        rows = [r for r in results if r.noise_method == method]
+        mean_sft = sum(r.sft_success for r in rows) / len(rows)
+        mean_rl = sum(r.rl_success for r in rows) / len(rows)
+        lines.append(f"| **mean ({len(rows)} tasks)** | {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: list[RunResult], path: Path) -> None:
+    """``path`` (JSON: machine, date, one row per task and noise method) and its markdown table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "commands": list(dict.fromkeys(r.command for r in results if r.command)),
+        "tasks": [asdict(r) for r in results],
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    path.with_suffix(".md").write_text(markdown_table(results))

@@ -1,0 +1,270 @@
+"""The benchmark's stages, each a real LeRobot / lerobot-pirl program run as its own process:
+demos (``lerobot-pirl-collect``), SFT (vanilla ``lerobot-train``), held-out evaluation, and πRL
+(``lerobot_pirl.learner`` + ``lerobot_pirl.actor`` on loopback gRPC with a recipe from ``recipes/``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lerobot_pirl.bench.setups import TaskSetup
+from lerobot_pirl.seeds import EVAL_PROTOCOL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a benchmark invocation sets for every task it runs."""
+
+    eval_episodes: int  # held-out episodes of the SFT, in-training and final evaluations alike
+    eval_every: int  # policy versions between the actor's held-out evaluations during RL
+    timeout_s: float  # wall-time cap of one πRL run
+    eval_seed: int = EVAL_PROTOCOL.first_seed  # first evaluation seed
+    extra_args: tuple[str, ...] = ()  # extra learner / actor overrides
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _run(cmd: list[str], log: Path, desc: str) -> None:
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env())
+    if proc.returncode != 0:
+        tail = log.read_text()[-2000:]
+        raise RuntimeError(f"{desc} failed (exit {proc.returncode}); see {log}\n{tail}")
+
+
+def reuse_or_clear_sft(root: Path, setup: TaskSetup) -> None:
+    """Demos, SFT checkpoint and SFT evaluation are reused by later runs of the same task only when
+    they were made with the same demo / SFT setup; otherwise they are removed and made again."""
+    stamp = root / "sft_setup.json"
+    wanted = setup.sft_fields()
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return
+    for name in ("demos", "sft", "sft_eval.json"):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(wanted))
+
+
+def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path) -> Path:
+    """Scripted-expert demos with noisy commands as a local LeRobotDataset (kept when present)."""
+    demos = root / "demos"
+    if not (demos / "meta" / "info.json").is_file():
+        cmd = [
+            sys.executable,
+            "-m",
+            "lerobot_pirl.collect",
+            f"--task={task}",
+            f"--episodes={setup.demos}",
+            f"--root={demos}",
+            f"--episode_length={setup.episode_length}",
+            f"--action_noise={setup.action_noise}",
+            *(["--noise_gripper"] if setup.noise_gripper else []),
+        ]
+        _run(cmd, log_dir / "collect.log", "demo collection")
+    return demos
+
+
+def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Path) -> Path:
+    """``flow_mlp`` trained on the demos by vanilla ``lerobot-train`` (kept when present)."""
+    out = root / "sft"
+    ckpt = out / "checkpoints" / "last" / "pretrained_model"
+    if not (ckpt / "model.safetensors").is_file():
+        if out.exists():
+            shutil.rmtree(out)
+        cmd = [
+            str(Path(sys.executable).parent / "lerobot-train"),
+            "--policy.discover_packages_path=lerobot_pirl",
+            "--policy.type=flow_mlp",
+            "--policy.device=cpu",
+            "--policy.push_to_hub=false",
+            f"--dataset.repo_id=local/{task}",
+            f"--dataset.root={demos}",
+            f"--output_dir={out}",
+            f"--steps={setup.sft_steps}",
+            "--batch_size=64",
+            f"--save_freq={setup.sft_steps}",
+            "--log_freq=200",
+            "--num_workers=0",
+            "--wandb.enable=false",
+            "--seed=1000",
+        ]
+        _run(cmd, log_dir / "sft.log", "SFT (lerobot-train)")
+    return ckpt
+
+
+def eval_stage(
+    policy_path: Path, task: str, setup: TaskSetup, episodes: int, cache: Path, eval_seed: int
+) -> dict:
+    """Held-out ODE evaluation of a checkpoint with the evaluation protocol (cached in ``cache``)."""
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("eval_seed") == eval_seed and cached.get("episodes") == episodes:
+            return cached
+    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+    from lerobot_pirl.evaluate import evaluate_policy, load_policy_for_eval
+
+    policy, pre, post = load_policy_for_eval(str(policy_path))
+    env_cfg = MetaWorldStateEnvConfig(
+        task=task, num_envs=EVAL_PROTOCOL.num_envs, episode_length=setup.episode_length, eval_seed=eval_seed
+    )
+    report = evaluate_policy(policy, pre, post, env_cfg, episodes, progress=True)
+    report["eval_seed"] = eval_seed
+    cache.write_text(json.dumps(report))
+    return report
+
+
+def read_metrics(metrics: Path) -> list[dict]:
+    """The records of a learner's ``metrics.jsonl`` (a line being written is skipped)."""
+    if not metrics.is_file():
+        return []
+    out = []
+    for line in metrics.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recipe_path(method: str) -> Path:
+    """The benchmark's recipe of a noise method (``recipes/metaworld_flow_mlp_<method>.json``)."""
+    recipe = REPO / "recipes" / f"metaworld_flow_mlp_{method}.json"
+    if not recipe.is_file():
+        raise FileNotFoundError(f"recipe: {recipe} does not exist")
+    return recipe
+
+
+def rl_args(task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions) -> list[str]:
+    """The learner's and the actor's arguments: the recipe, this task's setup and the evaluation
+    protocol of the final evaluation (same seeds, same episode count)."""
+    return [
+        f"--config_path={recipe_path(method)}",
+        f"--output_dir={rl_out}",
+        f"--policy.base_policy_path={sft}",
+        f"--policy.online_steps={setup.rl_updates}",
+        f"--policy.actor_learner_config.learner_port={_free_port()}",
+        f"--env.task={task}",
+        f"--env.episode_length={setup.episode_length}",
+        f"--env.eval_seed={opts.eval_seed}",
+        f"--job_name={task}_{method}",
+        f"--policy.actor.eval_every={opts.eval_every}",
+        f"--policy.actor.eval_episodes={opts.eval_episodes}",
+        *opts.extra_args,
+    ]
+
+
+def rl_stage(
+    task: str, setup: TaskSetup, method: str, sft: Path, run_dir: Path, opts: RunOptions
+) -> list[dict]:
+    """πRL from the SFT checkpoint: one learner and one actor process; returns the learner's records."""
+    rl_out = run_dir / "rl"
+    if rl_out.exists():
+        shutil.rmtree(rl_out)
+    for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
+        (run_dir / stale).unlink(missing_ok=True)
+    args = rl_args(task, setup, method, sft, rl_out, opts)
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "learner.out", "w") as learner_out, open(logs / "actor.out", "w") as actor_out:
+        learner = subprocess.Popen(
+            [sys.executable, "-m", "lerobot_pirl.learner", *args],
+            stdout=learner_out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+        time.sleep(1.0)
+        actor = subprocess.Popen(
+            [sys.executable, "-m", "lerobot_pirl.actor", *args],
+            stdout=actor_out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+    desc = f"πRL {task} {method}"
+    return supervise(learner, actor, rl_out / "metrics.jsonl", logs, setup.rl_updates, desc, opts.timeout_s)
+
+
+def supervise(
+    learner, actor, metrics: Path, logs: Path, updates: int, desc: str, timeout_s: float
+) -> list[dict]:
+    """Show progress until the learner is done (or the time cap), then stop the actor cleanly."""
+    bar = tqdm(total=updates, desc=desc, unit="update")
+    start = time.time()
+    try:
+        while learner.poll() is None:
+            if time.time() - start > timeout_s:
+                learner.send_signal(signal.SIGINT)
+                learner.wait(timeout=120)
+                break
+            _check_actor(actor, learner, logs)
+            _show_progress(bar, read_metrics(metrics))
+            time.sleep(1.0)
+    finally:
+        bar.close()
+        _stop(actor, signal.SIGTERM, timeout=60)
+        _stop(learner, None, timeout=0)
+    if learner.returncode not in (0, None):
+        raise RuntimeError(f"learner failed (exit {learner.returncode}); see {logs / 'learner.out'}")
+    return read_metrics(metrics)
+
+
+def _check_actor(
+    actor: subprocess.Popen, learner: subprocess.Popen, logs: Path, grace_s: float = 30.0
+) -> None:
+    """An actor that failed, or that left while the learner keeps running, ends the run with an error.
+    (An actor leaves cleanly when the learner ends training, just before the learner exits.)"""
+    if actor.poll() is None:
+        return
+    if actor.returncode == 0:
+        try:
+            learner.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    raise RuntimeError(f"actor exited early (code {actor.returncode}); see {logs / 'actor.out'}")
+
+
+def _show_progress(bar: tqdm, records: list[dict]) -> None:
+    updates = [r for r in records if r["kind"] == "update"]
+    if len(updates) > bar.n:
+        last = updates[-1]
+        bar.set_postfix(success=f"{last.get('episode_success', float('nan')):.2f}", steps=last["env_steps"])
+        bar.update(len(updates) - bar.n)
+
+
+def _stop(proc: subprocess.Popen, sig, timeout: float) -> None:
+    """Ask a process to stop with ``sig`` (none: kill it), killing it after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    if sig is not None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
