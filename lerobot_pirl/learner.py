@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 # How long a finished learner waits for its final weights (the end-of-training signal) to reach every
 # connected actor before it stops serving.
 FINAL_DELIVERY_S = 10.0
+# Numeric fields of a record that are ids, not metrics (kept in metrics.jsonl, not sent to wandb).
+NOT_METRICS = frozenset({"actor_id"})
 
 
 class PiRLLearner:
@@ -87,6 +89,7 @@ class PiRLLearner:
         self.transition_queue: queue.Queue = queue.Queue()
         self.interaction_queue: queue.Queue = queue.Queue()
         self.episodes = EpisodeLog()
+        self.actor_rates: dict[int, tuple[float, float]] = {}  # actor id -> (env steps / s, time reported)
         self.metrics_path = self.out / "metrics.jsonl"
         # Time of the last transition message or update; None until the first transition arrives.
         self.last_arrival: float | None = None
@@ -133,6 +136,11 @@ class PiRLLearner:
             "[LEARNER] published policy version %d%s", self.algorithm.policy_version, " (final)" * final
         )
 
+    def env_steps_per_s(self) -> float:
+        """The actors' env steps per second, summed over the actors that reported in the last minute."""
+        recent = time.time() - 60.0
+        return sum(rate for rate, at in self.actor_rates.values() if at >= recent)
+
     @property
     def done(self) -> bool:
         return self.update_count >= self.cfg.policy.online_steps
@@ -143,7 +151,8 @@ class PiRLLearner:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
             self.wandb.log_dict(
-                {k: v for k, v in record.items() if isinstance(v, int | float)}, step=self.update_count
+                {k: v for k, v in record.items() if isinstance(v, int | float) and k not in NOT_METRICS},
+                step=self.update_count,
             )
 
     def drain(self) -> None:
@@ -170,6 +179,9 @@ class PiRLLearner:
                 continue
             self.env_steps += int(message.get("env_steps", 0))
             self.episodes.add(message.get("episodes", []))
+            rate = message.get("env_steps_per_s")
+            if isinstance(rate, int | float) and isinstance(message.get("actor_id"), int):
+                self.actor_rates[message["actor_id"]] = (float(rate), time.time())
             if "eval_success_rate" in message:
                 self.log({"kind": "eval", **{k: v for k, v in message.items() if k != "episodes"}})
                 logger.info(
@@ -199,6 +211,7 @@ class PiRLLearner:
             **self.algorithm.rollout_stats(rollout, batch, dropped),
             **stats,
             **self.episodes.summary(),
+            "env_steps_per_s": self.env_steps_per_s(),
             "transitions_rejected": float(sum(self.buffer.rejected.values())),
             "update_s": round(time.time() - t_start, 3),
         }

@@ -1,4 +1,4 @@
-"""GAE and GRPO against references (issue 4)."""
+"""GAE and GRPO against references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pi_rl RLAlgorithm: config, rollout assembly, update direction, state round trips (issue 4)."""
+"""The pi_rl RLAlgorithm: config, rollout assembly, update direction, state round trips."""
 
 from __future__ import annotations
 
@@ -358,3 +358,51 @@ def test_demo_loss_adds_the_base_flow_matching_loss_on_demo_batches():
     _, _, rollout = _rollout_from(policy)
     stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
     assert len(calls) == stats.extra["minibatches"] and stats.losses["demo_loss"] > 0
+
+
+def test_grpo_groups_by_env_when_a_lost_message_splits_a_stream():
+    """Envs 0-1 and 2-3 reset together (groups of 2). A lost transition of env 0 splits its stream into
+    two columns: the groups still pair env 0 with env 1 and env 2 with env 3, and env 0's episode that
+    lost a chunk gets no advantage (its return is incomplete)."""
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(
+        policy, estimator="grpo", grpo_group_size=2, grpo_success_filter=False, normalize_advantages=False
+    )
+    buffer = RolloutBuffer(algo.transition_spec())
+    transitions = synthetic_transitions(policy, n_envs=4, n_chunks=8, episode_len=4)
+    lost = next(
+        i
+        for i, t in enumerate(transitions)
+        if t["complementary_info"]["env_id"] == 0 and t["complementary_info"]["chunk_index"] == 1
+    )
+    buffer.add(transitions[:lost] + transitions[lost + 1 :])
+    batch, _ = buffer.take(0, 1)
+    assert batch.columns.shape[1] == 5  # env 0's stream is split in two
+    rollout = algo.prepare_rollout(batch)
+
+    def advantage(env: int, episode: int) -> set[float]:
+        rows = (batch.env_id == env) & (batch.episode_id == episode)
+        return {round(float(a), 5) for a in rollout.advantages[rows]}
+
+    assert advantage(0, 0) == {0.0}  # chunk 1 of this episode was lost
+    second = [advantage(env, 1) for env in range(4)]
+    assert all(len(a) == 1 for a in second)
+    a0, a1, a2, a3 = (next(iter(a)) for a in second)
+    assert a0 == pytest.approx(-a1, abs=1e-4) and a0 != 0.0
+    assert a2 == pytest.approx(-a3, abs=1e-4) and a2 != 0.0
+
+
+def test_whole_episodes_leaves_out_episodes_cut_by_the_rollout():
+    from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import whole_episodes
+
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy)
+    buffer = RolloutBuffer(algo.transition_spec())
+    # Chunks 2..9 of 2 envs with 4-chunk episodes: episode 0 lacks its start, episode 2 its end.
+    buffer.add(synthetic_transitions(policy, n_envs=2, n_chunks=8, episode_len=4, start_chunk=2))
+    batch, _ = buffer.take(0, 1)
+    episodes = whole_episodes(batch)
+    assert sorted(episodes) == [(1, 0, 1), (1, 1, 1)]
+    for (_, env, _), rows in episodes.items():
+        assert batch.episode_chunk[rows].tolist() == [0, 1, 2, 3]
+        assert (batch.env_id[rows] == env).all()

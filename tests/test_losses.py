@@ -1,4 +1,4 @@
-"""PPO losses against hand-computed values (issue 4)."""
+"""PPO losses against hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The actor on LeRobot's ``gym_manipulator`` stack (issue 5): LeRobot's own env processors and step
+"""The actor on LeRobot's ``gym_manipulator`` stack: LeRobot's own env processors and step
 function, human interventions flagged in ``complementary_info`` and kept out of the policy gradient.
 
 The env is a toy that speaks gym_hil's protocol (``agent_pos`` observations; ``is_intervention`` and

@@ -1,4 +1,4 @@
-"""The pirl_metaworld env config, demo collection and the chunk stepper (issue 6)."""
+"""The pirl_metaworld env config, demo collection and the chunk stepper."""
 
 from __future__ import annotations
 
@@ -108,3 +108,26 @@ def test_held_out_evaluation_is_reproducible_and_leaves_the_callers_random_strea
     assert evaluate_policy(policy, pre, post, cfg, episodes=2) == first
     cfg.eval_seed = 78  # other seeds: other episodes and other noise
     assert evaluate_policy(policy, pre, post, cfg, episodes=2)["mean_return"] != first["mean_return"]
+
+
+def test_held_out_evaluation_batches_by_the_protocol_not_by_the_training_envs(tmp_path):
+    """The actor evaluates with its training env config (e.g. 16 envs), the benchmark with 10: both run
+    the protocol's batches, so the same checkpoint on the same seeds gives the same result."""
+    from lerobot_pirl.evaluate import evaluate_policy, load_policy_for_eval
+
+    write_metaworld_base(tmp_path / "base")
+    policy, pre, post = load_policy_for_eval(str(tmp_path / "base"))
+    reports = [
+        evaluate_policy(
+            policy,
+            pre,
+            post,
+            MetaWorldStateEnvConfig(
+                task="button-press-v3", num_envs=n, episode_length=10, reward_type="dense"
+            ),
+            episodes=4,
+        )
+        for n in (2, 5)
+    ]
+    assert reports[0] == reports[1]
+    assert reports[0]["seeds"] == [3_000_000, 3_000_003]

@@ -1,4 +1,4 @@
-"""flow_mlp and pi_rl as LeRobot policies: save / load / export, errors, lerobot-train (issue 3)."""
+"""flow_mlp and pi_rl as LeRobot policies: save / load / export, errors, lerobot-train."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def test_flow_mlp_processors_floor_tiny_dataset_std():
     }
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
     out = pre({"observation.state": torch.ones(STATE_DIM)})["observation.state"]
-    # 1 / max(std, 0.01): constant dims no longer explode to 1e8.
+    # 1 / max(std, 0.01): constant dims stay finite instead of exploding to 1e8.
     torch.testing.assert_close(out, torch.tensor([[100.0, 100.0, 2.0, 0.5, 100.0, 100.0]]))
     torch.testing.assert_close(post(torch.ones(1, ACTION_DIM)), torch.tensor([[0.01, 0.3, 1.0]]))
     cfg0 = tiny_flow_mlp_config(normalization_std_floor=0.0)

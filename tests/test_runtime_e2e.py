@@ -1,11 +1,12 @@
-"""End to end on loopback: learner and actors as separate processes (issue 5, `slow`).
+"""End to end on loopback: learner and actors as separate processes (`slow`).
 
 One scenario, in phases, on pirl_metaworld with a tiny flow_mlp base:
 1. a malformed transition is sent to the learner's gRPC service, then two actors and the learner run 4 updates;
-2. one actor is SIGKILLed, the learner finishes and checkpoints; the other actor keeps retrying;
+2. one actor is SIGKILLed, the learner finishes and checkpoints; the other actor, told to stay after the
+   end of training, keeps retrying;
 3. the learner is restarted with --resume=true: the surviving actor reconnects, training continues
    from the checkpoint (policy version and update count), and the resumed learner's first pushed
-   weights are the checkpointed ones.
+   weights are the checkpointed ones; when it finishes, the actor that joined it exits by itself.
 """
 
 from __future__ import annotations
@@ -151,7 +152,13 @@ def test_learner_and_actors_train_checkpoint_survive_faults_and_resume(tmp_path)
             except Exception:
                 assert time.time() < deadline, "the learner never started listening"
                 time.sleep(0.5)
-        actor_a = _spawn("lerobot_pirl.actor", recipe, logs["actor_a"], "--env.seed=0")
+        actor_a = _spawn(
+            "lerobot_pirl.actor",
+            recipe,
+            logs["actor_a"],
+            "--env.seed=0",
+            "--policy.actor.exit_when_learner_done=false",
+        )
         actor_b = _spawn("lerobot_pirl.actor", recipe, logs["actor_b"], "--env.seed=100000")
         assert _wait(learner, 180, logs["learner1"]) == 0, logs["learner1"].read_text()[-3000:]
         actor_b.send_signal(signal.SIGKILL)  # an actor dying mid-rollout costs the learner nothing
@@ -179,6 +186,9 @@ def test_learner_and_actors_train_checkpoint_survive_faults_and_resume(tmp_path)
         )
         actor_c = _spawn("lerobot_pirl.actor", recipe, logs["actor_c"], "--env.seed=200000")
         assert _wait(learner2, 180, logs["learner2"]) == 0
+        # The learner told its actors that training is over: actor_c leaves with one line.
+        assert _wait(actor_c, 60, logs["actor_c"]) == 0
+        assert "the learner finished training" in logs["actor_c"].read_text()
         # SIGTERM: the actors stop cleanly.
         for actor in (actor_a, actor_c):
             actor.send_signal(signal.SIGTERM)

@@ -1,5 +1,5 @@
 """The chain sampler against references: executed-slice log-densities, ODE equivalence, ratio == 1,
-gradients (issue 3)."""
+gradients."""
 
 from __future__ import annotations
 

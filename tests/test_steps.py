@@ -1,4 +1,4 @@
-"""Exact tests of the step rules and Gaussian log-densities (issue 3)."""
+"""Exact tests of the step rules and Gaussian log-densities."""
 
 from __future__ import annotations
 

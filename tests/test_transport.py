@@ -1,4 +1,4 @@
-"""πRL payloads through LeRobot's transport utilities, and the parameter broadcast (issue 5)."""
+"""πRL payloads through LeRobot's transport utilities, and the parameter broadcast."""
 
 from __future__ import annotations
 
@@ -102,3 +102,74 @@ def test_interaction_messages_are_json_and_never_unpickled():
     log = EpisodeLog()
     log.add(msg["episodes"] + [{"return": "x"}, "junk"])
     assert log.summary()["episodes"] == 1.0
+
+
+def test_a_finished_learner_waits_until_every_stream_sent_its_final_weights():
+    """A publication counts as delivered to a stream once gRPC asks that stream for its next message."""
+    board = WeightsBoard()
+    shutdown = threading.Event()
+    service = BroadcastLearnerService(
+        board,
+        shutdown_event=shutdown,
+        transition_queue=None,
+        interaction_message_queue=None,
+        queue_get_timeout=0.05,
+    )
+    stream = service.StreamParameters(None, _Context())
+
+    def read() -> threading.Thread:  # gRPC pulling the stream's next message
+        thread = threading.Thread(target=lambda: next(stream, None), daemon=True)
+        thread.start()
+        return thread
+
+    first = read()  # the stream subscribes, then waits for weights
+    board.publish(0, state_to_bytes({"v": torch.tensor(0)}))
+    first.join(timeout=5)
+    assert not board.wait_delivered(timeout=0.2)  # handed to gRPC, not yet sent
+    second = read()
+    assert board.wait_delivered(timeout=5)
+    board.publish(1, state_to_bytes({"v": torch.tensor(1)}))  # the final weights
+    second.join(timeout=5)
+    assert not board.wait_delivered(timeout=0.2)
+    third = read()
+    assert board.wait_delivered(timeout=5)
+    shutdown.set()  # the stream ends and no longer counts
+    third.join(timeout=5)
+    board.publish(2, b"x")
+    assert board.wait_delivered(timeout=1)
+
+
+def test_a_reconnect_attempt_is_one_log_line_and_the_guard_gives_up(caplog):
+    import grpc
+
+    from lerobot_pirl.runtime.streams import StreamGuard, rpc_problem
+
+    class Refused(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1:\nConnection refused"
+
+    def stream():
+        raise Refused()
+
+    assert (
+        rpc_problem(Refused())
+        == "UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1:"
+    )
+    shutdown = threading.Event()
+    guard = StreamGuard(shutdown, max_attempts=2)
+    with caplog.at_level("WARNING", logger="lerobot_pirl.runtime.streams"):
+        import lerobot_pirl.runtime.streams as streams
+
+        original = streams.random.random
+        streams.random.random = lambda: 0.0  # shortest back-off
+        try:
+            guard.run("parameters", stream)
+        finally:
+            streams.random.random = original
+    assert guard.gave_up and shutdown.is_set()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and all("\n" not in line for line in lines)
+    assert "reconnecting" in lines[0] and "UNAVAILABLE" in lines[0] and "unreachable" in lines[-1]

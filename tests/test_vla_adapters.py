@@ -1,4 +1,4 @@
-"""pi_rl on LeRobot's own pi0 / pi05 / smolvla through the VLA adapters (issue 7).
+"""pi_rl on LeRobot's own pi0 / pi05 / smolvla through the VLA adapters.
 
 Tiny, offline models (see ``tests/vla_helpers.py``), float32 on CPU. Everything that should be equal is
 checked bit for bit: the ODE against LeRobot's sampling, stored against re-scored log-probs, actions

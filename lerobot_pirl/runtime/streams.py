@@ -23,8 +23,9 @@ from lerobot.transport.utils import receive_bytes_in_chunks
 
 logger = logging.getLogger(__name__)
 
-# A stream that stayed up this long was working: its next failure starts the back-off anew.
-HEALTHY_STREAM_S = 30.0
+# A stream that stayed up this long was connected (a refused connection fails within milliseconds): its
+# next failure starts the back-off anew.
+HEALTHY_STREAM_S = 5.0
 
 
 def receive_parameters(client, q: Queue, shutdown, timeout: float) -> None:

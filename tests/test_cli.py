@@ -1,0 +1,105 @@
+"""Entry points: start-up errors as one line, run-time errors with a traceback; configuration fields
+pi_rl does not read are refused; one definition of the seed ranges and the evaluation protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+from lerobot.policies.gaussian_actor.configuration_gaussian_actor import ActorLearnerConfig, ConcurrencyConfig
+
+from lerobot_pirl import seeds
+from lerobot_pirl.cli import run_cli
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import UNUSED_FIELDS, PiRLConfig
+from tests.helpers import tiny_flow_mlp_config
+
+
+def test_a_start_up_error_is_one_line_and_exit_code_2(capsys):
+    def startup():
+        raise FileNotFoundError("checkpoint: /nowhere is not a pretrained_model directory\nmore detail")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(startup)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: checkpoint: /nowhere is not a pretrained_model directory\n"
+
+
+def test_a_run_time_error_keeps_its_traceback_and_exits_1(caplog):
+    ran = []
+
+    def run():
+        ran.append(True)
+        return {}["x"]  # a KeyError in the middle of training is a bug, not a user error
+
+    with pytest.raises(SystemExit) as exit_info, caplog.at_level("ERROR"):
+        run_cli(lambda: run)
+    assert ran and exit_info.value.code == 1
+    record = caplog.records[-1]
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
+def _pi_rl(**kw) -> PiRLConfig:
+    return PiRLConfig(base=tiny_flow_mlp_config(), device="cpu", push_to_hub=False, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"storage_device": "cuda"}, "storage_device"),
+        ({"online_step_before_learning": 100}, "online_step_before_learning"),
+        ({"online_buffer_capacity": 10}, "online_buffer_capacity"),
+        ({"offline_buffer_capacity": 10}, "offline_buffer_capacity"),
+        ({"async_prefetch": True}, "async_prefetch"),
+        (
+            {"actor_learner_config": ActorLearnerConfig(policy_parameters_push_frequency=1)},
+            "actor_learner_config.policy_parameters_push_frequency",
+        ),
+        ({"concurrency": ConcurrencyConfig(learner="processes")}, "concurrency.learner"),
+        ({"concurrency": ConcurrencyConfig(actor="processes")}, "concurrency.actor"),
+        ({"n_obs_steps": 2}, "n_obs_steps"),
+        ({"use_peft": True}, "use_peft"),
+    ],
+)
+def test_fields_pi_rl_does_not_read_are_refused_unless_default(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}: .*leave it at"):
+        _pi_rl(**kwargs)
+
+
+def test_every_refused_field_exists_and_defaults_pass():
+    config = _pi_rl()  # all defaults: accepted
+    for name in UNUSED_FIELDS:
+        obj = config
+        for part in name.split("."):
+            assert dataclasses.is_dataclass(obj) and hasattr(obj, part), name
+            obj = getattr(obj, part)
+
+
+def test_seed_ranges_are_disjoint_contiguous_and_named_once():
+    ranges = seeds.RANGES
+    assert ranges[0].start == 0 and ranges[-1].stop is None
+    for a, b in itertools.pairwise(ranges):
+        assert a.stop == b.start
+    assert seeds.range_of(2_500_000) is seeds.VALIDATION and seeds.range_of(0) is seeds.TRAINING
+    assert seeds.EVAL_PROTOCOL.first_seed == seeds.HELD_OUT.start
+    with pytest.raises(ValueError, match="negative"):
+        seeds.range_of(-1)
+
+
+def test_every_entry_point_defaults_to_the_published_protocol(capsys):
+    from lerobot_pirl.bench.cli import parser
+    from lerobot_pirl.bench.setups import TaskSetup
+    from lerobot_pirl.collect import DEMO_SEED
+    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+    from lerobot_pirl.evaluate import main as eval_main
+
+    protocol = seeds.EVAL_PROTOCOL
+    assert parser().parse_args([]).eval_seed == protocol.first_seed
+    assert TaskSetup().episode_length == protocol.episode_length
+    assert MetaWorldStateEnvConfig().eval_seed == protocol.first_seed
+    assert DEMO_SEED in seeds.DEMOS and MetaWorldStateEnvConfig().seed in seeds.TRAINING
+    with pytest.raises(SystemExit):
+        eval_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"{protocol.episodes} episodes of {protocol.episode_length} env steps" in help_text
+    assert f"held-out seeds from {protocol.first_seed:,}" in help_text

@@ -1,0 +1,82 @@
+"""The scripts in examples/ run as a user would run them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lerobot_pirl.flow.config import FlowSamplerConfig
+from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
+from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
+from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
+from tests.helpers import write_metaworld_base
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pi_rl_checkpoint(tmp_path: Path) -> Path:
+    write_metaworld_base(tmp_path / "sft")
+    policy = PiRLPolicy(
+        PiRLConfig(
+            device="cpu",
+            base_policy_path=str(tmp_path / "sft"),
+            push_to_hub=False,
+            sampler=FlowSamplerConfig(num_denoise_steps=3),
+        )
+    )
+    out = tmp_path / "pirl"
+    policy.save_pretrained(out)
+    for processor in make_pi_rl_pre_post_processors(policy.config):
+        processor.save_pretrained(out)
+    return out
+
+
+def test_evaluate_and_export_examples(tmp_path, capsys):
+    checkpoint = _pi_rl_checkpoint(tmp_path)
+    report = _example("evaluate_checkpoint").main([str(checkpoint), "--episodes", "2"])
+    assert report["episodes"] == 2 and report["seeds"] == [3_000_000, 3_000_001]
+    out = _example("export_checkpoint").main([str(checkpoint), str(tmp_path / "exported")])
+    printed = capsys.readouterr().out
+    assert "exported a flow_mlp checkpoint" in printed and "3 denoising steps" in printed
+    assert (out / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_learner_and_two_actors_script(tmp_path):
+    write_metaworld_base(tmp_path / "sft")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    cmd = [
+        "bash",
+        str(EXAMPLES / "learner_and_two_actors.sh"),
+        str(tmp_path / "sft"),
+        str(run),
+        "--policy.online_steps=1",
+        f"--policy.actor_learner_config.learner_port={port}",
+        "--algorithm.rollout_size=64",
+        "--algorithm.minibatch_size=32",
+        "--env.num_envs=2",
+        "--policy.actor.chunks_per_version=16",
+    ]
+    env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=EXAMPLES.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (run / "checkpoints" / "last" / "pretrained_model").is_dir()
+    actor_logs = list((run / "logs").glob("actor_*.log"))
+    assert len(actor_logs) == 2
+    assert all("the learner finished training" in log.read_text() for log in actor_logs)
