@@ -101,6 +101,8 @@ class StatsReporter:
 
 
 class PiRLActor:
+    """A πRL actor's policy, its queues to the learner's streams, and its rollout loop (:meth:`run`)."""
+
     def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event):
         self.cfg = cfg
         self.shutdown_event = shutdown_event
@@ -143,7 +145,7 @@ class PiRLActor:
                 self.maybe_evaluate(version)
             raw, sample, result = self.act(env, obs)
             intervened = result.intervention_steps if result.intervention_steps is not None else np.zeros(n)
-            self.send_transitions(
+            self.queue_transitions(
                 raw,
                 env.observations(result.next_obs, env.tasks),
                 sample,
@@ -218,7 +220,7 @@ class PiRLActor:
             result.executed_actions = actions.numpy()
         return raw, sample, result
 
-    def send_transitions(
+    def queue_transitions(
         self,
         raw: dict,
         raw_next: dict,

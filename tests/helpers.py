@@ -137,3 +137,34 @@ def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3) -> 
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
     for obj in (policy, pre, post):
         obj.save_pretrained(path)
+
+
+def metaworld_run_config(tmp_path, args: list[str] = (), policy: dict | None = None, **sections):
+    """A resolved ``TrainRLServerPipelineConfig`` of a pi_rl run on pirl_metaworld with a tiny flow_mlp base
+    written to ``tmp_path / "base"``, parsed from JSON like a recipe (``args``: command-line overrides;
+    ``policy`` / ``sections``: extra fields of the policy / other sections)."""
+    import json
+
+    import draccus
+    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+
+    from lerobot_pirl.runtime.config import resolve_pi_rl_config
+
+    write_metaworld_base(tmp_path / "base")
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "policy": {
+            "type": "pi_rl",
+            "base_policy_path": str(tmp_path / "base"),
+            "device": "cpu",
+            "push_to_hub": False,
+            **(policy or {}),
+        },
+        "algorithm": {"type": "pi_rl", "rollout_size": 64, "minibatch_size": 32},
+        "env": {"type": "pirl_metaworld", "num_envs": 2},
+        **sections,
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    with draccus.config_type("json"):
+        parsed = draccus.parse(TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=list(args))
+    return resolve_pi_rl_config(parsed)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
-import draccus
 import torch
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
@@ -13,28 +11,17 @@ from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
 from lerobot_pirl import transition_keys as keys
 from lerobot_pirl.actor import PiRLActor, make_actor_env
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm
-from lerobot_pirl.runtime.config import resolve_pi_rl_config
-from tests.helpers import write_metaworld_base
+from tests.helpers import metaworld_run_config
 
 
 def _cfg(tmp_path, *args: str) -> TrainRLServerPipelineConfig:
-    write_metaworld_base(tmp_path / "base")
-    cfg = {
-        "output_dir": str(tmp_path / "run"),
-        "policy": {
-            "type": "pi_rl",
-            "base_policy_path": str(tmp_path / "base"),
-            "device": "cpu",
-            "push_to_hub": False,
-            "actor": {"chunks_per_version": 2},
-        },
-        "algorithm": {"type": "pi_rl", "rollout_size": 8, "minibatch_size": 8},
-        "env": {"type": "pirl_metaworld", "num_envs": 2, "episode_length": 8},
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    with draccus.config_type("json"):
-        parsed = draccus.parse(TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=list(args))
-    return resolve_pi_rl_config(parsed)
+    return metaworld_run_config(
+        tmp_path,
+        list(args),
+        policy={"actor": {"chunks_per_version": 2}},
+        algorithm={"type": "pi_rl", "rollout_size": 8, "minibatch_size": 8},
+        env={"type": "pirl_metaworld", "num_envs": 2, "episode_length": 8},
+    )
 
 
 def _weights(actor: PiRLActor, version: int, final: bool = False) -> bytes:

@@ -66,7 +66,9 @@ def test_readme_is_a_user_guide():
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_path_a_doc_names_exists(doc):
     text = (REPO / doc).read_text()
-    paths = set(re.findall(r"`((?:lerobot_pirl|tests|examples|recipes|scripts)/[\w/.-]+\.(?:py|json|sh))`", text))
+    paths = set(
+        re.findall(r"`((?:lerobot_pirl|tests|examples|recipes|scripts)/[\w/.-]+\.(?:py|json|sh))`", text)
+    )
     paths |= set(re.findall(r"\]\(((?:\.\./)?(?:docs|benchmarks|recipes|examples)/[\w/.-]+)\)", text))
     base = (REPO / doc).parent
     missing = [p for p in paths if not ((REPO / p).exists() or (base / p).exists())]
@@ -88,9 +90,14 @@ def test_every_symbol_a_doc_names_exists(doc):
         if len(parts) == 2 and head in classes:
             if parts[1] not in classes[head]:
                 missing.append(token)
-        elif len(parts) == 1 and re.fullmatch(r"(?:[A-Z][a-z0-9]+){2,}", head) and head not in classes:
-            if head not in names and not any(head in members for members in classes.values()):
-                missing.append(token)  # a CamelCase name: a class (or a gRPC method) that does not exist
+        elif (
+            len(parts) == 1
+            and re.fullmatch(r"(?:[A-Z][a-z0-9]+){2,}", head)
+            and head not in classes
+            and head not in names
+            and not any(head in members for members in classes.values())
+        ):
+            missing.append(token)  # a CamelCase name: a class (or a gRPC method) that does not exist
     calls = re.findall(r"`([a-z_][\w]*)\(\)`", text)
     missing += [c for c in calls if c not in names and not any(c in m for m in classes.values())]
     assert not missing, f"{doc} names symbols that do not exist: {sorted(set(missing))}"
@@ -107,3 +114,18 @@ def test_modules_have_docstrings_and_short_functions(path):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long, f"{path}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_readme_results_are_the_benchmark_results():
+    import json
+
+    rows = json.loads((REPO / "benchmarks" / "results.json").read_text())["tasks"]
+    readme = (REPO / "README.md").read_text()
+    for r in rows:
+        line = f"| {r['task']} | {r['noise_method']} | {r['sft_success']:.2f} -> {r['rl_success']:.2f} | {r['env_steps']:,} |"
+        assert line in readme, f"README's results table lacks or misstates: {line}"
+    for method in dict.fromkeys(r["noise_method"] for r in rows):
+        mine = [r for r in rows if r["noise_method"] == method]
+        sft = sum(r["sft_success"] for r in mine) / len(mine)
+        rl = sum(r["rl_success"] for r in mine) / len(mine)
+        assert f"| **mean ({len(mine)} tasks)** | {method} | {sft:.2f} -> {rl:.2f} |" in readme

@@ -14,7 +14,7 @@ from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 from lerobot_pirl.datasets import state_action_features, write_dataset
 from lerobot_pirl.learner import PiRLLearner
 from lerobot_pirl.runtime.config import resolve_pi_rl_config
-from tests.helpers import write_metaworld_base
+from tests.helpers import metaworld_run_config, write_metaworld_base
 
 
 def test_demo_batches_come_from_the_dataset_as_base_policy_chunks(tmp_path):
@@ -57,24 +57,7 @@ def test_demo_batches_come_from_the_dataset_as_base_policy_chunks(tmp_path):
 def test_a_starved_learner_sends_its_weights_again(tmp_path):
     """No transition for ``learner_resend_s`` with the rollout short: the same version is published again
     (each actor's new chunk budget); transitions arriving, or the option off, keep it quiet."""
-    write_metaworld_base(tmp_path / "base")
-    cfg = {
-        "output_dir": str(tmp_path / "run"),
-        "policy": {
-            "type": "pi_rl",
-            "base_policy_path": str(tmp_path / "base"),
-            "device": "cpu",
-            "push_to_hub": False,
-        },
-        "algorithm": {"type": "pi_rl", "rollout_size": 64, "minibatch_size": 32},
-        "env": {"type": "pirl_metaworld", "num_envs": 2},
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    with draccus.config_type("json"):
-        parsed = draccus.parse(
-            TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=["--policy.learner_resend_s=5"]
-        )
-    learner = PiRLLearner(resolve_pi_rl_config(parsed), threading.Event())
+    learner = PiRLLearner(metaworld_run_config(tmp_path, ["--policy.learner_resend_s=5"]), threading.Event())
     learner.push_weights()
     seen, version, _ = learner.board.wait_newer(0, timeout=1.0)
     assert not learner.resend_if_starved()  # no transition yet: the actors are still starting

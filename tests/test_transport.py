@@ -58,9 +58,8 @@ class _Context:
         return self.active
 
 
-def test_every_subscriber_receives_every_weights_publication():
-    board = WeightsBoard()
-    shutdown = threading.Event()
+def _broadcast_service() -> tuple[WeightsBoard, threading.Event, BroadcastLearnerService]:
+    board, shutdown = WeightsBoard(), threading.Event()
     service = BroadcastLearnerService(
         board,
         shutdown_event=shutdown,
@@ -68,6 +67,11 @@ def test_every_subscriber_receives_every_weights_publication():
         interaction_message_queue=None,
         queue_get_timeout=0.05,
     )
+    return board, shutdown, service
+
+
+def test_every_subscriber_receives_every_weights_publication():
+    board, shutdown, service = _broadcast_service()
     streams = [service.StreamParameters(None, _Context()) for _ in range(2)]
     received: list[list[int]] = [[], []]
 
@@ -106,15 +110,7 @@ def test_interaction_messages_are_json_and_never_unpickled():
 
 def test_a_finished_learner_waits_until_every_stream_sent_its_final_weights():
     """A publication counts as delivered to a stream once gRPC asks that stream for its next message."""
-    board = WeightsBoard()
-    shutdown = threading.Event()
-    service = BroadcastLearnerService(
-        board,
-        shutdown_event=shutdown,
-        transition_queue=None,
-        interaction_message_queue=None,
-        queue_get_timeout=0.05,
-    )
+    board, shutdown, service = _broadcast_service()
     stream = service.StreamParameters(None, _Context())
 
     def read() -> threading.Thread:  # gRPC pulling the stream's next message
