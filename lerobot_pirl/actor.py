@@ -61,12 +61,16 @@ class ActorEnv:
 
 def make_actor_env(cfg: TrainRLServerPipelineConfig) -> ActorEnv:
     """LeRobot's ``gym_manipulator`` stack (one env, human interventions), or a vector env from the env
-    config's ``create_envs``."""
+    config's ``create_envs`` (of ``policy.actor.num_envs`` envs for LeRobot's env configs)."""
     features = cfg.policy.input_features
     if cfg.env.type == "gym_manipulator":
         stepper = ManipulatorChunkStepper(cfg.env, cfg.policy.device)
         return ActorEnv(stepper, FeatureObservations(features), [cfg.policy.actor.task], robot=True)
-    envs = cfg.env.create_envs(cfg.env.num_envs if hasattr(cfg.env, "num_envs") else 1)
+    if hasattr(cfg.env, "num_envs"):  # an env config of this package: it sizes its own vector env
+        envs = cfg.env.create_envs(cfg.env.num_envs)
+    else:  # LeRobot's env configs: sized by the actor
+        options = cfg.policy.actor
+        envs = cfg.env.create_envs(options.num_envs, use_async_envs=options.async_envs)
     vec = next(iter(next(iter(envs.values())).values()))
     return ActorEnv(ChunkStepper(vec), ObservationPipeline(cfg.env, cfg.policy, features), env_tasks(vec))
 

@@ -12,7 +12,7 @@ import numpy as np
 class ChunkResult:
     next_obs: dict[
         str, np.ndarray
-    ]  # per env: the observation after its last executed step (final obs if it ended)
+    ]  # per env: the observation after its last executed step (final if it ended)
     last_obs: dict[str, np.ndarray]  # what the envs show now (after an auto-reset, if any)
     rewards: np.ndarray  # [N] summed over the env's executed steps
     steps: np.ndarray  # [N] env steps executed inside the episode
@@ -43,29 +43,32 @@ def _unstack(obs: dict, n: int) -> list[dict]:
 
 
 class ChunkStepper:
-    """Executes ``[N, H, A]`` action chunks on ``N`` envs.
+    """Executes ``[N, H, A]`` action chunks on ``N`` envs so that every env step belongs to exactly one
+    chunk transition, inside one episode.
 
-    Exact mode (a gymnasium ``SyncVectorEnv``, e.g. ``pirl_metaworld``): the sub-envs are stepped one
-    by one, an env whose episode ends at step ``h < H`` is not stepped again in this chunk and is reset
-    after it, so every transition lies inside one episode and every episode starts at its reset state.
+    Per-env mode (a gymnasium ``SyncVectorEnv``: ``pirl_metaworld``, LeRobot's envs built in-process): the
+    sub-envs are stepped one by one; an env whose episode ends at step ``h < H`` is not stepped again in
+    this chunk and is reset after it.
 
-    Auto-reset mode (any other vector env with ``SAME_STEP`` auto-reset, e.g. LeRobot's benchmark
-    envs in subprocesses): an ended env is reset by the vector env itself and the rest of the chunk's
-    actions run in its new episode before that episode's first transition starts; those steps are not
-    attributed to any transition.
+    Lock-step mode (any other vector env, e.g. an ``AsyncVectorEnv`` stepping its envs in subprocesses):
+    all envs step together, so when one env's episode ends at step ``h`` the chunk ends there for every
+    env (the others' transitions cover ``h + 1`` steps and their episodes go on). The ended envs then start
+    their next episode before the next chunk: the vector env has already reset them (``SAME_STEP``
+    auto-reset, the final observation in ``info["final_obs"]``) or they are reset with a reset mask
+    (``NEXT_STEP`` / ``DISABLED``). No step runs in a new episode with an action sampled in the old one.
     """
 
     def __init__(self, vec: gym.vector.VectorEnv):
         self.vec = vec
         self.num_envs = vec.num_envs
         self.exact = isinstance(vec, gym.vector.SyncVectorEnv)
-        if not self.exact and vec.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
-            raise ValueError("env: a non-Sync vector env must use SAME_STEP auto-reset")
         self._obs: list[dict] = []
         self._episode_success = np.zeros(self.num_envs, dtype=bool)
+        self._pending_reset: np.ndarray | None = None  # lock-step: ended envs the vector env did not reset
 
     def reset(self, seed: int | list[int] | None = None) -> dict[str, np.ndarray]:
         self._episode_success[:] = False
+        self._pending_reset = None
         if not self.exact:
             obs, _ = self.vec.reset(seed=seed)
             return obs
@@ -78,67 +81,84 @@ class ChunkStepper:
         return _stack(self._obs)
 
     def step_chunk(self, actions: np.ndarray) -> ChunkResult:
+        result = self._step_per_env(actions) if self.exact else self._step_lockstep(actions)
+        self._episode_success |= result.success
+        result.episode_success = self._episode_success.copy()
+        return result
+
+    def _step_per_env(self, actions: np.ndarray) -> ChunkResult:
         n, horizon = actions.shape[:2]
-        active = np.ones(n, dtype=bool)
         rewards, steps = np.zeros(n), np.zeros(n, dtype=int)
         terminated, truncated, success = (np.zeros(n, dtype=bool) for _ in range(3))
-        if self.exact:
-            for i, env in enumerate(self.vec.envs):
-                for h in range(horizon):
-                    obs, r, term, trunc, info = env.step(actions[i, h])
-                    self._obs[i] = obs
-                    rewards[i] += float(r)
-                    steps[i] += 1
-                    success[i] |= bool(info.get("is_success", False))
-                    if term or trunc:
-                        terminated[i], truncated[i] = bool(term), bool(trunc) and not term
-                        break
-            next_obs = last_obs = _stack(self._obs)
-        else:
-            next_list: list[dict] | None = None
-            last_obs = None
+        for i, env in enumerate(self.vec.envs):
             for h in range(horizon):
-                if not active.any():
+                obs, r, term, trunc, info = env.step(actions[i, h])
+                self._obs[i] = obs
+                rewards[i] += float(r)
+                steps[i] += 1
+                success[i] |= bool(info.get("is_success", False))
+                if term or trunc:
+                    terminated[i], truncated[i] = bool(term), bool(trunc) and not term
                     break
-                obs, r, term, trunc, info = self.vec.step(actions[:, h])
-                last_obs = obs
-                per_env = _unstack(obs, n)
-                ended = (np.asarray(term) | np.asarray(trunc)) & active
-                for i in np.flatnonzero(ended):
-                    per_env[i] = info["final_obs"][i]
-                if next_list is None:
-                    next_list = per_env
-                else:
-                    for i in np.flatnonzero(active):
-                        next_list[i] = per_env[i]
-                rewards += np.where(active, np.asarray(r, dtype=np.float64), 0.0)
-                steps += active
-                success |= np.asarray(info.get("is_success", np.zeros(n)), dtype=bool) & active
-                terminated |= np.asarray(term, dtype=bool) & active
-                truncated |= np.asarray(trunc, dtype=bool) & active & ~terminated
-                active &= ~ended
-            next_obs = _stack(next_list)
-        self._episode_success |= success
-        return ChunkResult(
-            next_obs=next_obs,
-            last_obs=last_obs,
-            rewards=rewards,
-            steps=steps,
-            terminated=terminated,
-            truncated=truncated,
-            success=success,
-            episode_success=self._episode_success.copy(),
-        )
+        obs = _stack(self._obs)
+        return ChunkResult(obs, obs, rewards, steps, terminated, truncated, success, success.copy())
+
+    def _step_lockstep(self, actions: np.ndarray) -> ChunkResult:
+        n, horizon = actions.shape[:2]
+        rewards, steps = np.zeros(n), np.zeros(n, dtype=int)
+        terminated, truncated, success = (np.zeros(n, dtype=bool) for _ in range(3))
+        for h in range(horizon):
+            obs, r, term, trunc, info = self.vec.step(actions[:, h])
+            term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
+            ended = term | trunc
+            rewards += np.asarray(r, dtype=np.float64)
+            steps += 1
+            success |= _success_flags(info, ended, n)
+            terminated |= term
+            truncated |= trunc & ~term
+            if ended.any() or h == horizon - 1:
+                break
+        final, now, reset_by_vector = _final_and_current(obs, info, ended, n)
+        self._pending_reset = ended if ended.any() and not reset_by_vector else None
+        return ChunkResult(final, now, rewards, steps, terminated, truncated, success, success.copy())
 
     def reset_done(self, result: ChunkResult) -> dict[str, np.ndarray]:
         """The observations the next chunk starts from (ended envs start a new episode)."""
         ended = result.terminated | result.truncated
         self._episode_success[ended] = False
         if not self.exact:
-            return result.last_obs
+            if self._pending_reset is None:
+                return result.last_obs
+            obs, _ = self.vec.reset(options={"reset_mask": self._pending_reset})
+            self._pending_reset = None
+            return obs
         for i in np.flatnonzero(ended):
             self._obs[i] = self.vec.envs[i].reset()[0]
         return _stack(self._obs)
 
     def close(self) -> None:
         self.vec.close()
+
+
+def _success_flags(info: dict, ended: np.ndarray, n: int) -> np.ndarray:
+    """``is_success`` of each env at this step; an env the vector env reset in the same step reports it
+    in ``info["final_info"]``."""
+    flags = np.asarray(info.get("is_success", np.zeros(n)), dtype=bool).reshape(n)
+    final_info = info.get("final_info")
+    if isinstance(final_info, dict) and "is_success" in final_info:
+        final = np.asarray(final_info["is_success"], dtype=bool).reshape(n)
+        flags = np.where(ended, final, flags)
+    return flags
+
+
+def _final_and_current(obs: dict, info: dict, ended: np.ndarray, n: int) -> tuple[dict, dict, bool]:
+    """After a lock-step chunk: per env the observation after its last step, what the envs show now, and
+    whether the vector env has already reset the ended envs. A ``SAME_STEP`` vector env resets them in the
+    step itself and puts their final observations in ``info["final_obs"]``; otherwise the ended envs
+    still show their final observation."""
+    if not ended.any() or "final_obs" not in info:
+        return obs, obs, False
+    per_env = _unstack(obs, n)
+    for i in np.flatnonzero(ended):
+        per_env[i] = info["final_obs"][i]
+    return _stack(per_env), obs, True

@@ -40,6 +40,11 @@ class PiRLActorConfig:
     torch_threads: int = 1
     # Language instruction for envs that provide none (gym_manipulator robots); a VLA's prompt.
     task: str = ""
+    # Envs an actor steps for env configs without a `num_envs` of their own (LeRobot's `libero`, `metaworld`).
+    num_envs: int = 1
+    # Step those envs in subprocesses (a gymnasium AsyncVectorEnv): all envs step together and a chunk ends
+    # for every env at the first episode end in it (SyncVectorEnv envs are stepped one by one instead).
+    async_envs: bool = False
     # Exit when the learner says training is over (false: keep reconnecting, e.g. to a learner that will
     # be resumed with a larger budget).
     exit_when_learner_done: bool = True
@@ -49,6 +54,8 @@ class PiRLActorConfig:
             raise ValueError(f"actor.chunks_per_version must be >= 0 or null, got {self.chunks_per_version}")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise ValueError("actor.eval_every must be >= 0 and actor.eval_episodes >= 1")
+        if self.num_envs < 1:
+            raise ValueError(f"actor.num_envs must be >= 1, got {self.num_envs}")
         if self.max_reconnects < 0 or self.torch_threads < 1 or self.stats_period_s <= 0:
             raise ValueError("actor.max_reconnects >= 0, actor.torch_threads >= 1, actor.stats_period_s > 0")
 
