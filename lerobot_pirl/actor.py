@@ -43,7 +43,7 @@ from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
 from lerobot_pirl.runtime.observations import FeatureObservations, ObservationPipeline, env_tasks
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
 from lerobot_pirl.runtime.transitions import chunk_transitions
-from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper
+from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper, episode_step_limit
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def make_actor_env(cfg: TrainRLServerPipelineConfig) -> ActorEnv:
         options = cfg.policy.actor
         envs = cfg.env.create_envs(options.num_envs, use_async_envs=options.async_envs)
     vec = next(iter(next(iter(envs.values())).values()))
-    return ActorEnv(ChunkStepper(vec), ObservationPipeline(cfg.env, cfg.policy, features), env_tasks(vec))
+    stepper = ChunkStepper(vec, max_episode_steps=episode_step_limit(vec))
+    return ActorEnv(stepper, ObservationPipeline(cfg.env, cfg.policy, features), env_tasks(vec))
 
 
 class StatsReporter:

@@ -58,6 +58,7 @@ class PiRLLearner:
         self.cfg = cfg
         self.shutdown_event = shutdown_event
         self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)  # metrics.jsonl and checkpoints go here
         device = cfg.policy.device
         if cfg.resume:
             ckpt = last_checkpoint_dir(self.out).resolve()

@@ -48,10 +48,12 @@ def _vector(kind: str, n: int) -> gym.vector.VectorEnv:
     return gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode[mode], context="fork")
 
 
+@pytest.mark.parametrize("limit", [None, 5])
 @pytest.mark.parametrize("kind", ["sync", "async_same_step", "async_next_step"])
-def test_no_env_step_is_lost_or_attributed_to_the_wrong_episode(kind):
+def test_no_env_step_is_lost_or_attributed_to_the_wrong_episode(kind, limit):
+    """With ``limit``, episodes longer than 5 steps are truncated there (as lerobot-eval ends LIBERO's)."""
     n = 3
-    stepper = ChunkStepper(_vector(kind, n))
+    stepper = ChunkStepper(_vector(kind, n), max_episode_steps=limit)
     obs = stepper.reset()
     steps_taken = np.zeros(n, dtype=int)
     episodes_ended = np.zeros(n, dtype=int)
@@ -65,7 +67,10 @@ def test_no_env_step_is_lost_or_attributed_to_the_wrong_episode(kind):
         np.testing.assert_array_equal(after[:, 1], before[:, 1] + result.steps)
         np.testing.assert_array_equal(result.rewards, result.steps)
         assert (result.steps >= 1).all() and (result.steps <= HORIZON).all()
-        np.testing.assert_array_equal(result.success, ended)  # the last step's success is never lost
+        np.testing.assert_array_equal(result.success, result.terminated)  # the last step's success stays
+        if limit is not None:
+            assert (after[:, 1] <= limit).all()
+            np.testing.assert_array_equal(result.truncated, ended & (after[:, 1] == limit) & ~result.terminated)
         steps_taken += result.steps
         episodes_ended += ended
         obs = stepper.reset_done(result)

@@ -298,25 +298,31 @@ def build_base(policy_type: str, tmp_dir: Path, seed: int = 0, **overrides):
     return get_policy_class(policy_type)(cfg)
 
 
-def save_base_checkpoint(policy, path: Path, tokenizer_dir: Path | None = None) -> Path:
-    """Save a tiny base policy with its pre/post processors like an SFT checkpoint. The pi0 / pi05
-    tokenizer step points at a local word-level tokenizer instead of the Hub's PaliGemma tokenizer."""
+def unit_stats(
+    state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Normalisation statistics of zero mean, unit std and quantiles -1 / 1 for the state and the action."""
+
+    def unit(dim: int) -> dict[str, torch.Tensor]:
+        return {
+            "mean": torch.zeros(dim),
+            "std": torch.ones(dim),
+            "q01": -torch.ones(dim),
+            "q99": torch.ones(dim),
+        }
+
+    return {OBS_STATE: unit(state_dim), ACTION: unit(action_dim)}
+
+
+def save_base_checkpoint(
+    policy, path: Path, tokenizer_dir: Path | None = None, stats: dict | None = None
+) -> Path:
+    """Save a tiny base policy with its pre/post processors like an SFT checkpoint (``stats``: the
+    normalisation statistics, unit ones by default). The pi0 / pi05 tokenizer step points at a local
+    word-level tokenizer instead of the Hub's PaliGemma tokenizer."""
     path = Path(path)
     policy.save_pretrained(path)
-    stats = {
-        OBS_STATE: {
-            "mean": torch.zeros(STATE_DIM),
-            "std": torch.ones(STATE_DIM),
-            "q01": -torch.ones(STATE_DIM),
-            "q99": torch.ones(STATE_DIM),
-        },
-        ACTION: {
-            "mean": torch.zeros(ACTION_DIM),
-            "std": torch.ones(ACTION_DIM),
-            "q01": -torch.ones(ACTION_DIM),
-            "q99": torch.ones(ACTION_DIM),
-        },
-    }
+    stats = stats if stats is not None else unit_stats()
     pre, post = make_pre_post_processors_offline(policy.config, stats, tokenizer_dir)
     pre.save_pretrained(path)
     post.save_pretrained(path)

@@ -56,18 +56,24 @@ class ChunkStepper:
     their next episode before the next chunk: the vector env has already reset them (``SAME_STEP``
     auto-reset, the final observation in ``info["final_obs"]``) or they are reset with a reset mask
     (``NEXT_STEP`` / ``DISABLED``). No step runs in a new episode with an action sampled in the old one.
+
+    ``max_episode_steps`` truncates episodes that the envs do not end themselves, as ``lerobot-eval`` does
+    with a LeRobot env's ``_max_episode_steps`` (LeRobot's LIBERO envs never truncate on their own).
     """
 
-    def __init__(self, vec: gym.vector.VectorEnv):
+    def __init__(self, vec: gym.vector.VectorEnv, max_episode_steps: int | None = None):
         self.vec = vec
         self.num_envs = vec.num_envs
         self.exact = isinstance(vec, gym.vector.SyncVectorEnv)
+        self.max_episode_steps = max_episode_steps
         self._obs: list[dict] = []
         self._episode_success = np.zeros(self.num_envs, dtype=bool)
-        self._pending_reset: np.ndarray | None = None  # lock-step: ended envs the vector env did not reset
+        self._t = np.zeros(self.num_envs, dtype=int)  # env steps into the current episodes
+        self._pending_reset: np.ndarray | None = None  # lock-step: ended envs still to reset
 
     def reset(self, seed: int | list[int] | None = None) -> dict[str, np.ndarray]:
         self._episode_success[:] = False
+        self._t[:] = 0
         self._pending_reset = None
         if not self.exact:
             obs, _ = self.vec.reset(seed=seed)
@@ -94,11 +100,13 @@ class ChunkStepper:
             for h in range(horizon):
                 obs, r, term, trunc, info = env.step(actions[i, h])
                 self._obs[i] = obs
+                self._t[i] += 1
                 rewards[i] += float(r)
                 steps[i] += 1
                 success[i] |= bool(info.get("is_success", False))
+                trunc = bool(trunc) or self._at_limit()[i]
                 if term or trunc:
-                    terminated[i], truncated[i] = bool(term), bool(trunc) and not term
+                    terminated[i], truncated[i] = bool(term), trunc and not term
                     break
         obs = _stack(self._obs)
         return ChunkResult(obs, obs, rewards, steps, terminated, truncated, success, success.copy())
@@ -109,23 +117,27 @@ class ChunkStepper:
         terminated, truncated, success = (np.zeros(n, dtype=bool) for _ in range(3))
         for h in range(horizon):
             obs, r, term, trunc, info = self.vec.step(actions[:, h])
+            self._t += 1
             term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
-            ended = term | trunc
+            env_ended = term | trunc
+            at_limit = self._at_limit() & ~env_ended  # ends the episode here; the env did not
             rewards += np.asarray(r, dtype=np.float64)
             steps += 1
-            success |= _success_flags(info, ended, n)
+            success |= _success_flags(info, env_ended, n)
             terminated |= term
-            truncated |= trunc & ~term
-            if ended.any() or h == horizon - 1:
+            truncated |= (trunc | at_limit) & ~term
+            if env_ended.any() or at_limit.any() or h == horizon - 1:
                 break
-        final, now, reset_by_vector = _final_and_current(obs, info, ended, n)
-        self._pending_reset = ended if ended.any() and not reset_by_vector else None
+        final, now, reset_by_vector = _final_and_current(obs, info, env_ended, n)
+        pending = (env_ended & ~reset_by_vector) | at_limit
+        self._pending_reset = pending if pending.any() else None
         return ChunkResult(final, now, rewards, steps, terminated, truncated, success, success.copy())
 
     def reset_done(self, result: ChunkResult) -> dict[str, np.ndarray]:
         """The observations the next chunk starts from (ended envs start a new episode)."""
         ended = result.terminated | result.truncated
         self._episode_success[ended] = False
+        self._t[ended] = 0
         if not self.exact:
             if self._pending_reset is None:
                 return result.last_obs
@@ -136,8 +148,23 @@ class ChunkStepper:
             self._obs[i] = self.vec.envs[i].reset()[0]
         return _stack(self._obs)
 
+    def _at_limit(self) -> np.ndarray:
+        if self.max_episode_steps is None:
+            return np.zeros(self.num_envs, dtype=bool)
+        return self._t >= self.max_episode_steps
+
     def close(self) -> None:
         self.vec.close()
+
+
+def episode_step_limit(vec) -> int | None:
+    """The ``_max_episode_steps`` of a vector env's sub-envs (what ``lerobot-eval`` ends episodes at), or
+    ``None`` when they do not say."""
+    try:
+        limit = vec.call("_max_episode_steps")[0]
+    except (AttributeError, NotImplementedError):
+        return None
+    return int(limit) if isinstance(limit, int | np.integer) and limit > 0 else None
 
 
 def _success_flags(info: dict, ended: np.ndarray, n: int) -> np.ndarray:
@@ -151,14 +178,14 @@ def _success_flags(info: dict, ended: np.ndarray, n: int) -> np.ndarray:
     return flags
 
 
-def _final_and_current(obs: dict, info: dict, ended: np.ndarray, n: int) -> tuple[dict, dict, bool]:
+def _final_and_current(obs: dict, info: dict, ended: np.ndarray, n: int) -> tuple[dict, dict, np.ndarray]:
     """After a lock-step chunk: per env the observation after its last step, what the envs show now, and
-    whether the vector env has already reset the ended envs. A ``SAME_STEP`` vector env resets them in the
-    step itself and puts their final observations in ``info["final_obs"]``; otherwise the ended envs
+    which envs the vector env has already reset. A ``SAME_STEP`` vector env resets the envs that ended in
+    the step itself and puts their final observations in ``info["final_obs"]``; otherwise the ended envs
     still show their final observation."""
     if not ended.any() or "final_obs" not in info:
-        return obs, obs, False
+        return obs, obs, np.zeros(n, dtype=bool)
     per_env = _unstack(obs, n)
     for i in np.flatnonzero(ended):
         per_env[i] = info["final_obs"][i]
-    return _stack(per_env), obs, True
+    return _stack(per_env), obs, ended.copy()
