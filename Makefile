@@ -4,13 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Headless MuJoCo rendering (LIBERO scenes) with the system's Mesa.
+export MUJOCO_GL ?= egl
 
-.PHONY: venv demo test test-fast lint bench bench-sampling bench-transport libero clean
+.PHONY: venv libero demo test test-fast lint bench bench-sampling bench-transport clean
 
 venv:
 	@bash scripts/bootstrap.sh "test,metaworld"
 
-test: venv
+# LIBERO offline: the `libero` extra (hf-libero and its scene assets), then LIBERO's config file and asset
+# link (idempotent, no prompts). When that fails, the LIBERO tests skip and say why.
+libero:
+	@bash scripts/bootstrap.sh "test,metaworld,libero"
+	@$(PY) -m lerobot_pirl.envs.libero_setup || echo "LIBERO is not set up: its tests will be skipped"
+
+test: libero
 	$(PY) -m ruff check lerobot_pirl tests examples
 	$(PY) -m pytest -m "not gpu" -q
 
@@ -32,12 +40,6 @@ bench-sampling: venv
 
 bench-transport: venv
 	$(PY) -m lerobot_pirl.bench.transport
-
-# LIBERO offline: the `libero` extra (hf-libero and its scene assets), then LIBERO's config file and asset
-# link (idempotent, no prompts).
-libero: venv
-	$(PY) -m pip install --quiet -e ".[test,metaworld,libero]"
-	$(PY) -m lerobot_pirl.envs.libero_setup
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -70,7 +70,9 @@ def test_no_env_step_is_lost_or_attributed_to_the_wrong_episode(kind, limit):
         np.testing.assert_array_equal(result.success, result.terminated)  # the last step's success stays
         if limit is not None:
             assert (after[:, 1] <= limit).all()
-            np.testing.assert_array_equal(result.truncated, ended & (after[:, 1] == limit) & ~result.terminated)
+            np.testing.assert_array_equal(
+                result.truncated, ended & (after[:, 1] == limit) & ~result.terminated
+            )
         steps_taken += result.steps
         episodes_ended += ended
         obs = stepper.reset_done(result)
