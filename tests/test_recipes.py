@@ -121,3 +121,14 @@ def test_vla_recipe_builds_with_a_tiny_base(recipe, tiny_checkpoints):
     assert torch.equal(score.logprob, sample.logprob)
     actions = post(sample.executed)
     assert actions.shape == (2, cfg.policy.sampler.action_chunk, policy.adapter.real_action_dim)
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.stem.startswith("libero_")], ids=lambda p: p.stem)
+def test_libero_recipes_follow_lerobots_libero_eval_protocol(recipe):
+    """A LIBERO success from the actor means what one from ``lerobot-eval`` means: LeRobot's own ``libero``
+    env and processors, episodes ending at the suite's max steps (no ``episode_length`` override), the
+    7-dim relative end-effector action, one task per actor."""
+    cfg = parse(recipe)
+    assert cfg.env.type == "libero" and cfg.env.task.startswith("libero_")
+    assert cfg.env.episode_length is None and cfg.env.control_mode == "relative"
+    assert cfg.env.features["action"].shape == (7,) and len(cfg.env.task_ids) == 1
