@@ -406,3 +406,24 @@ def test_whole_episodes_leaves_out_episodes_cut_by_the_rollout():
     for (_, env, _), rows in episodes.items():
         assert batch.episode_chunk[rows].tolist() == [0, 1, 2, 3]
         assert (batch.env_id[rows] == env).all()
+
+
+def test_critic_warmup_moves_only_the_value_head_then_ppo_takes_over():
+    policy = tiny_pi_rl("flow_noise", seed=2)
+    algo = make_algo(policy, critic_warmup_updates=2, entropy_coef=0.005)
+    _, _, rollout = _rollout_from(policy)
+    actor = {k: v.clone() for k, v in policy.actor_state_dict().items()}  # base + noise head
+    critic = {k: v.clone() for k, v in policy.value_head.state_dict().items()}
+    for _ in range(2):
+        stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout))).to_log_dict()
+        assert stats["critic_warmup"] == 1.0 and "base_grad_norm" not in stats
+    assert all(torch.equal(actor[k], v) for k, v in policy.actor_state_dict().items())  # bit-identical
+    assert not all(torch.equal(critic[k], v) for k, v in policy.value_head.state_dict().items())
+    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout))).to_log_dict()
+    assert stats["critic_warmup"] == 0.0
+    assert not all(torch.equal(actor[k], v) for k, v in policy.actor_state_dict().items())
+
+
+def test_critic_warmup_needs_a_critic():
+    with pytest.raises(ValueError, match="critic_warmup_updates"):
+        PiRLAlgorithmConfig(estimator="grpo", critic_warmup_updates=3)

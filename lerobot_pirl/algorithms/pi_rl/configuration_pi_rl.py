@@ -56,6 +56,9 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
     max_grad_norm: float = 1.0
     # Stop the epochs of an update early when approx_kl exceeds this (null disables it).
     target_kl: float | None = None
+    # Updates at the start of training that train only the value head (the actor's parameters do not move),
+    # so PPO starts from a critic fitted to the SFT policy's returns (RLinf does this for LIBERO).
+    critic_warmup_updates: int = 0
     # GRPO: number of envs that share a reset state (a group).
     grpo_group_size: int = 8
     # GRPO: drop groups whose mean success is outside [grpo_success_low, grpo_success_high].
@@ -115,6 +118,10 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
                 "grpo_success_low/high must satisfy 0 <= low <= high <= 1, got "
                 f"{self.grpo_success_low}, {self.grpo_success_high}"
             )
+        if self.critic_warmup_updates < 0:
+            raise ValueError(f"critic_warmup_updates must be >= 0, got {self.critic_warmup_updates}")
+        if self.critic_warmup_updates and self.estimator == "grpo":
+            raise ValueError("critic_warmup_updates: estimator='grpo' trains no critic; set it to 0")
         if self.max_policy_lag < 0:
             raise ValueError(f"max_policy_lag must be >= 0, got {self.max_policy_lag}")
         if self.ratio_guard_tol <= 0:

@@ -71,6 +71,7 @@ class UpdateLog:
     minibatches: int = 0
     epochs_run: int = 0
     early_stopped: bool = False
+    critic_warmup: bool = False  # this update trained the value head only
 
     def add(self, step: dict[str, float]) -> None:
         """A minibatch's diagnostics: extremes of the ratio, the guard, sums of everything else."""
@@ -98,6 +99,7 @@ class UpdateLog:
             epochs_run=float(self.epochs_run),
             early_stopped=float(self.early_stopped),
             minibatches=float(self.minibatches),
+            critic_warmup=float(self.critic_warmup),
         )
         return TrainingStats(losses=losses, grad_norms=grad_norms, extra=extra)
 
@@ -342,13 +344,14 @@ class PiRLAlgorithm(RLAlgorithm):
     def update(self, batch_iterator: Iterator[dict[str, Any]]) -> TrainingStats:
         """The PPO update: ``update_epochs`` passes over the rollout in minibatches, one gradient step per
         minibatch; with ``target_kl`` set, no further epoch runs after one in which a minibatch's approx_kl
-        exceeded ``1.5 * target_kl``."""
+        exceeded ``1.5 * target_kl``. During the first ``critic_warmup_updates`` updates only the value
+        head trains."""
         cfg = self.config
-        log = UpdateLog()
+        log = UpdateLog(critic_warmup=self.optimization_step < cfg.critic_warmup_updates)
         for epoch, minibatches in itertools.groupby(batch_iterator, key=lambda mb: mb["epoch"]):
             epoch_kl = 0.0
             for mb in minibatches:
-                step = self._ppo_step(mb, first=log.minibatches == 0)
+                step = self._ppo_step(mb, first=log.minibatches == 0, critic_only=log.critic_warmup)
                 log.add(step)
                 epoch_kl = max(epoch_kl, step["approx_kl"])
             log.epochs_run = epoch + 1
@@ -358,10 +361,11 @@ class PiRLAlgorithm(RLAlgorithm):
         self.optimization_step = self.optimization_step + 1
         return log.training_stats()
 
-    def _ppo_step(self, mb: dict[str, Any], first: bool) -> dict[str, float]:
+    def _ppo_step(self, mb: dict[str, Any], first: bool, critic_only: bool = False) -> dict[str, float]:
         """One gradient step on a minibatch: re-score its stored chains under the current weights, then
-        the clipped PPO loss + value loss - entropy bonus (+ the demo regulariser). Returns the
-        minibatch's diagnostics; the first minibatch also checks the ratio guard."""
+        the clipped PPO loss + value loss - entropy bonus (+ the demo regulariser), or the value loss
+        alone for the value head alone (``critic_only``). Returns the minibatch's diagnostics; the first
+        minibatch also checks the ratio guard."""
         cfg = self.config
         score = self.policy.score_chain(mb["obs"], mb["chain"], mb["denoise_index"])
         actor_loss, ratio_stats = ppo_actor_loss(
@@ -376,12 +380,15 @@ class PiRLAlgorithm(RLAlgorithm):
             score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta
         )
         entropy = entropy_bonus(score.entropy)
-        loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
-        demo_loss = self._demo_loss()
-        if demo_loss is not None:
-            loss = loss + cfg.demo_loss_coef * demo_loss
-            diagnostics["demo_loss"] = demo_loss.item()
-        diagnostics.update(self._gradient_step(loss))
+        if critic_only:
+            diagnostics.update(self._gradient_step(cfg.value_loss_coef * critic_loss, groups=("value_head",)))
+        else:
+            loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
+            demo_loss = self._demo_loss()
+            if demo_loss is not None:
+                loss = loss + cfg.demo_loss_coef * demo_loss
+                diagnostics["demo_loss"] = demo_loss.item()
+            diagnostics.update(self._gradient_step(loss))
         diagnostics.update(
             actor_loss=actor_loss.item(),
             value_loss=critic_loss.item(),
@@ -390,14 +397,16 @@ class PiRLAlgorithm(RLAlgorithm):
         )
         return diagnostics
 
-    def _gradient_step(self, loss: Tensor) -> dict[str, float]:
-        """Backward, then per parameter group: clip the gradient norm and step its optimiser. Returns the
-        groups' gradient norms before clipping (``grad_norm/<group>``)."""
+    def _gradient_step(self, loss: Tensor, groups: tuple[str, ...] | None = None) -> dict[str, float]:
+        """Backward, then per parameter group (all, or ``groups``): clip the gradient norm and step its
+        optimiser. Returns the groups' gradient norms before clipping (``grad_norm/<group>``)."""
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
         norms = {}
         for name, opt in self.optimizers.items():
+            if groups is not None and name not in groups:
+                continue
             params = [p for g in opt.param_groups for p in g["params"]]
             norms[f"grad_norm/{name}"] = float(
                 torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)

@@ -188,7 +188,8 @@ class PiRLConfig(PreTrainedConfig):
 # a value other than the field's default is refused.
 UNUSED_FIELDS: dict[str, str] = {
     "storage_device": "pi_rl keeps one on-policy rollout on the CPU, it has no replay buffer device",
-    "online_step_before_learning": "pi_rl updates as soon as algorithm.rollout_size transitions are in",
+    "online_step_before_learning": "pi_rl updates as soon as algorithm.rollout_size transitions are in "
+    "(to fit the critic before the actor moves, set algorithm.critic_warmup_updates)",
     "online_buffer_capacity": "pi_rl has no replay buffer (set algorithm.rollout_size instead)",
     "offline_buffer_capacity": "pi_rl has no offline replay buffer",
     "async_prefetch": "pi_rl iterates its rollout in memory, there is nothing to prefetch",
