@@ -139,10 +139,8 @@ def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3) -> 
         obj.save_pretrained(path)
 
 
-def metaworld_run_config(tmp_path, args: list[str] = (), policy: dict | None = None, **sections):
-    """A resolved ``TrainRLServerPipelineConfig`` of a pi_rl run on pirl_metaworld with a tiny flow_mlp base
-    written to ``tmp_path / "base"``, parsed from JSON like a recipe (``args``: command-line overrides;
-    ``policy`` / ``sections``: extra fields of the policy / other sections)."""
+def parse_run_config(tmp_path, cfg: dict, args: list[str] = ()):
+    """``cfg`` written as a recipe JSON and parsed like one (``args``: command-line overrides), resolved."""
     import json
 
     import draccus
@@ -150,6 +148,16 @@ def metaworld_run_config(tmp_path, args: list[str] = (), policy: dict | None = N
 
     from lerobot_pirl.runtime.config import resolve_pi_rl_config
 
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    with draccus.config_type("json"):
+        parsed = draccus.parse(TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=list(args))
+    return resolve_pi_rl_config(parsed)
+
+
+def metaworld_run_config(tmp_path, args: list[str] = (), policy: dict | None = None, **sections):
+    """A resolved ``TrainRLServerPipelineConfig`` of a pi_rl run on pirl_metaworld with a tiny flow_mlp base
+    written to ``tmp_path / "base"``, parsed from JSON like a recipe (``args``: command-line overrides;
+    ``policy`` / ``sections``: extra fields of the policy / other sections)."""
     write_metaworld_base(tmp_path / "base")
     cfg = {
         "output_dir": str(tmp_path / "run"),
@@ -164,7 +172,4 @@ def metaworld_run_config(tmp_path, args: list[str] = (), policy: dict | None = N
         "env": {"type": "pirl_metaworld", "num_envs": 2},
         **sections,
     }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    with draccus.config_type("json"):
-        parsed = draccus.parse(TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=list(args))
-    return resolve_pi_rl_config(parsed)
+    return parse_run_config(tmp_path, cfg, args)

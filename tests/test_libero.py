@@ -18,6 +18,7 @@ import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
+from tests.helpers import parse_run_config
 from tests.vla_helpers import (
     build_base,
     save_base_checkpoint,
@@ -60,11 +61,6 @@ def _base_checkpoint(family: str, tmp_path):
 
 
 def _run_config(tmp_path, base_path):
-    import draccus
-    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-
-    from lerobot_pirl.runtime.config import resolve_pi_rl_config
-
     cfg = {
         "output_dir": str(tmp_path / "run"),
         "save_checkpoint": True,
@@ -92,11 +88,7 @@ def _run_config(tmp_path, base_path):
             "observation_width": SIDE,
         },
     }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    with draccus.config_type("json"):
-        return resolve_pi_rl_config(
-            draccus.parse(TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=[])
-        )
+    return parse_run_config(tmp_path, cfg)
 
 
 def _collect(actor, n: int, timeout: float = 150.0) -> list:
