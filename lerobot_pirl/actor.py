@@ -250,6 +250,7 @@ class PiRLActor:
             env_ids=torch.arange(n),
             success=torch.as_tensor(result.success, dtype=torch.float32),
             intervention=torch.as_tensor(intervened > 0),
+            steps=torch.as_tensor(result.steps),
             **episodes.ids(),
         )
         self.transitions_queue.put(transitions_to_bytes(transitions))

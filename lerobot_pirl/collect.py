@@ -13,10 +13,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
 from tqdm import tqdm
 
-from lerobot_pirl.datasets import state_action_features, write_dataset
-from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM, MetaWorldStateEnv
+from lerobot_pirl.datasets import image_feature, state_action_features, write_dataset
+from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM, MetaWorldStateEnv, task_description
 from lerobot_pirl.seeds import DEMOS
 
 DEMO_SEED = DEMOS.start
@@ -39,10 +40,16 @@ def collect_episodes(
     noise_gripper: bool = False,
     only_successes: bool = True,
     progress: bool = True,
+    image_size: int | None = None,
 ) -> tuple[list[list[dict]], dict]:
-    """Expert rollouts (frames of ``observation.state`` / ``action``) and collection statistics."""
+    """Expert rollouts (frames of ``observation.state`` / ``action``, and ``observation.image`` with
+    ``image_size``) and collection statistics."""
     env = MetaWorldStateEnv(
-        task, episode_length=episode_length, reward_type="sparse", terminate_on_success=True
+        task,
+        episode_length=episode_length,
+        reward_type="sparse",
+        terminate_on_success=True,
+        image_size=image_size,
     )
     expert = expert_policy(task)
     rng = np.random.default_rng(seed)
@@ -62,7 +69,10 @@ def collect_episodes(
                 dims = action.shape[0] if noise_gripper else 3
                 action[:dims] += rng.normal(0.0, action_noise, size=dims).astype(np.float32)
             action = np.clip(action, -1.0, 1.0)
-            frames.append({"observation.state": state, "action": action})
+            frame = {OBS_STATE: state, ACTION: action}
+            if image_size:
+                frame[OBS_IMAGE] = obs["pixels"]
+            frames.append(frame)
             obs, _, terminated, truncated, info = env.step(action)
             success = success or bool(info["is_success"])
             if terminated or truncated:
@@ -87,22 +97,35 @@ def collect_dataset(
     noise_gripper: bool = False,
     overwrite: bool = True,
     progress: bool = True,
+    image_size: int | None = None,
 ) -> dict:
+    """Collect ``episodes`` successful expert demos into a local LeRobotDataset at ``root``; frames carry
+    the task's language instruction, and a rendered ``image_size`` camera image when it is given."""
     root = Path(root)
     if root.exists():
         if not overwrite:
             raise FileExistsError(f"root: {root} exists (pass --overwrite)")
         shutil.rmtree(root)
     eps, stats = collect_episodes(
-        task, episodes, seed, episode_length, action_noise, noise_gripper=noise_gripper, progress=progress
+        task,
+        episodes,
+        seed,
+        episode_length,
+        action_noise,
+        noise_gripper=noise_gripper,
+        progress=progress,
+        image_size=image_size,
     )
+    features = state_action_features(STATE_DIM, ACTION_DIM)
+    if image_size:
+        features.update(image_feature(image_size))
     write_dataset(
         root,
         repo_id or f"local/{task}",
         fps=80,
-        features=state_action_features(STATE_DIM, ACTION_DIM),
+        features=features,
         episodes=eps,
-        task=task,
+        task=task_description(task),
     )
     return {**stats, "root": str(root), "repo_id": repo_id or f"local/{task}"}
 
@@ -121,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         "--action_noise", type=float, default=0.0, help="std of noise on the xyz part of the actions"
     )
     p.add_argument("--noise_gripper", action="store_true", help="also add the noise to the gripper command")
+    p.add_argument(
+        "--image_size", type=int, default=None, help="also record a rendered camera image of this side"
+    )
     args = p.parse_args(argv)
 
     def startup():
@@ -135,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.episode_length,
                 args.action_noise,
                 noise_gripper=args.noise_gripper,
+                image_size=args.image_size,
             )
         )
 

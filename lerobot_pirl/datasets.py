@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from lerobot.datasets import LeRobotDataset
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
 
 
 def state_action_features(state_dim: int, action_dim: int) -> dict:
@@ -16,6 +16,17 @@ def state_action_features(state_dim: int, action_dim: int) -> dict:
         OBS_STATE: {"dtype": "float32", "shape": (state_dim,), "names": [f"s{i}" for i in range(state_dim)]},
         ACTION: {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
     }
+
+
+def image_feature(size: int) -> dict:
+    """LeRobotDataset feature of one square RGB camera image, ``observation.image`` (stored as images)."""
+    return {OBS_IMAGE: {"dtype": "image", "shape": (size, size, 3), "names": ["height", "width", "channels"]}}
+
+
+def _frame_value(value) -> np.ndarray:
+    """A frame's array as the dataset stores it: images stay uint8, the rest becomes float32."""
+    value = np.asarray(value)
+    return value if value.dtype == np.uint8 else value.astype(np.float32)
 
 
 def write_dataset(
@@ -30,9 +41,7 @@ def write_dataset(
     dataset = LeRobotDataset.create(repo_id=repo_id, fps=fps, features=features, root=root, use_videos=False)
     for frames in episodes:
         for frame in frames:
-            dataset.add_frame(
-                {**{k: np.asarray(v, dtype=np.float32) for k, v in frame.items()}, "task": task}
-            )
+            dataset.add_frame({**{k: _frame_value(v) for k, v in frame.items()}, "task": task})
         dataset.save_episode()
     dataset.finalize()
     return dataset

@@ -27,12 +27,14 @@ from lerobot.utils.random_utils import set_seed
 from lerobot.utils.utils import init_logging
 
 import lerobot_pirl  # noqa: F401  (registers pi_rl with LeRobot's registries)
+from lerobot_pirl.algorithms.pi_rl.offline import OfflineBuffer, feature_mismatch
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm, RolloutSource
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
 from lerobot_pirl.cli import run_cli
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
 from lerobot_pirl.runtime.checkpoint import (
+    OFFLINE_DIR,
     last_checkpoint_dir,
     pretrained_dir,
     restore_training_state,
@@ -41,6 +43,7 @@ from lerobot_pirl.runtime.checkpoint import (
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
+from lerobot_pirl.transition_keys import INTERVENTION, STEPS
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,12 @@ class PiRLLearner:
                 self.algorithm.policy_version,
                 self.env_steps,
             )
-        self.algorithm.demo_iterator = self.demo_batches()
+        self.offline = self.make_offline_buffer()
+        self.offline_generator = torch.Generator().manual_seed(cfg.algorithm.seed + 1)
+        if self.offline is not None:
+            self.algorithm.offline_source = self.offline_batch
+            if cfg.resume:
+                self.offline.load(ckpt / OFFLINE_DIR)
         self.buffer = RolloutBuffer(self.algorithm.transition_spec())
         self.board = WeightsBoard()
         self.transition_queue: queue.Queue = queue.Queue()
@@ -101,30 +109,49 @@ class PiRLLearner:
 
             self.wandb = WandBLogger(cfg)
 
-    def demo_batches(self):
-        """Endless preprocessed demo batches from ``cfg.dataset`` for ``algorithm.demo_loss_coef`` (the
-        base policy's flow-matching loss as a regulariser), or ``None`` when not configured."""
+    def make_offline_buffer(self) -> OfflineBuffer | None:
+        """The hybrid mode's offline buffer (``algorithm.offline_loss_coef`` > 0): the demo chunks of
+        ``cfg.dataset`` when given (read with the base policy's action-chunk delta timestamps), plus the
+        human-corrected chunks that arrive; None in online-only mode."""
         cfg = self.cfg
-        if cfg.algorithm.demo_loss_coef <= 0:
+        if cfg.algorithm.offline_loss_coef <= 0:
+            if cfg.dataset is not None:
+                logger.warning(
+                    "[LEARNER] --dataset is unused: algorithm.offline_loss_coef is 0 (online only)"
+                )
             return None
-        if cfg.dataset is None:
-            raise ValueError(
-                "dataset: algorithm.demo_loss_coef > 0 needs --dataset.repo_id (and --dataset.root)"
-            )
-        from lerobot.datasets import make_dataset
+        demos = None
+        if cfg.dataset is not None:
+            from lerobot.datasets import make_dataset
 
-        dataset = make_dataset(cfg)  # delta timestamps from the pi_rl config, i.e. the base's action chunk
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.algorithm.demo_batch_size, shuffle=True, drop_last=True, num_workers=0
+            demos = make_dataset(cfg)  # delta timestamps from the pi_rl config, i.e. the base's action chunk
+            wanted = {**self.policy.config.input_features, **self.policy.config.output_features}
+            problem = feature_mismatch(demos.meta.features, wanted)
+            if problem is not None:
+                raise ValueError(f"dataset {cfg.dataset.repo_id}: {problem}")
+        buffer = OfflineBuffer(self.policy.adapter.chunk_size, cfg.algorithm.correction_capacity, demos)
+        logger.info(
+            "[LEARNER] hybrid: offline buffer of %d demo chunks%s, corrections up to %d",
+            buffer.num_demos,
+            f" from {cfg.dataset.repo_id}" if demos is not None else "",
+            cfg.algorithm.correction_capacity,
         )
+        return buffer
 
-        def endless():
-            while True:
-                for batch in loader:
-                    yield self.pre(batch)
+    def offline_batch(self, n: int) -> dict | None:
+        """``n`` offline chunks, preprocessed like every learner input (None while the buffer is empty)."""
+        raw = self.offline.sample(n, self.offline_generator)
+        return None if raw is None else self.pre(raw)
 
-        logger.info("[LEARNER] demo regulariser on %s (%d frames)", cfg.dataset.repo_id, len(dataset))
-        return endless()
+    def keep_correction(self, transition) -> None:
+        """A valid transition a human corrected joins the offline buffer with the actions that ran."""
+        info = transition["complementary_info"]
+        if self.offline is None or not bool(info.get(INTERVENTION, False)):
+            return
+        steps = info.get(STEPS)
+        self.offline.add_correction(
+            transition["state"], transition["action"], None if steps is None else int(steps)
+        )
 
     # ------------------------------------------------------------------ plumbing
     def push_weights(self, final: bool = False) -> None:
@@ -169,7 +196,9 @@ class PiRLLearner:
                 self.buffer.rejected[f"undecodable transition message ({type(e).__name__})"] += 1
                 logger.warning("[LEARNER] dropped an undecodable transition message: %s", e)
                 continue
-            self.buffer.add(transitions if isinstance(transitions, list) else [transitions])
+            self.buffer.add(
+                transitions if isinstance(transitions, list) else [transitions], self.keep_correction
+            )
         while True:
             try:
                 payload = self.interaction_queue.get_nowait()
@@ -212,6 +241,7 @@ class PiRLLearner:
             **self.algorithm.rollout_stats(rollout, batch, dropped),
             **stats,
             **self.episodes.summary(),
+            **(self.offline.counts() if self.offline is not None else {}),
             "env_steps_per_s": self.env_steps_per_s(),
             "transitions_rejected": float(sum(self.buffer.rejected.values())),
             "update_s": round(time.time() - t_start, 3),
@@ -263,8 +293,16 @@ class PiRLLearner:
         return True
 
     def save(self) -> None:
+        extra = None if self.offline is None else {OFFLINE_DIR: self.offline.save}
         save_run_checkpoint(
-            self.cfg, self.update_count, self.env_steps, self.policy, self.algorithm, self.pre, self.post
+            self.cfg,
+            self.update_count,
+            self.env_steps,
+            self.policy,
+            self.algorithm,
+            self.pre,
+            self.post,
+            extra,
         )
 
     # ------------------------------------------------------------------ the loop

@@ -17,6 +17,7 @@ SUCCESS = "success"  # 1.0 if the task was solved inside the chunk
 # True if a human teleoperated during the chunk (LeRobot's TeleopEvents.IS_INTERVENTION key): the executed
 # actions are not the sampled chain's, so the chunk gives the policy no credit (zero advantage).
 INTERVENTION = "is_intervention"
+STEPS = "steps"  # env steps the chunk ran (fewer than its actions when the episode ended inside it)
 TASK = "task"  # observation key of the env's task strings (a VLA's prompt), carried next to the features
 
 REQUIRED_INFO_KEYS = (
@@ -30,4 +31,4 @@ REQUIRED_INFO_KEYS = (
     CHUNK_INDEX,
     EPISODE_CHUNK,
 )
-OPTIONAL_SCALAR_KEYS = (SUCCESS, INTERVENTION)
+OPTIONAL_SCALAR_KEYS = (SUCCESS, INTERVENTION, STEPS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import pytest
 import torch
@@ -343,21 +344,91 @@ def test_task_strings_ride_along_and_preprocessor_outputs_reach_the_policy_input
     assert "task" not in rollout.obs
 
 
-def test_demo_loss_adds_the_base_flow_matching_loss_on_demo_batches():
+def test_offline_loss_joins_every_minibatch_with_its_weight_and_batch_size():
+    """Hybrid: each PPO minibatch draws offline_ratio * minibatch_size offline chunks and adds the base's
+    flow-matching loss on them at the scheduled weight; the logs carry the loss, weight, batch size and the
+    offline gradient's share."""
     policy = tiny_pi_rl("flow_sde")
-    algo = make_algo(policy, demo_loss_coef=0.5)
-    demo = {**obs_batch(8), "action": torch.randn(8, 4, 3)}
-    calls = []
+    algo = make_algo(policy, offline_loss_coef=0.5, offline_ratio=0.5)
+    sizes = []
 
-    def demos():
-        while True:
-            calls.append(1)
-            yield demo
+    def source(n):
+        sizes.append(n)
+        return {**obs_batch(n), "action": torch.randn(n, 4, 3)}
 
-    algo.demo_iterator = demos()
+    algo.offline_source = source
     _, _, rollout = _rollout_from(policy)
     stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
-    assert len(calls) == stats.extra["minibatches"] and stats.losses["demo_loss"] > 0
+    assert sizes == [4] * int(stats.extra["minibatches"])  # 0.5 * minibatch_size 8
+    assert stats.losses["offline_loss"] > 0
+    assert stats.extra["offline_weight"] == 0.5 and stats.extra["offline_batch_size"] == 4
+    assert 0 < stats.extra["offline_grad_share"] < 1 and stats.extra["offline_grad_norm"] > 0
+
+
+def test_offline_loss_is_skipped_once_its_weight_decayed_or_without_data():
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(
+        policy, offline_loss_coef=0.5, offline_loss_schedule="linear", offline_loss_decay_updates=1
+    )
+    calls = []
+    algo.offline_source = lambda n: calls.append(n)  # an empty buffer: None
+    _, _, rollout = _rollout_from(policy)
+    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    assert calls and "offline_loss" not in stats.losses  # no data yet: PPO alone
+    calls.clear()
+    algo.update(algo.configure_data_iterator(RolloutSource(rollout)))  # update 1: weight decayed to 0
+    assert calls == [] and algo.offline_weight() == 0.0
+
+
+def test_offline_gradient_reaches_only_the_chosen_parameters():
+    """offline_params="expert": the offline loss moves the adapter's expert parameters and nothing else
+    of the base (the PPO gradient is untouched there)."""
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy, offline_loss_coef=1.0, offline_params="expert")
+    base = policy.param_groups()["base"]
+    expert = {id(p) for p in algo.offline_parameters()}
+    assert 0 < len(expert) < len(base)
+    for opt in algo.optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    loss, _ = policy.forward({**obs_batch(6), "action": torch.randn(6, 4, 3)})
+    stats = algo._add_offline_gradient(loss)
+    assert all(p.grad is None for p in base if id(p) not in expert)
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in base if id(p) in expert)
+    assert stats["offline_grad_share"] == 1.0  # no PPO gradient in this call
+    assert len(make_algo(policy, offline_loss_coef=1.0).offline_parameters()) == len(base)  # "actor"
+
+
+@pytest.mark.parametrize(
+    "schedule, update, expected",
+    [
+        ("constant", 50, 1.0),
+        ("linear", 0, 1.0),
+        ("linear", 5, 0.6),
+        ("linear", 10, 0.2),
+        ("linear", 99, 0.2),
+        ("cosine", 0, 1.0),
+        ("cosine", 5, 0.6),
+        ("cosine", 2.5, 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi / 4))),
+        ("cosine", 10, 0.2),
+    ],
+)
+def test_offline_weight_schedule(schedule, update, expected):
+    from lerobot_pirl.algorithms.pi_rl.offline import offline_loss_weight
+
+    assert offline_loss_weight(1.0, 0.2, schedule, 10, update) == pytest.approx(expected)
+
+
+def test_offline_config_is_validated():
+    for bad in (
+        {"offline_loss_schedule": "step"},
+        {"offline_ratio": 0.0},
+        {"offline_params": "vlm"},
+        {"offline_loss_coef": -1.0},
+        {"correction_capacity": -1},
+        {"offline_loss_decay_updates": 0},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PiRLAlgorithmConfig(**bad)
 
 
 def test_grpo_groups_by_env_when_a_lost_message_splits_a_stream():

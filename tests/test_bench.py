@@ -55,26 +55,39 @@ def test_results_json_and_table(tmp_path):
     payload = json.loads(path.read_text())
     assert payload["tasks"][0]["rl_success"] == 0.5 and "machine" in payload
     table = (tmp_path / "results.md").read_text()
-    assert "| push-v3 | flow_sde | 5 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |" in table
+    assert (
+        "| push-v3 | flow_mlp | online | flow_sde | 5 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |"
+        in table
+    )
 
     # A later run of other rows updates the file row by row: new rows added, a re-run row replaced,
-    # the others (and their commands) kept; rows in benchmark order, one mean per noise method.
+    # the others (and their commands) kept; rows in benchmark order (policy, method, task), one mean per
+    # policy, mode and noise method; a row of another policy or mode never replaces a flow_mlp online row.
     other = dataclasses.replace(row, task="button-press-v3", rl_success=0.9, command="cmd B")
     noise = dataclasses.replace(row, noise_method="flow_noise", rl_success=0.3, command="cmd B")
+    vla = dataclasses.replace(row, model="smolvla_tiny", rl_success=0.4, command="cmd D")
+    hybrid = dataclasses.replace(row, mode="hybrid", rl_success=0.6, command="cmd E")
     rerun = dataclasses.replace(row, rl_success=0.7, command="cmd C")
-    write_results(merge_results([other, noise], path), path)
+    write_results(merge_results([vla, other, hybrid, noise], path), path)
     write_results(merge_results([rerun], path), path)
     payload = json.loads(path.read_text())
-    got = [(t["task"], t["noise_method"], t["rl_success"], t["command"]) for t in payload["tasks"]]
-    assert got == [
-        ("button-press-v3", "flow_sde", 0.9, "cmd B"),
-        ("push-v3", "flow_sde", 0.7, "cmd C"),
-        ("push-v3", "flow_noise", 0.3, "cmd B"),
+    got = [
+        (t["model"], t["mode"], t["noise_method"], t["task"], t["rl_success"], t["command"])
+        for t in payload["tasks"]
     ]
-    assert payload["commands"] == ["cmd B", "cmd C"]
+    assert got == [
+        ("flow_mlp", "online", "flow_sde", "button-press-v3", 0.9, "cmd B"),
+        ("flow_mlp", "online", "flow_sde", "push-v3", 0.7, "cmd C"),
+        ("flow_mlp", "online", "flow_noise", "push-v3", 0.3, "cmd B"),
+        ("flow_mlp", "hybrid", "flow_sde", "push-v3", 0.6, "cmd E"),
+        ("smolvla_tiny", "online", "flow_sde", "push-v3", 0.4, "cmd D"),
+    ]
+    assert payload["commands"] == ["cmd B", "cmd C", "cmd E", "cmd D"]
     table = (tmp_path / "results.md").read_text()
-    assert "| **mean (2 tasks)** | flow_sde | | 0.10 | 0.80 |" in table
-    assert "| **mean (1 tasks)** | flow_noise | | 0.10 | 0.30 |" in table
+    assert "| **mean (2 tasks)** | flow_mlp | online | flow_sde | | 0.10 | 0.80 |" in table
+    assert "| **mean (1 tasks)** | flow_mlp | online | flow_noise | | 0.10 | 0.30 |" in table
+    assert "| **mean (1 tasks)** | flow_mlp | hybrid | flow_sde | | 0.10 | 0.60 |" in table
+    assert "| **mean (1 tasks)** | smolvla_tiny | online | flow_sde | | 0.10 | 0.40 |" in table
 
 
 def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
@@ -110,3 +123,22 @@ def test_sampling_benchmark_times_each_recipe_head(monkeypatch):
     columns = {"own", "sde", "sde_b", "noise", "noise_rlinf", "head", "rescore/budget", "rescore/whole"}
     assert columns <= row.keys()
     assert all(0 < row[c] < float("inf") for c in columns) and row["ode_ms"] > 0
+
+
+def test_each_model_and_mode_has_its_recipe_and_hybrid_runs_get_the_sft_demos(tmp_path):
+    from lerobot_pirl.bench.setups import MODELS
+    from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
+
+    assert recipe_path("flow_sde", "smolvla_tiny").is_file()
+    assert recipe_path("flow_sde", "flow_mlp", "hybrid").name == "metaworld_flow_mlp_flow_sde_hybrid.json"
+    demos = tmp_path / "demos"
+    hybrid = RunOptions(eval_episodes=10, eval_every=5, timeout_s=60, mode="hybrid")
+    args = rl_args("push-v3", TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", hybrid, demos)
+    assert f"--config_path={recipe_path('flow_sde', 'flow_mlp', 'hybrid')}" in args
+    assert "--dataset.repo_id=local/push-v3" in args and f"--dataset.root={demos}" in args
+    online = RunOptions(eval_episodes=10, eval_every=5, timeout_s=60, model=MODELS["smolvla_tiny"])
+    args = rl_args("push-v3", TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", online, demos)
+    assert f"--config_path={recipe_path('flow_sde', 'smolvla_tiny')}" in args
+    assert not any(a.startswith("--dataset") for a in args)
+    with pytest.raises(FileNotFoundError, match="recipe"):
+        recipe_path("flow_noise", "smolvla_tiny", "hybrid")

@@ -119,13 +119,16 @@ def test_modules_have_docstrings_and_short_functions(path):
 def test_readme_results_are_the_benchmark_results():
     import json
 
-    rows = json.loads((REPO / "benchmarks" / "results.json").read_text())["tasks"]
+    from lerobot_pirl.bench.report import RunResult
+
+    payload = json.loads((REPO / "benchmarks" / "results.json").read_text())["tasks"]
+    rows = [RunResult(**{k: v for k, v in d.items() if k in RunResult.__dataclass_fields__}) for d in payload]
     readme = (REPO / "README.md").read_text()
     for r in rows:
-        line = f"| {r['task']} | {r['noise_method']} | {r['sft_success']:.2f} -> {r['rl_success']:.2f} | {r['env_steps']:,} |"
+        line = f"| {r.task} | {r.label} | {r.sft_success:.2f} -> {r.rl_success:.2f} | {r.env_steps:,} |"
         assert line in readme, f"README's results table lacks or misstates: {line}"
-    for method in dict.fromkeys(r["noise_method"] for r in rows):
-        mine = [r for r in rows if r["noise_method"] == method]
-        sft = sum(r["sft_success"] for r in mine) / len(mine)
-        rl = sum(r["rl_success"] for r in mine) / len(mine)
-        assert f"| **mean ({len(mine)} tasks)** | {method} | {sft:.2f} -> {rl:.2f} |" in readme
+    for label in dict.fromkeys(r.label for r in rows):
+        mine = [r for r in rows if r.label == label]
+        sft = sum(r.sft_success for r in mine) / len(mine)
+        rl = sum(r.rl_success for r in mine) / len(mine)
+        assert f"| **mean ({len(mine)} tasks)** | {label} | {sft:.2f} -> {rl:.2f} |" in readme

@@ -1,57 +1,108 @@
-"""Learner pieces that need no actor: the demo regulariser's data path, re-sending weights when starved."""
+"""Learner pieces that need no actor: the hybrid mode's offline buffer (demos, corrections, resume),
+re-sending weights when starved."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
+from pathlib import Path
 
-import draccus
 import numpy as np
+import pytest
 import torch
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 
 from lerobot_pirl.datasets import state_action_features, write_dataset
 from lerobot_pirl.learner import PiRLLearner
 from lerobot_pirl.runtime.config import resolve_pi_rl_config
-from tests.helpers import metaworld_run_config, write_metaworld_base
+from tests.helpers import metaworld_run_config
 
 
-def test_demo_batches_come_from_the_dataset_as_base_policy_chunks(tmp_path):
+def _demo_dataset(path, state_dim: int = 39, frames: int = 20):
     rng = np.random.default_rng(0)
     episodes = [
-        [{"observation.state": rng.normal(size=39), "action": rng.uniform(-1, 1, size=4)} for _ in range(20)]
+        [
+            {"observation.state": rng.normal(size=state_dim), "action": rng.uniform(-1, 1, size=4)}
+            for _ in range(frames)
+        ]
         for _ in range(2)
     ]
-    write_dataset(tmp_path / "demos", "local/demos", 80, state_action_features(39, 4), episodes, "press")
-    write_metaworld_base(tmp_path / "base")
-    cfg = {
-        "output_dir": str(tmp_path / "run"),
-        "dataset": {"repo_id": "local/demos", "root": str(tmp_path / "demos")},
-        "policy": {
-            "type": "pi_rl",
-            "base_policy_path": str(tmp_path / "base"),
-            "device": "cpu",
-            "push_to_hub": False,
-        },
-        "algorithm": {
-            "type": "pi_rl",
-            "demo_loss_coef": 0.1,
-            "demo_batch_size": 4,
-            "rollout_size": 64,
-            "minibatch_size": 32,
-        },
-        "env": {"type": "pirl_metaworld", "num_envs": 2},
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    with draccus.config_type("json"):
-        parsed = draccus.parse(TrainRLServerPipelineConfig, str(tmp_path / "cfg.json"), args=[])
-    learner = PiRLLearner(resolve_pi_rl_config(parsed), threading.Event())
-    batch = next(learner.algorithm.demo_iterator)
-    assert batch["action"].shape == (4, 6, 4)  # the base's chunk of 6 actions
-    assert batch["observation.state"].shape == (4, 39)
+    write_dataset(path, "local/demos", 80, state_action_features(state_dim, 4), episodes, "press")
+    return {"repo_id": "local/demos", "root": str(path)}
+
+
+HYBRID = ["--algorithm.offline_loss_coef=0.1", "--algorithm.offline_ratio=0.125"]
+
+
+def test_offline_batches_come_from_the_dataset_as_base_policy_chunks(tmp_path):
+    cfg = metaworld_run_config(tmp_path, HYBRID, dataset=_demo_dataset(tmp_path / "demos"))
+    learner = PiRLLearner(cfg, threading.Event())
+    assert learner.offline.num_demos == 40
+    batch = learner.offline_batch(learner.cfg.algorithm.offline_batch_size)
+    assert batch["action"].shape == (4, 6, 4)  # 0.125 * minibatch 32 chunks of the base's 6 actions
+    assert batch["observation.state"].shape == (4, 39) and batch["action_is_pad"].shape == (4, 6)
     loss, _ = learner.policy.forward(batch)
     assert torch.isfinite(loss)
+
+
+def test_a_dataset_that_does_not_fit_the_policy_fails_at_start_up(tmp_path):
+    cfg = metaworld_run_config(tmp_path, HYBRID, dataset=_demo_dataset(tmp_path / "demos", state_dim=38))
+    with pytest.raises(ValueError, match=r"dataset local/demos: 'observation.state' has shape \(38,\)"):
+        PiRLLearner(cfg, threading.Event())
+
+
+def _corrected(policy, steps: int):
+    """Transitions of 2 MetaWorld envs; env 0's chunk was corrected by a human and ran ``steps`` steps."""
+    from lerobot_pirl.runtime.transitions import chunk_transitions
+
+    state = {"observation.state": torch.randn(2, 39)}
+    sample = policy.sample_chain(state, generator=torch.Generator().manual_seed(0))
+    return chunk_transitions(
+        state,
+        {"observation.state": torch.randn(2, 39)},
+        torch.full_like(sample.executed, 0.5),  # what ran: the human's actions
+        torch.zeros(2),
+        torch.zeros(2, dtype=torch.bool),
+        torch.zeros(2, dtype=torch.bool),
+        sample,
+        policy_version=0,
+        actor_id=1,
+        env_ids=torch.arange(2),
+        episode_ids=torch.zeros(2, dtype=torch.long),
+        chunk_indices=torch.zeros(2, dtype=torch.long),
+        episode_chunks=torch.zeros(2, dtype=torch.long),
+        success=torch.zeros(2),
+        intervention=torch.tensor([True, False]),
+        steps=torch.tensor([steps, 3]),
+    )
+
+
+def test_corrections_fill_the_offline_buffer_and_come_back_on_resume(tmp_path):
+    """No dataset: interventions alone fill the buffer, with the actions that ran (padded to the base's
+    chunk after the steps that ran); a resumed learner gets them back from its checkpoint."""
+    cfg = metaworld_run_config(tmp_path, HYBRID)
+    learner = PiRLLearner(cfg, threading.Event())
+    assert learner.offline is not None and learner.offline_batch(4) is None  # empty: PPO alone
+    learner.buffer.add(_corrected(learner.policy, steps=2), learner.keep_correction)
+    assert learner.offline.counts()["offline_correction_chunks"] == 1
+    item = learner.offline.corrections[0]
+    assert item["action"].shape == (6, 4) and torch.all(item["action"][:2] == 0.5)
+    assert item["action_is_pad"].tolist() == [False, False, True, True, True, True]
+    batch = learner.offline_batch(3)
+    assert batch["action"].shape == (3, 6, 4) and torch.isfinite(learner.policy.forward(batch)[0])
+    learner.update_count = 1
+    learner.save()
+
+    saved = Path(cfg.output_dir) / "checkpoints/last/pretrained_model/train_config.json"
+    cfg2 = TrainRLServerPipelineConfig.from_pretrained(str(saved))
+    cfg2.resume = True
+    resumed = PiRLLearner(resolve_pi_rl_config(cfg2), threading.Event())
+    again = resumed.offline.corrections[0]
+    assert torch.equal(again["action"], item["action"]) and torch.equal(
+        again["action_is_pad"], item["action_is_pad"]
+    )
+    assert torch.equal(again["observation.state"], item["observation.state"])
+    assert resumed.offline.counts()["offline_corrections_received"] == 1
 
 
 def test_a_starved_learner_sends_its_weights_again(tmp_path):

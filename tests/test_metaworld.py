@@ -131,3 +131,39 @@ def test_held_out_evaluation_batches_by_the_protocol_not_by_the_training_envs(tm
     ]
     assert reports[0] == reports[1]
     assert reports[0]["seeds"] == [3_000_000, 3_000_003]
+
+
+@pytest.mark.slow  # renders (MUJOCO_GL=egl)
+def test_camera_frames_are_rendered_every_camera_every_steps_and_at_episode_end():
+    """With camera_every=3 a new frame comes at reset, at steps 3, 6, ... and at the episode's last step;
+    in between the last frame is held (the policy reads only chunk starts). The env's language
+    instruction is LeRobot's MetaWorld description."""
+    env = MetaWorldStateEnv("button-press-v3", episode_length=7, image_size=32, camera_every=3)
+    assert env.task_description == "Press a button"
+    obs, _ = env.reset(seed=0)
+    assert obs["pixels"].shape == (32, 32, 3) and obs["pixels"].dtype == np.uint8
+    frames, truncated = [obs["pixels"]], False
+    while not truncated:
+        obs, _, _, truncated, _ = env.step(np.array([1.0, 1.0, 0.0, 0.0], np.float32))
+        frames.append(obs["pixels"])
+    assert len(frames) == 8
+    new = [t for t in range(1, 8) if not np.array_equal(frames[t], frames[t - 1])]
+    assert new == [3, 6, 7]  # the arm moved every step, but only these steps rendered a frame
+    assert np.array_equal(frames[7], env.render())
+    env.close()
+    with pytest.raises(ValueError, match="camera_every"):
+        MetaWorldStateEnvConfig(image_size=32, camera_every=0)
+
+
+@pytest.mark.slow  # renders (MUJOCO_GL=egl)
+def test_demos_with_images_are_a_lerobot_dataset_with_the_instruction(tmp_path):
+    from lerobot.datasets import LeRobotDataset
+
+    from lerobot_pirl.collect import collect_dataset
+
+    collect_dataset("drawer-close-v3", 1, tmp_path / "d", episode_length=150, image_size=32, progress=False)
+    ds = LeRobotDataset("local/drawer-close-v3", root=tmp_path / "d")
+    item = ds[0]
+    assert item["observation.image"].shape == (3, 32, 32) and item["observation.image"].max() <= 1.0
+    assert item["observation.state"].shape == (39,) and item["task"] == "Push and close a drawer"
+    assert ds.meta.features["observation.image"]["dtype"] == "image"

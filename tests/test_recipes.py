@@ -25,6 +25,10 @@ DEFAULT_PLACEMENT = {"pi0": "expert", "pi05": "prefix", "smolvla": "prefix"}
 
 
 def family_of(recipe: Path) -> str | None:
+    """The VLA family a recipe fine-tunes a pretrained checkpoint of; None for the CPU benchmark's recipes
+    (``metaworld_<model>_...``: flow_mlp and the tiny from-scratch SmolVLA, checked by the benchmark)."""
+    if recipe.stem.startswith(("metaworld_flow_mlp_", "metaworld_smolvla_tiny_")):
+        return None
     return next((f for f in VLA_FAMILIES if f"_{f}_" in f"_{recipe.stem}_"), None)
 
 

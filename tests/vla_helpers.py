@@ -25,6 +25,8 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 from torch import nn
 
+from lerobot_pirl.bench import tiny_vla
+
 IMAGE_KEY = "observation.images.top"
 IMAGE_SIZE = 16
 PATCH = 4  # 16 / 4 -> 16 image tokens per camera (pi0 / pi05)
@@ -38,7 +40,7 @@ TOKENS = 6  # language tokens per sample (tokenizer_max_length)
 VOCAB = 64
 
 WORDS = ["pick", "place", "the", "red", "blue", "cube", "bowl", "open", "drawer", "put", "in", "on"]
-SPECIAL = ["<pad>", "<unk>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<image>"]
+SPECIAL = tiny_vla.SPECIAL_TOKENS
 
 
 def features() -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
@@ -173,16 +175,9 @@ def tiny_pi_config(policy_type: str, **overrides):
 
 
 # --------------------------------------------------------------------------- smolvla
-def word_tokenizer(extra_special: dict[str, str] | None = None):
-    """A word-level fast tokenizer over a tiny vocabulary (pads right with ``<pad>``)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    kwargs = {"extra_special_tokens": extra_special} if extra_special else {}
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", **kwargs)
+def word_tokenizer():
+    """A word-level fast tokenizer over the tiny vocabulary (pads right with ``<pad>``)."""
+    return tiny_vla.word_tokenizer(WORDS)
 
 
 def write_word_tokenizer(path: Path) -> Path:
@@ -195,47 +190,7 @@ def write_tiny_smolvlm(path: Path) -> Path:
     """A tiny SmolVLM (config + processor, no weights) for ``SmolVLAConfig(vlm_model_name=path,
     load_vlm_weights=False)``: 2 text layers of width 32, a 1-layer SigLIP on 16x16 images with 4x4
     patches and pixel shuffle 2 -> 4 image tokens per camera; the expert is 0.75 x 32 = 24 wide."""
-    from transformers import SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
-
-    path = Path(path)
-    tok = word_tokenizer(
-        {
-            "fake_image_token": "<fake_token_around_image>",
-            "global_image_token": "<global-img>",
-            "image_token": "<image>",
-            "end_of_utterance_token": "<end_of_utterance>",
-        }
-    )
-    SmolVLMProcessor(
-        image_processor=SmolVLMImageProcessor(),
-        tokenizer=tok,
-        video_processor=SmolVLMVideoProcessor(),
-        image_seq_len=4,
-    ).save_pretrained(path)
-    SmolVLMConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(SPECIAL) + len(WORDS),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            dtype="float32",
-        ),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH,
-        ),
-        scale_factor=2,
-        image_token_id=SPECIAL.index("<image>"),
-    ).save_pretrained(path)
-    return path
+    return tiny_vla.write_tiny_smolvlm(path, WORDS, image_size=IMAGE_SIZE, patch_size=PATCH)
 
 
 def tiny_smolvla_config(vlm_dir: Path, **overrides):

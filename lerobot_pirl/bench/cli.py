@@ -9,7 +9,15 @@ import time
 from pathlib import Path
 
 from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, write_results
-from lerobot_pirl.bench.setups import BENCH_TASKS, DEFAULT_TASK, NOISE_METHODS, TaskSetup, task_setup
+from lerobot_pirl.bench.setups import (
+    BENCH_TASKS,
+    DEFAULT_TASK,
+    MODELS,
+    MODES,
+    NOISE_METHODS,
+    TaskSetup,
+    task_setup,
+)
 from lerobot_pirl.bench.stages import (
     REPO,
     RunOptions,
@@ -28,31 +36,35 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     Demos, SFT and its evaluation are reused by the task's other method (and later runs) when the
     setup that made them is unchanged."""
     t0 = time.time()
-    root = out / task
-    run_dir = root / method
+    model = opts.model
+    root = out / task if model.name == "flow_mlp" else out / model.name / task
+    run_dir = root / (method if opts.mode == "online" else f"{method}_{opts.mode}")
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(
-        f"== {task} / {method}: {setup.demos} demos (action noise {setup.action_noise}), "
+        f"== {task} / {model.name} / {method} / {opts.mode}: {setup.demos} demos (action noise {setup.action_noise}), "
         f"{setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
     )
     reuse_or_clear_sft(root, setup)
-    sft = sft_stage(task, setup, root, collect_stage(task, setup, root, logs), logs)
-    sft_eval = eval_stage(sft, task, setup, opts.eval_episodes, root / "sft_eval.json", opts.eval_seed)
+    demos = collect_stage(task, setup, root, logs, model)
+    sft = sft_stage(task, setup, root, demos, logs, model)
+    sft_eval = eval_stage(sft, task, setup, opts.eval_episodes, root / "sft_eval.json", opts.eval_seed, model)
     lo, hi = sft_eval["ci95"]
     print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
     t_rl = time.time()
-    records = rl_stage(task, setup, method, sft, run_dir, opts)
+    records = rl_stage(task, setup, method, sft, run_dir, opts, demos)
     rl_wall = time.time() - t_rl
     final_ckpt = run_dir / "rl" / "checkpoints" / "last" / "pretrained_model"
     final = eval_stage(
-        final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed
+        final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed, model
     )
     plot = run_dir / "success_vs_env_steps.png"
-    plot_curve(records, sft_eval, final, f"{task}, flow_mlp + πRL ({method})", plot)
+    plot_curve(records, sft_eval, final, f"{task}, {model.name} + πRL ({method}, {opts.mode})", plot)
     result = RunResult(
         task=task,
         noise_method=method,
+        model=model.name,
+        mode=opts.mode,
         demos=setup.demos,
         demo_action_noise=setup.action_noise,
         sft_success=sft_eval["success_rate"],
@@ -89,6 +101,18 @@ def parser() -> argparse.ArgumentParser:
         "--task", nargs="*", default=None, help="MetaWorld v3 task names (default: the five bench tasks)"
     )
     p.add_argument("--noise_method", nargs="*", default=list(NOISE_METHODS), choices=list(NOISE_METHODS))
+    p.add_argument(
+        "--model",
+        default="flow_mlp",
+        choices=list(MODELS),
+        help="the policy: flow_mlp (state) or smolvla_tiny (camera image + instruction + state)",
+    )
+    p.add_argument(
+        "--mode",
+        default="online",
+        choices=list(MODES),
+        help="online: πRL alone; hybrid: πRL + the demos' flow-matching loss (recipes/*_hybrid.json)",
+    )
     p.add_argument("--out", default=None, help="output folder (default outputs/bench, or outputs/demo)")
     p.add_argument(
         "--results",
@@ -139,11 +163,15 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
         timeout_s=args.timeout_min * 60,
         eval_seed=args.eval_seed,
         extra_args=tuple(args.rl_arg),
+        model=MODELS[args.model],
+        mode=args.mode,
     )
     results = []
     for method in methods:
         for task in tasks:
             overrides = {k: getattr(args, k) for k in ("demos", "action_noise", "sft_steps", "rl_updates")}
+            if overrides["sft_steps"] is None:
+                overrides["sft_steps"] = opts.model.sft_steps
             result = run_task(task, method, out, task_setup(task, **overrides), opts)
             result.command = command
             results.append(result)
@@ -165,13 +193,13 @@ def main(argv: list[str] | None = None) -> None:
         print("\nsummary:")
         for r in results:
             print(
-                f"  {r.task:18s} {r.noise_method:10s} SFT {r.sft_success:.2f} -> πRL {r.rl_success:.2f}  "
+                f"  {r.task:18s} {r.label:28s} SFT {r.sft_success:.2f} -> πRL {r.rl_success:.2f}  "
                 f"({r.env_steps:,} env steps, {r.rl_wall_s / 60:.1f} min RL, {r.wall_s / 60:.1f} min total)  {r.plot}"
             )
 
     def startup():
         for method in args.noise_method:
-            recipe_path(method)
+            recipe_path(method, args.model, args.mode)
         return run
 
     run_cli(startup)

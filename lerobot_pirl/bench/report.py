@@ -1,4 +1,4 @@
-"""The benchmark's outputs: a result row per task and noise method, the results file (JSON and its
+"""The benchmark's outputs: a result row per task, policy and noise method, the results file (JSON and its
 markdown table, updated row by row) and the success-vs-env-steps plot."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lerobot_pirl.bench.setups import BENCH_TASKS, NOISE_METHODS
+from lerobot_pirl.bench.setups import BENCH_TASKS, MODELS, MODES, NOISE_METHODS
 
 
 @dataclass
@@ -33,6 +33,20 @@ class RunResult:
     plot: str
     curve: list[dict] = field(default_factory=list)
     command: str = ""  # the bench command that produced this row
+    model: str = "flow_mlp"  # the policy fine-tuned (a key of MODELS)
+    mode: str = "online"  # "online" (πRL alone) or "hybrid" (πRL + the demos' flow-matching loss)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What a row is the result of: (policy, mode, noise method, task)."""
+        return (self.model, self.mode, self.noise_method, self.task)
+
+    @property
+    def label(self) -> str:
+        """The method as README's short table names it, e.g. ``flow_sde``, ``flow_sde hybrid``,
+        ``flow_sde (smolvla_tiny)``."""
+        text = self.noise_method if self.mode == "online" else f"{self.noise_method} {self.mode}"
+        return text if self.model == "flow_mlp" else f"{text} ({self.model})"
 
 
 def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Path) -> None:
@@ -93,43 +107,49 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
 
 
 def _row_order(r: RunResult) -> tuple:
+    model = list(MODELS).index(r.model) if r.model in MODELS else len(MODELS)
+    mode = MODES.index(r.mode) if r.mode in MODES else len(MODES)
     method = NOISE_METHODS.index(r.noise_method) if r.noise_method in NOISE_METHODS else len(NOISE_METHODS)
     task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
-    return (method, r.noise_method, task, r.task)
+    return (model, r.model, mode, r.mode, method, r.noise_method, task, r.task)
 
 
 def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
-    """The rows already in ``path`` (if any) with each (task, noise method) of ``new`` replaced."""
-    rows: dict[tuple[str, str], RunResult] = {}
+    """The rows already in ``path`` (if any) with each (policy, mode, noise method, task) of ``new`` replaced."""
+    rows: dict[tuple[str, str, str, str], RunResult] = {}
     if path.is_file():
         payload = json.loads(path.read_text())
         for d in payload.get("tasks", []):
             d.setdefault("command", payload.get("command", ""))
             known = {k: v for k, v in d.items() if k in RunResult.__dataclass_fields__}
-            rows[(d["task"], d["noise_method"])] = RunResult(**known)
+            row = RunResult(**known)
+            rows[row.key] = row
     for r in new:
-        rows[(r.task, r.noise_method)] = r
+        rows[r.key] = r
     return sorted(rows.values(), key=_row_order)
 
 
 def markdown_table(results: list[RunResult]) -> str:
-    """The results as a markdown table, one row per task and noise method and a mean per method."""
+    """The results as a markdown table, one row per task, policy, mode and noise method and a mean per
+    policy, mode and method."""
     lines = [
-        "| task | noise method | demos (noise) | SFT success [95% CI] | πRL success [95% CI] | eval episodes "
+        "| task | policy | mode | noise method | demos (noise) | SFT success [95% CI] | πRL success [95% CI] | eval episodes "
         "| env steps | wall (RL / total) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r.task} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) | {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
+            f"| {r.task} | {r.model} | {r.mode} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) | {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min |"
         )
-    for method in dict.fromkeys(r.noise_method for r in results):
-        rows = [r for r in results if r.noise_method == method]
+    for model, mode, method in dict.fromkeys((r.model, r.mode, r.noise_method) for r in results):
+        rows = [r for r in results if (r.model, r.mode, r.noise_method) == (model, mode, method)]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
-        lines.append(f"| **mean ({len(rows)} tasks)** | {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | |")
+        lines.append(
+            f"| **mean ({len(rows)} tasks)** | {model} | {mode} | {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,15 +1,20 @@
-"""The few-shot MetaWorld tasks of the benchmark and their fixed per-task settings."""
+"""The few-shot MetaWorld tasks of the benchmark, their fixed per-task settings, and the policies a row
+can fine-tune (``flow_mlp`` on the state; a tiny SmolVLA on a camera image, the instruction and the state)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from lerobot_pirl.seeds import EVAL_PROTOCOL
 
 DEFAULT_TASK = "button-press-v3"
 BENCH_TASKS = ("button-press-v3", "door-open-v3", "drawer-close-v3", "push-v3", "pick-place-v3")
 NOISE_METHODS = ("flow_sde", "flow_noise")
+# "online": πRL alone; "hybrid": πRL plus the flow-matching loss on the SFT demos (recipes/*_hybrid.json).
+MODES = ("online", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,75 @@ def task_setup(task: str, **overrides) -> TaskSetup:
     ``None`` values are ignored, so command-line options that were not given change nothing."""
     given = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(TASKS.get(task, TaskSetup()), **given)
+
+
+def _no_backbone(root: Path) -> list[str]:
+    return []
+
+
+def tiny_smolvlm_backbone(root: Path) -> list[str]:
+    """Write the tiny SmolVLM backbone (vocabulary: the words of every MetaWorld instruction) under
+    ``root`` and point SmolVLA at it."""
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    from lerobot_pirl.bench.tiny_vla import instruction_words, write_tiny_smolvlm
+
+    path = root / "tiny_smolvlm"
+    if not (path / "config.json").is_file():
+        words = instruction_words(TASK_DESCRIPTIONS.values())
+        write_tiny_smolvlm(
+            path, words, image_size=64, patch_size=8, text_width=64, text_layers=4, vision_width=32
+        )
+    return [f"--policy.vlm_model_name={path.resolve()}"]
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """A policy the benchmark fine-tunes: how vanilla ``lerobot-train`` builds it, the recipes that run
+    it (``recipes/metaworld_<name>_<method>.json``) and what the env renders for it."""
+
+    name: str
+    sft_args: tuple[str, ...]  # lerobot-train arguments that choose and size the policy
+    sft_batch_size: int = 64
+    sft_steps: int | None = None  # replaces the task's SFT steps (None: keep them)
+    image_size: int | None = None  # side of the camera image the policy reads (None: state only)
+    camera_every: int = 1  # env steps between camera frames (the policy's n_action_steps: it reads no others)
+    # Writes what the policy needs next to the demos (e.g. a backbone) and returns lerobot-train arguments.
+    backbone: Callable[[Path], list[str]] = field(default=_no_backbone)
+
+
+MODELS: dict[str, ModelSetup] = {
+    "flow_mlp": ModelSetup(
+        "flow_mlp", ("--policy.type=flow_mlp", "--policy.discover_packages_path=lerobot_pirl")
+    ),
+    # LeRobot's SmolVLAPolicy at CPU size, trained from scratch (no pretrained VLM can be downloaded or
+    # run on 2 cores): 4 text layers of width 64, a 1-layer SigLIP on 64 px images (16 image tokens),
+    # a word-level tokenizer. 5-step chunks as flow_mlp; SFT with vanilla lerobot-train.
+    "smolvla_tiny": ModelSetup(
+        "smolvla_tiny",
+        (
+            "--policy.type=smolvla",
+            "--policy.load_vlm_weights=false",
+            "--policy.num_vlm_layers=4",
+            "--policy.num_expert_layers=-1",
+            "--policy.self_attn_every_n_layers=2",
+            "--policy.resize_imgs_with_padding=[64,64]",
+            "--policy.chunk_size=5",
+            "--policy.n_action_steps=5",
+            "--policy.max_state_dim=40",
+            "--policy.max_action_dim=4",
+            "--policy.tokenizer_max_length=16",
+            "--policy.freeze_vision_encoder=false",
+            "--policy.train_expert_only=false",
+            "--policy.optimizer_lr=1e-3",
+            "--policy.scheduler_warmup_steps=50",
+            "--policy.scheduler_decay_steps=600",
+            "--policy.scheduler_decay_lr=1e-4",
+        ),
+        sft_batch_size=32,
+        sft_steps=600,
+        image_size=64,
+        camera_every=5,
+        backbone=tiny_smolvlm_backbone,
+    ),
+}

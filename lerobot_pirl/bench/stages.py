@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lerobot_pirl.bench.setups import TaskSetup
+from lerobot_pirl.bench.setups import MODELS, ModelSetup, TaskSetup
 from lerobot_pirl.seeds import EVAL_PROTOCOL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +32,8 @@ class RunOptions:
     timeout_s: float  # wall-time cap of one πRL run
     eval_seed: int = EVAL_PROTOCOL.first_seed  # first evaluation seed
     extra_args: tuple[str, ...] = ()  # extra learner / actor overrides
+    model: ModelSetup = MODELS["flow_mlp"]  # the policy fine-tuned
+    mode: str = "online"  # "online", or "hybrid": the SFT demos' flow-matching loss in every update
 
 
 def _env() -> dict:
@@ -63,8 +65,9 @@ def reuse_or_clear_sft(root: Path, setup: TaskSetup) -> None:
     stamp.write_text(json.dumps(wanted))
 
 
-def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path) -> Path:
-    """Scripted-expert demos with noisy commands as a local LeRobotDataset (kept when present)."""
+def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path, model: ModelSetup) -> Path:
+    """Scripted-expert demos with noisy commands as a local LeRobotDataset (kept when present), with the
+    camera image when the model reads one."""
     demos = root / "demos"
     if not (demos / "meta" / "info.json").is_file():
         cmd = [
@@ -77,13 +80,14 @@ def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path) -> Pat
             f"--episode_length={setup.episode_length}",
             f"--action_noise={setup.action_noise}",
             *(["--noise_gripper"] if setup.noise_gripper else []),
+            *([f"--image_size={model.image_size}"] if model.image_size else []),
         ]
         _run(cmd, log_dir / "collect.log", "demo collection")
     return demos
 
 
-def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Path) -> Path:
-    """``flow_mlp`` trained on the demos by vanilla ``lerobot-train`` (kept when present)."""
+def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Path, model: ModelSetup) -> Path:
+    """The model trained on the demos by vanilla ``lerobot-train`` (kept when present)."""
     out = root / "sft"
     ckpt = out / "checkpoints" / "last" / "pretrained_model"
     if not (ckpt / "model.safetensors").is_file():
@@ -91,15 +95,15 @@ def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Pat
             shutil.rmtree(out)
         cmd = [
             str(Path(sys.executable).parent / "lerobot-train"),
-            "--policy.discover_packages_path=lerobot_pirl",
-            "--policy.type=flow_mlp",
+            *model.sft_args,
+            *model.backbone(root),
             "--policy.device=cpu",
             "--policy.push_to_hub=false",
             f"--dataset.repo_id=local/{task}",
             f"--dataset.root={demos}",
             f"--output_dir={out}",
             f"--steps={setup.sft_steps}",
-            "--batch_size=64",
+            f"--batch_size={model.sft_batch_size}",
             f"--save_freq={setup.sft_steps}",
             "--log_freq=200",
             "--num_workers=0",
@@ -111,7 +115,13 @@ def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Pat
 
 
 def eval_stage(
-    policy_path: Path, task: str, setup: TaskSetup, episodes: int, cache: Path, eval_seed: int
+    policy_path: Path,
+    task: str,
+    setup: TaskSetup,
+    episodes: int,
+    cache: Path,
+    eval_seed: int,
+    model: ModelSetup,
 ) -> dict:
     """Held-out ODE evaluation of a checkpoint with the evaluation protocol (cached in ``cache``)."""
     if cache.is_file():
@@ -123,7 +133,12 @@ def eval_stage(
 
     policy, pre, post = load_policy_for_eval(str(policy_path))
     env_cfg = MetaWorldStateEnvConfig(
-        task=task, num_envs=EVAL_PROTOCOL.num_envs, episode_length=setup.episode_length, eval_seed=eval_seed
+        task=task,
+        num_envs=EVAL_PROTOCOL.num_envs,
+        episode_length=setup.episode_length,
+        eval_seed=eval_seed,
+        image_size=model.image_size,
+        camera_every=model.camera_every,
     )
     report = evaluate_policy(policy, pre, post, env_cfg, episodes, progress=True)
     report["eval_seed"] = eval_seed
@@ -150,19 +165,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def recipe_path(method: str) -> Path:
-    """The benchmark's recipe of a noise method (``recipes/metaworld_flow_mlp_<method>.json``)."""
-    recipe = REPO / "recipes" / f"metaworld_flow_mlp_{method}.json"
+def recipe_path(method: str, model: str = "flow_mlp", mode: str = "online") -> Path:
+    """The benchmark's recipe of a model, noise method and mode
+    (``recipes/metaworld_<model>_<method>.json``, ``..._<method>_hybrid.json`` for the hybrid mode)."""
+    suffix = "" if mode == "online" else f"_{mode}"
+    recipe = REPO / "recipes" / f"metaworld_{model}_{method}{suffix}.json"
     if not recipe.is_file():
         raise FileNotFoundError(f"recipe: {recipe} does not exist")
     return recipe
 
 
-def rl_args(task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions) -> list[str]:
-    """The learner's and the actor's arguments: the recipe, this task's setup and the evaluation
-    protocol of the final evaluation (same seeds, same episode count)."""
+def rl_args(
+    task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions, demos: Path
+) -> list[str]:
+    """The learner's and the actor's arguments: the recipe, this task's setup, the evaluation protocol
+    of the final evaluation (same seeds, same episode count) and, hybrid, the SFT demos as ``--dataset``."""
+    hybrid = [f"--dataset.repo_id=local/{task}", f"--dataset.root={demos}"] if opts.mode == "hybrid" else []
     return [
-        f"--config_path={recipe_path(method)}",
+        f"--config_path={recipe_path(method, opts.model.name, opts.mode)}",
         f"--output_dir={rl_out}",
         f"--policy.base_policy_path={sft}",
         f"--policy.online_steps={setup.rl_updates}",
@@ -170,15 +190,16 @@ def rl_args(task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, o
         f"--env.task={task}",
         f"--env.episode_length={setup.episode_length}",
         f"--env.eval_seed={opts.eval_seed}",
-        f"--job_name={task}_{method}",
+        f"--job_name={task}_{opts.model.name}_{method}",
         f"--policy.actor.eval_every={opts.eval_every}",
         f"--policy.actor.eval_episodes={opts.eval_episodes}",
+        *hybrid,
         *opts.extra_args,
     ]
 
 
 def rl_stage(
-    task: str, setup: TaskSetup, method: str, sft: Path, run_dir: Path, opts: RunOptions
+    task: str, setup: TaskSetup, method: str, sft: Path, run_dir: Path, opts: RunOptions, demos: Path
 ) -> list[dict]:
     """πRL from the SFT checkpoint: one learner and one actor process; returns the learner's records."""
     rl_out = run_dir / "rl"
@@ -186,7 +207,7 @@ def rl_stage(
         shutil.rmtree(rl_out)
     for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
         (run_dir / stale).unlink(missing_ok=True)
-    args = rl_args(task, setup, method, sft, rl_out, opts)
+    args = rl_args(task, setup, method, sft, rl_out, opts, demos)
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "learner.out", "w") as learner_out, open(logs / "actor.out", "w") as actor_out:
@@ -203,7 +224,7 @@ def rl_stage(
             stderr=subprocess.STDOUT,
             env=_env(),
         )
-    desc = f"πRL {task} {method}"
+    desc = f"πRL {task} {opts.model.name} {method} {opts.mode}"
     return supervise(learner, actor, rl_out / "metrics.jsonl", logs, setup.rl_updates, desc, opts.timeout_s)
 
 

@@ -2,7 +2,14 @@
 
 LeRobot's own ``metaworld`` env is pixel-based with a 4-dim ``agent_pos``; this one exposes the full
 39-dim MetaWorld state as ``agent_pos`` (LeRobot's ``preprocess_observation`` maps it to
-``observation.state``), optionally one rendered image as ``pixels``, vectorised with gymnasium.
+``observation.state``), optionally one rendered image as ``pixels``, vectorised with gymnasium. Each
+env's ``task_description`` is the task's language instruction (LeRobot's MetaWorld descriptions).
+
+Rendering is the expensive part on a CPU (~30 ms a frame with Mesa's software renderer, against
+~0.7 ms for a physics step), so images are rendered without shadows, reflections, skybox or fog, and
+``camera_every`` renders a new frame only every N env steps of an episode (the frame is held in
+between, like a slower camera): with ``camera_every`` equal to the policy's ``n_action_steps`` every
+chunk starts on a fresh frame and nothing the policy does not read is rendered.
 
 Episodes are seeded explicitly: sub-env ``i`` of a training vector env plays the episode seeds
 ``seed + i, seed + i + n, seed + i + 2n, ...``; evaluation uses ``eval_seed + j``. The two ranges
@@ -26,6 +33,14 @@ from lerobot_pirl.seeds import EVAL_PROTOCOL, TRAINING
 STATE_DIM = 39
 ACTION_DIM = 4
 REWARD_TYPES = ("dense", "sparse")
+CAMERA = "corner"  # the MetaWorld camera the image observation comes from
+
+
+def task_description(task: str) -> str:
+    """The language instruction of a MetaWorld task (LeRobot's descriptions; the task name if none)."""
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    return TASK_DESCRIPTIONS.get(task, task)
 
 
 class MetaWorldStateEnv(gym.Env):
@@ -44,6 +59,7 @@ class MetaWorldStateEnv(gym.Env):
         seed_stride: int = 1,
         seed_limit: int | None = None,
         image_size: int | None = None,
+        camera_every: int = 1,
     ):
         import metaworld  # noqa: F401  (optional dependency: the `metaworld` extra)
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -54,8 +70,9 @@ class MetaWorldStateEnv(gym.Env):
             )
         if reward_type not in REWARD_TYPES:
             raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {reward_type!r}")
-        render = {"render_mode": "rgb_array", "width": image_size, "height": image_size} if image_size else {}
-        env = ALL_V3_ENVIRONMENTS[task](**render)
+        if camera_every < 1:
+            raise ValueError(f"camera_every must be >= 1, got {camera_every}")
+        env = ALL_V3_ENVIRONMENTS[task]()
         env._partially_observable = False  # the goal is part of the 39-dim state ...
         env.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a stale cached space
         env._freeze_rand_vec = False  # every reset draws a new task variation ...
@@ -64,12 +81,16 @@ class MetaWorldStateEnv(gym.Env):
         env.max_path_length = episode_length + 512  # the actor may step an ended env until its chunk ends
         self._env = env
         self.task = task
+        self.task_description = task_description(task)
         self.episode_length = episode_length
         self.reward_type = reward_type
         self.reward_scale = reward_scale
         self.terminate_on_success = terminate_on_success
         self.seed_start, self.seed_stride, self.seed_limit = seed_start, seed_stride, seed_limit
         self.image_size = image_size
+        self.camera_every = camera_every
+        self._renderer = None
+        self._frame: np.ndarray | None = None
         self._episodes = 0
         self._t = 0
         spaces = {"agent_pos": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)}
@@ -78,11 +99,25 @@ class MetaWorldStateEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
-    def _obs(self, state: np.ndarray) -> dict[str, np.ndarray]:
+    def _obs(self, state: np.ndarray, new_frame: bool = True) -> dict[str, np.ndarray]:
         obs = {"agent_pos": state.astype(np.float32)}
         if self.image_size:
-            obs["pixels"] = np.ascontiguousarray(self._env.render()[::-1])
+            if new_frame or self._frame is None:
+                self._frame = self.render()
+            obs["pixels"] = self._frame.copy()
         return obs
+
+    def render(self) -> np.ndarray:
+        """An ``image_size`` RGB frame of the camera (64 px when the env has no image observation)."""
+        import mujoco
+
+        if self._renderer is None:  # made on first use: in the process (or subprocess) that renders
+            size = self.image_size or 64
+            self._renderer = mujoco.Renderer(self._env.model, size, size)
+            for flag in ("mjRND_SHADOW", "mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_FOG"):
+                self._renderer.scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
+        self._renderer.update_scene(self._env.data, camera=CAMERA)
+        return np.ascontiguousarray(self._renderer.render()[::-1])
 
     def next_episode_seed(self) -> int:
         seed = self.seed_start + self._episodes * self.seed_stride
@@ -108,12 +143,13 @@ class MetaWorldStateEnv(gym.Env):
         reward = float(success) if self.reward_type == "sparse" else float(reward) * self.reward_scale
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.episode_length and not terminated
-        return self._obs(state), reward, terminated, truncated, {"is_success": success}
-
-    def render(self):
-        return self._env.render()
+        new_frame = terminated or truncated or self._t % self.camera_every == 0
+        return self._obs(state, new_frame), reward, terminated, truncated, {"is_success": success}
 
     def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
         self._env.close()
 
 
@@ -151,6 +187,9 @@ class MetaWorldStateEnvConfig(EnvConfig):
     group_size: int = 1
     # Side of a rendered RGB image observation (null = state only; rendering needs MUJOCO_GL=osmesa/egl).
     image_size: int | None = None
+    # Render a new camera frame every N env steps of an episode (held in between); the policy's
+    # n_action_steps renders exactly the frames a chunked policy reads.
+    camera_every: int = 1
     # Step the envs in subprocesses (gymnasium AsyncVectorEnv).
     use_async_envs: bool = False
     features: dict[str, PolicyFeature] = field(
@@ -172,6 +211,8 @@ class MetaWorldStateEnvConfig(EnvConfig):
             raise ValueError("episode_length and num_envs must be >= 1")
         if self.group_size < 1 or self.num_envs % self.group_size:
             raise ValueError(f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})")
+        if self.camera_every < 1:
+            raise ValueError(f"camera_every must be >= 1, got {self.camera_every}")
         if not 0 <= self.seed < self.eval_seed:
             raise ValueError(f"seed ({self.seed}) must be in [0, eval_seed={self.eval_seed})")
         if self.image_size is not None:
@@ -188,6 +229,7 @@ class MetaWorldStateEnvConfig(EnvConfig):
             "reward_scale": self.reward_scale,
             "terminate_on_success": self.terminate_on_success,
             "image_size": self.image_size,
+            "camera_every": self.camera_every,
         }
 
     def make_env(

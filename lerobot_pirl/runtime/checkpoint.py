@@ -23,14 +23,18 @@ from safetensors.torch import load_file
 logger = logging.getLogger(__name__)
 
 
+OFFLINE_DIR = "offline"  # a hybrid run's human corrections (the demos come back from the dataset)
+
+
 def last_checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
 
 
 def save_run_checkpoint(
-    cfg, step: int, interaction_step: int, policy, algorithm, preprocessor, postprocessor
+    cfg, step: int, interaction_step: int, policy, algorithm, preprocessor, postprocessor, extra=None
 ) -> Path:
-    """Write ``checkpoints/<step>/`` (``pretrained_model/``, ``training_state/``, ``algorithm/``).
+    """Write ``checkpoints/<step>/`` (``pretrained_model/``, ``training_state/``, ``algorithm/``, and one
+    folder per ``extra`` entry: name -> function writing into a folder, e.g. the offline corrections).
 
     Everything is written into a hidden temporary folder that is renamed into place, then the ``last``
     link is swapped atomically, so a crash mid-write never leaves ``last`` pointing at a partial
@@ -51,6 +55,8 @@ def save_run_checkpoint(
         postprocessor=postprocessor,
     )
     algorithm.save_pretrained(tmp / ALGORITHM_DIR)
+    for name, write in (extra or {}).items():
+        write(tmp / name)
     write_json({"step": step, "interaction_step": interaction_step}, tmp / TRAINING_STATE_DIR / TRAINING_STEP)
     if final.exists():
         shutil.rmtree(final)

@@ -26,6 +26,7 @@ def chunk_transitions(
     episode_chunks: Tensor,
     success: Tensor,
     intervention: Tensor | None = None,
+    steps: Tensor | None = None,
 ) -> list[Transition]:
     """One transition per env for one executed chunk (all inputs batched over the envs, on CPU).
 
@@ -33,7 +34,8 @@ def chunk_transitions(
     each transition keeps a batch dim of 1 on them, as LeRobot's actor does. ``next_state`` must be the
     final observation of an episode that ended inside the chunk, not the reset observation.
     ``intervention`` flags chunks in which a human teleoperated (under LeRobot's ``is_intervention``
-    key, as its actor does); ``env_actions`` are then the actions that really ran.
+    key, as its actor does); ``env_actions`` are then the actions that really ran, the first ``steps``
+    of them (the env steps each chunk ran).
     """
     transitions = []
     for i in range(env_actions.shape[0]):
@@ -50,6 +52,8 @@ def chunk_transitions(
             keys.SUCCESS: float(success[i]),
             keys.INTERVENTION: bool(intervention[i]) if intervention is not None else False,
         }
+        if steps is not None:
+            info[keys.STEPS] = int(steps[i])
         transitions.append(
             Transition(
                 state=_one(state, i),

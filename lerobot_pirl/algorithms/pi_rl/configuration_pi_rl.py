@@ -9,6 +9,8 @@ from lerobot.configs import PreTrainedConfig
 from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 
 ESTIMATORS = ("gae", "grpo")
+OFFLINE_SCHEDULES = ("constant", "linear", "cosine")
+OFFLINE_PARAMS = ("actor", "expert")
 
 
 @RLAlgorithmConfig.register_subclass("pi_rl")
@@ -69,10 +71,20 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
     grpo_success_high: float = 0.9
     # Oldest usable data: transitions sampled more than this many policy versions ago are dropped.
     max_policy_lag: int = 1
-    # Weight of the base policy's flow-matching loss on demo batches (0 disables; needs `dataset`).
-    demo_loss_coef: float = 0.0
-    # Demo minibatch size for the flow-matching regulariser.
-    demo_batch_size: int = 64
+    # Hybrid fine-tuning: weight of the base's flow-matching loss on offline chunks (demos, corrections) per minibatch.
+    offline_loss_coef: float = 0.0
+    # Offline weight schedule: "constant", or "linear" / "cosine" decay to offline_loss_coef_final.
+    offline_loss_schedule: str = "constant"
+    # Offline weight at the end of a linear / cosine schedule (kept afterwards).
+    offline_loss_coef_final: float = 0.0
+    # Updates over which a linear / cosine schedule decays.
+    offline_loss_decay_updates: int = 100
+    # Offline chunks per PPO minibatch as a fraction of minibatch_size (the offline side of an online_ratio).
+    offline_ratio: float = 0.25
+    # What the offline loss may move: "actor" (PPO's trainable base parameters) or "expert" (the adapter's expert).
+    offline_params: str = "actor"
+    # Human-corrected chunks (gym_manipulator interventions) kept in the offline buffer (0: keep none).
+    correction_capacity: int = 10_000
     # Tolerance of the first-minibatch ratio guard (|ratio - 1| on on-policy data).
     ratio_guard_tol: float = 1e-3
     # Seed of the minibatch shuffling.
@@ -96,7 +108,7 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
             raise ValueError(f"value_clip must be > 0 or null, got {self.value_clip}")
         if self.huber_delta <= 0:
             raise ValueError(f"huber_delta must be > 0, got {self.huber_delta}")
-        for name in ("update_epochs", "minibatch_size", "rollout_size", "grpo_group_size", "demo_batch_size"):
+        for name in ("update_epochs", "minibatch_size", "rollout_size", "grpo_group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minibatch_size > self.rollout_size:
@@ -108,9 +120,25 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.noise_head_lr is not None and self.noise_head_lr <= 0:
             raise ValueError(f"noise_head_lr must be > 0 or null, got {self.noise_head_lr}")
-        for name in ("entropy_coef", "value_loss_coef", "demo_loss_coef"):
+        for name in ("entropy_coef", "value_loss_coef", "offline_loss_coef", "offline_loss_coef_final"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.offline_loss_schedule not in OFFLINE_SCHEDULES:
+            raise ValueError(
+                f"offline_loss_schedule must be one of {list(OFFLINE_SCHEDULES)}, got {self.offline_loss_schedule!r}"
+            )
+        if self.offline_loss_decay_updates < 1:
+            raise ValueError(
+                f"offline_loss_decay_updates must be >= 1, got {self.offline_loss_decay_updates}"
+            )
+        if not 0.0 < self.offline_ratio <= 4.0:
+            raise ValueError(f"offline_ratio must be in (0, 4], got {self.offline_ratio}")
+        if self.offline_params not in OFFLINE_PARAMS:
+            raise ValueError(
+                f"offline_params must be one of {list(OFFLINE_PARAMS)}, got {self.offline_params!r}"
+            )
+        if self.correction_capacity < 0:
+            raise ValueError(f"correction_capacity must be >= 0, got {self.correction_capacity}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"target_kl must be > 0 or null, got {self.target_kl}")
         if not 0.0 <= self.grpo_success_low <= self.grpo_success_high <= 1.0:
@@ -136,3 +164,8 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
             else 0.0
         )
         return cls(policy_config=policy_cfg, entropy_coef=entropy)
+
+    @property
+    def offline_batch_size(self) -> int:
+        """Offline chunks drawn for each PPO minibatch."""
+        return max(1, round(self.offline_ratio * self.minibatch_size))

@@ -5,19 +5,21 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from lerobot.rl.algorithms.base import RLAlgorithm
 from lerobot.rl.algorithms.configs import TrainingStats
+from lerobot.utils.constants import ACTION
 from torch import Tensor
 from torch.optim import Optimizer
 
 from lerobot_pirl.algorithms.pi_rl.advantages import compute_gae, grpo_advantages, normalize
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
 from lerobot_pirl.algorithms.pi_rl.losses import entropy_bonus, explained_variance, ppo_actor_loss, value_loss
+from lerobot_pirl.algorithms.pi_rl.offline import offline_loss_weight
 from lerobot_pirl.algorithms.pi_rl.rollout import TransitionBatch, TransitionSpec
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ def _policy_inputs(processed: dict, device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in processed.items() if isinstance(v, Tensor)}
 
 
+# Per-minibatch diagnostics of the offline (hybrid) loss, averaged into an update's extras.
+OFFLINE_DIAGNOSTICS = ("offline_weight", "offline_batch_size", "offline_grad_norm", "offline_grad_share")
+
+
 @dataclass
 class UpdateLog:
     """Diagnostics of one update, accumulated minibatch by minibatch."""
@@ -89,9 +95,10 @@ class UpdateLog:
     def training_stats(self) -> TrainingStats:
         """Means over the minibatches, as LeRobot's ``TrainingStats``."""
         mean = {k: v / max(self.minibatches, 1) for k, v in self.sums.items()}
-        losses = {k: mean[k] for k in ("actor_loss", "value_loss", "entropy", "demo_loss") if k in mean}
+        losses = {k: mean[k] for k in ("actor_loss", "value_loss", "entropy", "offline_loss") if k in mean}
         grad_norms = {k.split("/", 1)[1]: v for k, v in mean.items() if k.startswith("grad_norm/")}
         extra = {k: mean.get(k, 0.0) for k in ("approx_kl", "clip_fraction", "ratio_mean", "noise_std")}
+        extra.update({k: mean[k] for k in OFFLINE_DIAGNOSTICS if k in mean})
         extra.update(
             ratio_min=self.ratio_min,
             ratio_max=self.ratio_max,
@@ -151,8 +158,9 @@ class PiRLAlgorithm(RLAlgorithm):
         self.policy_version = 0
         self.optimizers: dict[str, Optimizer] = {}
         self._generator = torch.Generator().manual_seed(config.seed)
-        # Optional iterator of preprocessed demo batches for the flow-matching regulariser.
-        self.demo_iterator: Iterator[dict[str, Tensor]] | None = None
+        # Hybrid fine-tuning: ``offline_source(n)`` returns n preprocessed offline chunks (demos, human
+        # corrections) for the base policy's flow-matching loss, or None while there are none.
+        self.offline_source: Callable[[int], dict[str, Tensor] | None] | None = None
 
     # ------------------------------------------------------------------ optimisers and weights
     def make_optimizers_and_scheduler(self) -> dict[str, Optimizer]:
@@ -363,7 +371,7 @@ class PiRLAlgorithm(RLAlgorithm):
 
     def _ppo_step(self, mb: dict[str, Any], first: bool, critic_only: bool = False) -> dict[str, float]:
         """One gradient step on a minibatch: re-score its stored chains under the current weights, then
-        the clipped PPO loss + value loss - entropy bonus (+ the demo regulariser), or the value loss
+        the clipped PPO loss + value loss - entropy bonus (+ the offline flow-matching loss), or the value loss
         alone for the value head alone (``critic_only``). Returns the minibatch's diagnostics; the first
         minibatch also checks the ratio guard."""
         cfg = self.config
@@ -384,11 +392,12 @@ class PiRLAlgorithm(RLAlgorithm):
             diagnostics.update(self._gradient_step(cfg.value_loss_coef * critic_loss, groups=("value_head",)))
         else:
             loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
-            demo_loss = self._demo_loss()
-            if demo_loss is not None:
-                loss = loss + cfg.demo_loss_coef * demo_loss
-                diagnostics["demo_loss"] = demo_loss.item()
-            diagnostics.update(self._gradient_step(loss))
+            offline = self._offline_loss()
+            if offline is not None:
+                diagnostics["offline_loss"] = offline[0].item()
+                diagnostics["offline_weight"], diagnostics["offline_batch_size"] = offline[1], offline[2]
+            weighted = None if offline is None else offline[1] * offline[0]
+            diagnostics.update(self._gradient_step(loss, offline=weighted))
         diagnostics.update(
             actor_loss=actor_loss.item(),
             value_loss=critic_loss.item(),
@@ -397,13 +406,16 @@ class PiRLAlgorithm(RLAlgorithm):
         )
         return diagnostics
 
-    def _gradient_step(self, loss: Tensor, groups: tuple[str, ...] | None = None) -> dict[str, float]:
-        """Backward, then per parameter group (all, or ``groups``): clip the gradient norm and step its
-        optimiser. Returns the groups' gradient norms before clipping (``grad_norm/<group>``)."""
+    def _gradient_step(
+        self, loss: Tensor, groups: tuple[str, ...] | None = None, offline: Tensor | None = None
+    ) -> dict[str, float]:
+        """Backward (of ``loss``, then of the weighted ``offline`` loss into the offline parameters only),
+        then per parameter group (all, or ``groups``): clip the gradient norm and step its optimiser.
+        Returns the groups' gradient norms before clipping (``grad_norm/<group>``)."""
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        norms = {}
+        norms = self._add_offline_gradient(offline) if offline is not None else {}
         for name, opt in self.optimizers.items():
             if groups is not None and name not in groups:
                 continue
@@ -428,11 +440,57 @@ class PiRLAlgorithm(RLAlgorithm):
             )
         return dev
 
-    def _demo_loss(self) -> Tensor | None:
-        if self.config.demo_loss_coef <= 0 or self.demo_iterator is None:
+    def offline_weight(self) -> float:
+        """The offline loss weight of the current update (its schedule over ``optimization_step``)."""
+        cfg = self.config
+        return offline_loss_weight(
+            cfg.offline_loss_coef,
+            cfg.offline_loss_coef_final,
+            cfg.offline_loss_schedule,
+            cfg.offline_loss_decay_updates,
+            int(getattr(self, "optimization_step", 0)),
+        )
+
+    def _offline_loss(self) -> tuple[Tensor, float, int] | None:
+        """The base's flow-matching loss on a fresh offline batch, its weight and the batch size; None
+        when hybrid is off, its weight has decayed to 0 or the buffer is still empty."""
+        weight = self.offline_weight()
+        if weight <= 0 or self.offline_source is None:
             return None
-        loss, _ = self.policy.forward(next(self.demo_iterator))
-        return loss
+        batch = self.offline_source(self.config.offline_batch_size)
+        if batch is None:
+            return None
+        loss, _ = self.policy.forward(batch)
+        return loss, weight, int(batch[ACTION].shape[0])
+
+    def offline_parameters(self) -> list[torch.nn.Parameter]:
+        """What the offline loss may move: PPO's trainable base parameters, or only the action expert's."""
+        base = self.policy.param_groups().get("base", [])
+        if self.config.offline_params == "actor":
+            return base
+        trainable = {id(p) for p in base}
+        return [p for p in self.policy.adapter.expert_parameters() if id(p) in trainable]
+
+    def _add_offline_gradient(self, weighted_loss: Tensor) -> dict[str, float]:
+        """Add the offline loss's gradient to the offline parameters' PPO gradients; log its norm and its
+        share ``|g_offline| / (|g_ppo| + |g_offline|)`` over those parameters."""
+        params = self.offline_parameters()
+        if not params:
+            return {}
+        grads = torch.autograd.grad(weighted_loss, params, allow_unused=True)
+        online = [p.grad for p in params if p.grad is not None]
+        offline = [g for g in grads if g is not None]
+        on_norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in online]))) if online else 0.0
+        off_norm = (
+            float(torch.linalg.vector_norm(torch.stack([g.norm() for g in offline]))) if offline else 0.0
+        )
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.grad = g.detach() if p.grad is None else p.grad + g
+        return {
+            "offline_grad_norm": off_norm,
+            "offline_grad_share": off_norm / max(on_norm + off_norm, 1e-12),
+        }
 
     def rollout_stats(self, rollout: Rollout, batch: TransitionBatch, dropped: int) -> dict[str, float]:
         """Diagnostics of a prepared rollout (logged next to the update's TrainingStats)."""

@@ -14,7 +14,7 @@ import itertools
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -200,8 +200,9 @@ class RolloutBuffer:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, transitions: Iterable[Mapping]) -> int:
-        """Store the valid transitions; reject (log and count) the others. Returns how many were kept."""
+    def add(self, transitions: Iterable[Mapping], on_kept: Callable[[Mapping], None] | None = None) -> int:
+        """Store the valid transitions (and hand each to ``on_kept``); reject (log and count) the others.
+        Returns how many were kept."""
         kept = 0
         for tr in transitions:
             try:
@@ -214,6 +215,8 @@ class RolloutBuffer:
                 continue
             self._items.append(tr)
             kept += 1
+            if on_kept is not None:
+                on_kept(tr)
         return kept
 
     def _fresh(self, version: int, max_lag: int) -> list[bool]:
