@@ -28,6 +28,7 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.envs.configs import EnvConfig
 from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
 
+from lerobot_pirl.checks import check_choice
 from lerobot_pirl.seeds import EVAL_PROTOCOL, TRAINING
 
 STATE_DIM = 39
@@ -68,8 +69,7 @@ class MetaWorldStateEnv(gym.Env):
             raise ValueError(
                 f"task: unknown MetaWorld v3 task {task!r}; e.g. {sorted(ALL_V3_ENVIRONMENTS)[:5]}"
             )
-        if reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {reward_type!r}")
+        check_choice("reward_type", reward_type, REWARD_TYPES)
         if camera_every < 1:
             raise ValueError(f"camera_every must be >= 1, got {camera_every}")
         env = ALL_V3_ENVIRONMENTS[task]()
@@ -205,8 +205,7 @@ class MetaWorldStateEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         if not self.task:
             raise ValueError("task: a MetaWorld v3 task name is required, e.g. 'button-press-v3'")
-        if self.reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {list(REWARD_TYPES)}, got {self.reward_type!r}")
+        check_choice("reward_type", self.reward_type, REWARD_TYPES)
         if self.episode_length < 1 or self.num_envs < 1:
             raise ValueError("episode_length and num_envs must be >= 1")
         if self.group_size < 1 or self.num_envs % self.group_size:

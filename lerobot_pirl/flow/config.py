@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lerobot_pirl.checks import check_choice
 from lerobot_pirl.flow.steps import NOISE_METHODS
 
 SDE_STEPS = ("one", "all")
@@ -45,16 +46,11 @@ class FlowSamplerConfig:
     logprob_level: str = "chunk"
 
     def __post_init__(self) -> None:
-        if self.noise_method not in NOISE_METHODS:
-            raise ValueError(f"noise_method must be one of {list(NOISE_METHODS)}, got {self.noise_method!r}")
+        check_choice("noise_method", self.noise_method, NOISE_METHODS)
         if self.sde_steps is None:
             self.sde_steps = "all" if self.noise_method == "flow_noise" else "one"
-        if self.sde_steps not in SDE_STEPS:
-            raise ValueError(f"sde_steps must be one of {list(SDE_STEPS)}, got {self.sde_steps!r}")
-        if self.hybrid_step_draw not in HYBRID_STEP_DRAWS:
-            raise ValueError(
-                f"hybrid_step_draw must be one of {list(HYBRID_STEP_DRAWS)}, got {self.hybrid_step_draw!r}"
-            )
+        check_choice("sde_steps", self.sde_steps, SDE_STEPS)
+        check_choice("hybrid_step_draw", self.hybrid_step_draw, HYBRID_STEP_DRAWS)
         if self.num_denoise_steps < 1:
             raise ValueError(f"num_denoise_steps must be >= 1, got {self.num_denoise_steps}")
         if self.noise_method == "flow_cps" and self.num_denoise_steps < 2:
@@ -75,14 +71,8 @@ class FlowSamplerConfig:
             raise ValueError(f"std_floor must be >= 0, got {self.std_floor}")
         if self.action_chunk is not None and self.action_chunk < 1:
             raise ValueError(f"action_chunk must be >= 1 or null, got {self.action_chunk}")
-        if self.logprob_reduction not in LOGPROB_REDUCTIONS:
-            raise ValueError(
-                f"logprob_reduction must be one of {list(LOGPROB_REDUCTIONS)}, got {self.logprob_reduction!r}"
-            )
-        if self.logprob_level not in LOGPROB_LEVELS:
-            raise ValueError(
-                f"logprob_level must be one of {list(LOGPROB_LEVELS)}, got {self.logprob_level!r}"
-            )
+        check_choice("logprob_reduction", self.logprob_reduction, LOGPROB_REDUCTIONS)
+        check_choice("logprob_level", self.logprob_level, LOGPROB_LEVELS)
 
 
 @dataclass
@@ -110,9 +100,7 @@ class ValueHeadConfig:
     detach_critic_input: bool = True
 
     def __post_init__(self) -> None:
-        if self.placement is not None and self.placement not in VALUE_PLACEMENTS:
-            raise ValueError(
-                f"value_head.placement must be one of {list(VALUE_PLACEMENTS)}, got {self.placement!r}"
-            )
+        if self.placement is not None:
+            check_choice("value_head.placement", self.placement, VALUE_PLACEMENTS)
         if any(d < 1 for d in self.hidden_dims):
             raise ValueError(f"value_head.hidden_dims must be positive, got {self.hidden_dims}")

@@ -8,6 +8,8 @@ from typing import Any
 from lerobot.configs import PreTrainedConfig
 from lerobot.rl.algorithms.configs import RLAlgorithmConfig
 
+from lerobot_pirl.checks import check_choice
+
 ESTIMATORS = ("gae", "grpo")
 OFFLINE_SCHEDULES = ("constant", "linear", "cosine")
 OFFLINE_PARAMS = ("actor", "expert")
@@ -93,8 +95,7 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
     policy_config: PreTrainedConfig | None = None
 
     def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        check_choice("estimator", self.estimator, ESTIMATORS)
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not 0.0 <= self.gae_lambda <= 1.0:
@@ -123,20 +124,14 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
         for name in ("entropy_coef", "value_loss_coef", "offline_loss_coef", "offline_loss_coef_final"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.offline_loss_schedule not in OFFLINE_SCHEDULES:
-            raise ValueError(
-                f"offline_loss_schedule must be one of {list(OFFLINE_SCHEDULES)}, got {self.offline_loss_schedule!r}"
-            )
+        check_choice("offline_loss_schedule", self.offline_loss_schedule, OFFLINE_SCHEDULES)
         if self.offline_loss_decay_updates < 1:
             raise ValueError(
                 f"offline_loss_decay_updates must be >= 1, got {self.offline_loss_decay_updates}"
             )
         if not 0.0 < self.offline_ratio <= 4.0:
             raise ValueError(f"offline_ratio must be in (0, 4], got {self.offline_ratio}")
-        if self.offline_params not in OFFLINE_PARAMS:
-            raise ValueError(
-                f"offline_params must be one of {list(OFFLINE_PARAMS)}, got {self.offline_params!r}"
-            )
+        check_choice("offline_params", self.offline_params, OFFLINE_PARAMS)
         if self.correction_capacity < 0:
             raise ValueError(f"correction_capacity must be >= 0, got {self.correction_capacity}")
         if self.target_kl is not None and self.target_kl <= 0:

@@ -21,6 +21,7 @@ from lerobot.utils.constants import ACTION
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lerobot_pirl.checks import check_choice
 from lerobot_pirl.transition_keys import TASK
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -31,8 +32,7 @@ CORRECTIONS_FILE = "corrections.safetensors"
 def offline_loss_weight(start: float, final: float, schedule: str, decay_updates: int, update: int) -> float:
     """The offline loss weight at ``update`` (0-based): ``start`` throughout for "constant"; for "linear"
     and "cosine", from ``start`` at update 0 to ``final`` at ``decay_updates``, then ``final``."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"offline_loss_schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    check_choice("offline_loss_schedule", schedule, SCHEDULES)
     if schedule == "constant":
         return start
     progress = min(max(update, 0) / max(decay_updates, 1), 1.0)
