@@ -36,7 +36,7 @@ def test_results_json_and_table(tmp_path):
     row = RunResult(
         task="push-v3",
         noise_method="flow_sde",
-        demos=5,
+        demos=10,
         demo_action_noise=0.3,
         sft_success=0.1,
         sft_ci95=[0.04, 0.21],
@@ -56,19 +56,20 @@ def test_results_json_and_table(tmp_path):
     assert payload["tasks"][0]["rl_success"] == 0.5 and "machine" in payload
     table = (tmp_path / "results.md").read_text()
     assert (
-        "| push-v3 | flow_mlp | online | flow_sde | 5 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |"
+        "| push-v3 | flow_mlp | online | flow_sde | 10 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |"
         in table
     )
 
     # A later run of other rows updates the file row by row: new rows added, a re-run row replaced,
     # the others (and their commands) kept; rows in benchmark order (policy, method, task), one mean per
     # policy, mode and noise method; a row of another policy or mode never replaces a flow_mlp online row.
-    other = dataclasses.replace(row, task="button-press-v3", rl_success=0.9, command="cmd B")
+    other = dataclasses.replace(row, task="button-press-v3", demos=5, rl_success=0.9, command="cmd B")
     noise = dataclasses.replace(row, noise_method="flow_noise", rl_success=0.3, command="cmd B")
     vla = dataclasses.replace(row, model="smolvla_tiny", rl_success=0.4, command="cmd D")
     hybrid = dataclasses.replace(row, mode="hybrid", rl_success=0.6, command="cmd E")
+    one_demo = dataclasses.replace(row, demos=1, rl_success=0.2, command="cmd F")  # not in the means
     rerun = dataclasses.replace(row, rl_success=0.7, command="cmd C")
-    write_results(merge_results([vla, other, hybrid, noise], path), path)
+    write_results(merge_results([vla, one_demo, other, hybrid, noise], path), path)
     write_results(merge_results([rerun], path), path)
     payload = json.loads(path.read_text())
     got = [
@@ -78,11 +79,24 @@ def test_results_json_and_table(tmp_path):
     assert got == [
         ("flow_mlp", "online", "flow_sde", "button-press-v3", 0.9, "cmd B"),
         ("flow_mlp", "online", "flow_sde", "push-v3", 0.7, "cmd C"),
+        ("flow_mlp", "online", "flow_sde", "push-v3", 0.2, "cmd F"),
         ("flow_mlp", "online", "flow_noise", "push-v3", 0.3, "cmd B"),
         ("flow_mlp", "hybrid", "flow_sde", "push-v3", 0.6, "cmd E"),
         ("smolvla_tiny", "online", "flow_sde", "push-v3", 0.4, "cmd D"),
     ]
-    assert payload["commands"] == ["cmd B", "cmd C", "cmd E", "cmd D"]
+    assert payload["commands"] == ["cmd B", "cmd C", "cmd F", "cmd E", "cmd D"]
+    labels = [
+        RunResult(**{k: v for k, v in t.items() if k in RunResult.__dataclass_fields__}).label
+        for t in payload["tasks"]
+    ]
+    assert labels == [
+        "flow_sde",
+        "flow_sde",
+        "flow_sde (1 demos)",
+        "flow_noise",
+        "flow_sde hybrid",
+        "flow_sde (smolvla_tiny)",
+    ]
     table = (tmp_path / "results.md").read_text()
     assert "| **mean (2 tasks)** | flow_mlp | online | flow_sde | | 0.10 | 0.80 |" in table
     assert "| **mean (1 tasks)** | flow_mlp | online | flow_noise | | 0.10 | 0.30 |" in table

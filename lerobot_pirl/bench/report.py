@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lerobot_pirl.bench.setups import BENCH_TASKS, MODELS, MODES, NOISE_METHODS
+from lerobot_pirl.bench.setups import BENCH_TASKS, MODELS, MODES, NOISE_METHODS, task_setup
 
 
 @dataclass
@@ -37,16 +37,23 @@ class RunResult:
     mode: str = "online"  # "online" (πRL alone) or "hybrid" (πRL + the demos' flow-matching loss)
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """What a row is the result of: (policy, mode, noise method, task)."""
-        return (self.model, self.mode, self.noise_method, self.task)
+    def key(self) -> tuple[str, str, str, str, int]:
+        """What a row is the result of: (policy, mode, noise method, task, demos)."""
+        return (self.model, self.mode, self.noise_method, self.task, self.demos)
+
+    @property
+    def standard(self) -> bool:
+        """Whether the row uses its task's standard number of demos (the rows the means are over)."""
+        return self.demos == task_setup(self.task).demos
 
     @property
     def label(self) -> str:
         """The method as README's short table names it, e.g. ``flow_sde``, ``flow_sde hybrid``,
-        ``flow_sde (smolvla_tiny)``."""
+        ``flow_sde (smolvla_tiny)``, ``flow_sde hybrid (1 demos)``."""
         text = self.noise_method if self.mode == "online" else f"{self.noise_method} {self.mode}"
-        return text if self.model == "flow_mlp" else f"{text} ({self.model})"
+        extras = [self.model] if self.model != "flow_mlp" else []
+        extras += [] if self.standard else [f"{self.demos} demos"]
+        return f"{text} ({', '.join(extras)})" if extras else text
 
 
 def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Path) -> None:
@@ -111,12 +118,13 @@ def _row_order(r: RunResult) -> tuple:
     mode = MODES.index(r.mode) if r.mode in MODES else len(MODES)
     method = NOISE_METHODS.index(r.noise_method) if r.noise_method in NOISE_METHODS else len(NOISE_METHODS)
     task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
-    return (model, r.model, mode, r.mode, method, r.noise_method, task, r.task)
+    return (model, r.model, mode, r.mode, method, r.noise_method, not r.standard, task, r.task, r.demos)
 
 
 def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
-    """The rows already in ``path`` (if any) with each (policy, mode, noise method, task) of ``new`` replaced."""
-    rows: dict[tuple[str, str, str, str], RunResult] = {}
+    """The rows already in ``path`` (if any) with each (policy, mode, noise method, task, demos) of ``new``
+    replaced."""
+    rows: dict[tuple[str, str, str, str, int], RunResult] = {}
     if path.is_file():
         payload = json.loads(path.read_text())
         for d in payload.get("tasks", []):
@@ -130,8 +138,8 @@ def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
 
 
 def markdown_table(results: list[RunResult]) -> str:
-    """The results as a markdown table, one row per task, policy, mode and noise method and a mean per
-    policy, mode and method."""
+    """The results as a markdown table, one row per task, policy, mode, noise method and number of demos,
+    and a mean per policy, mode and method over the rows with their task's standard demos."""
     lines = [
         "| task | policy | mode | noise method | demos (noise) | SFT success [95% CI] | πRL success [95% CI] | eval episodes "
         "| env steps | wall (RL / total) |",
@@ -143,8 +151,9 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min |"
         )
-    for model, mode, method in dict.fromkeys((r.model, r.mode, r.noise_method) for r in results):
-        rows = [r for r in results if (r.model, r.mode, r.noise_method) == (model, mode, method)]
+    standard = [r for r in results if r.standard]
+    for model, mode, method in dict.fromkeys((r.model, r.mode, r.noise_method) for r in standard):
+        rows = [r for r in standard if (r.model, r.mode, r.noise_method) == (model, mode, method)]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
         lines.append(
