@@ -80,3 +80,21 @@ def test_learner_and_two_actors_script(tmp_path):
     actor_logs = list((run / "logs").glob("actor_*.log"))
     assert len(actor_logs) == 2
     assert all("the learner finished training" in log.read_text() for log in actor_logs)
+
+
+def test_gpu_check_dry_run_runs_every_step_and_prints_its_table():
+    """``scripts/gpu_check.sh --dry-run``: the GPU check's steps with tiny models on the CPU."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts" / "gpu_check.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [
+        line for line in proc.stdout.splitlines() if line.startswith("| pi0") or line.startswith("| pi05")
+    ]
+    assert len(rows) == 8  # 3 settings x 2 models, and the LoRA rows that say it is not implemented
+    assert all("nan" not in r.split("|")[4] for r in rows[:6])  # a sampling ratio for every setting
