@@ -124,3 +124,29 @@ def test_a_starved_learner_sends_its_weights_again(tmp_path):
     learner.cfg.policy.learner_resend_s = None
     learner.last_arrival = time.time() - 1e6
     assert not learner.resend_if_starved()
+
+
+def test_demo_items_are_read_once_within_the_cache_budget(tmp_path):
+    """Decoded demo items stay in memory up to the cache budget; beyond it they are read again."""
+    from lerobot_pirl.algorithms.pi_rl.offline import OfflineBuffer
+
+    reads = []
+
+    class Demos:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return {"observation.state": torch.full((4,), float(i)), "action": torch.zeros(2, 1)}
+
+    item_bytes = 4 * 4 + 2 * 4
+    buffer = OfflineBuffer(chunk_size=2, capacity=0, demos=Demos(), cache_bytes=2 * item_bytes)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        batch = buffer.sample(3, g)
+        assert batch["observation.state"].shape == (3, 4)
+    assert len(buffer._cache) == 2 and sorted(set(reads)) == [0, 1, 2]
+    cached = set(buffer._cache)
+    assert all(reads.count(i) == 1 for i in cached)  # cached items were read once
+    assert reads.count(({0, 1, 2} - cached).pop()) > 1  # the one over budget is read every time

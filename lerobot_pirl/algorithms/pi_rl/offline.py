@@ -54,9 +54,13 @@ def feature_mismatch(dataset_features: Mapping, policy_features: Mapping) -> str
 
 
 class OfflineBuffer:
-    """Demo chunks (from a dataset) and human-corrected chunks, sampled uniformly as one pool."""
+    """Demo chunks (from a dataset) and human-corrected chunks, sampled uniformly as one pool.
 
-    def __init__(self, chunk_size: int, capacity: int, demos=None):
+    Decoded demo items are kept in memory up to ``cache_bytes`` (reading a LeRobotDataset item costs
+    milliseconds, every minibatch draws dozens): a few-shot dataset ends up wholly in memory, a large one
+    is read from disk beyond the budget."""
+
+    def __init__(self, chunk_size: int, capacity: int, demos=None, cache_bytes: int = 2 << 30):
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.chunk_size = chunk_size
@@ -64,6 +68,9 @@ class OfflineBuffer:
         self.demos = demos  # a torch Dataset whose items carry ACTION [chunk, D] and ACTION_IS_PAD
         self.corrections: deque[dict] = deque(maxlen=capacity or None)
         self.added = Counter()  # corrections received in total (also those the capacity pushed out)
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, dict] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return self.num_demos + len(self.corrections)
@@ -105,8 +112,19 @@ class OfflineBuffer:
         if total == 0 or n < 1:
             return None
         idx = torch.randint(total, (n,), generator=generator).tolist()
-        items = [self.demos[i] if i < self.num_demos else self.corrections[i - self.num_demos] for i in idx]
+        items = [self._demo(i) if i < self.num_demos else self.corrections[i - self.num_demos] for i in idx]
         return _collate(items)
+
+    def _demo(self, i: int) -> dict:
+        """Demo item ``i``, from memory when it was read before and fit the cache budget."""
+        item = self._cache.get(i)
+        if item is None:
+            item = self.demos[i]
+            size = sum(v.numel() * v.element_size() for v in item.values() if isinstance(v, Tensor))
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cache[i] = item
+                self._cached_bytes += size
+        return item
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path) -> None:
