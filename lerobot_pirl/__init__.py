@@ -9,6 +9,7 @@ touching LeRobot's files):
 Vanilla LeRobot scripts reach it with ``--policy.discover_packages_path=lerobot_pirl``.
 """
 
+from lerobot_pirl import quiet as _quiet  # noqa: F401  (first: shortens torchcodec's load report)
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
 from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
 from lerobot_pirl.flow import adapters as _adapters  # noqa: F401  (registers the adapters)

@@ -103,3 +103,27 @@ def test_every_entry_point_defaults_to_the_published_protocol(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"{protocol.episodes} episodes of {protocol.episode_length} env steps" in help_text
     assert f"held-out seeds from {protocol.first_seed:,}" in help_text
+
+
+def test_torchcodec_load_failure_is_one_line():
+    """LeRobot's report of a torchcodec that cannot load (a traceback per FFmpeg version) becomes one line."""
+    import logging
+
+    import lerobot_pirl  # noqa: F401  (installs the filter)
+    from lerobot_pirl.quiet import TORCHCODEC_LINE
+
+    record = logging.LogRecord(
+        "lerobot.utils.import_utils",
+        logging.WARNING,
+        __file__,
+        1,
+        "Could not load libtorchcodec.\nTraceback (most recent call last):\n  ...\n'torchcodec' is installed but "
+        "cannot be loaded (see the error above). Falling back to 'pyav' as a default decoder.",
+        (),
+        None,
+    )
+    logger = logging.getLogger("lerobot.utils.import_utils")
+    assert all(f.filter(record) for f in logger.filters)
+    assert record.getMessage() == TORCHCODEC_LINE and "\n" not in record.getMessage()
+    other = logging.LogRecord("lerobot.utils.import_utils", logging.WARNING, __file__, 1, "x", (), None)
+    assert all(f.filter(other) for f in logger.filters) and other.getMessage() == "x"
