@@ -98,3 +98,30 @@ def test_gpu_check_dry_run_runs_every_step_and_prints_its_table():
     ]
     assert len(rows) == 8  # 3 settings x 2 models, and the LoRA rows that say it is not implemented
     assert all("nan" not in r.split("|")[4] for r in rows[:6])  # a sampling ratio for every setting
+
+
+@pytest.mark.slow
+def test_vanilla_lerobot_eval_runs_a_checkpoint_on_pirl_metaworld_with_videos(tmp_path):
+    """As a LeRobot user would: ``lerobot-eval --policy.path=<checkpoint> --env.type=pirl_metaworld
+    --env.discover_packages_path=lerobot_pirl`` (which also registers flow_mlp); lerobot-eval renders the
+    episodes to MP4 with the env's offscreen ``render()``."""
+    write_metaworld_base(tmp_path / "base")
+    lerobot_eval = Path(sys.executable).parent / "lerobot-eval"
+    cmd = [
+        str(lerobot_eval),
+        f"--policy.path={tmp_path / 'base'}",
+        "--policy.device=cpu",
+        "--env.type=pirl_metaworld",
+        "--env.task=button-press-v3",
+        "--env.episode_length=20",
+        "--env.discover_packages_path=lerobot_pirl",
+        "--eval.n_episodes=2",
+        "--eval.batch_size=2",
+        f"--output_dir={tmp_path / 'eval'}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    videos = sorted((tmp_path / "eval" / "videos").rglob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
+    assert "'n_episodes': 2" in proc.stderr + proc.stdout

@@ -119,6 +119,11 @@ class MetaWorldStateEnv(gym.Env):
         self._renderer.update_scene(self._env.data, camera=CAMERA)
         return np.ascontiguousarray(self._renderer.render()[::-1])
 
+    @property
+    def _max_episode_steps(self) -> int:
+        """What ``lerobot-eval`` ends an episode at (this env truncates itself there too)."""
+        return self.episode_length
+
     def next_episode_seed(self) -> int:
         seed = self.seed_start + self._episodes * self.seed_stride
         if self.seed_limit is not None and seed >= self.seed_limit:
