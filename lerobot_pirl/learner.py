@@ -91,8 +91,12 @@ class PiRLLearner:
         self.offline_generator = torch.Generator().manual_seed(cfg.algorithm.seed + 1)
         if self.offline is not None:
             self.algorithm.offline_source = self.offline_batch
-            if cfg.resume:
+            if cfg.resume and (ckpt / OFFLINE_DIR).is_dir():
                 self.offline.load(ckpt / OFFLINE_DIR)
+            elif cfg.resume:
+                logger.warning(
+                    "[LEARNER] %s has no offline corrections (hybrid was off): none restored", ckpt
+                )
         self.buffer = RolloutBuffer(self.algorithm.transition_spec())
         self.board = WeightsBoard()
         self.transition_queue: queue.Queue = queue.Queue()
@@ -149,9 +153,13 @@ class PiRLLearner:
         if self.offline is None or not bool(info.get(INTERVENTION, False)):
             return
         steps = info.get(STEPS)
-        self.offline.add_correction(
-            transition["state"], transition["action"], None if steps is None else int(steps)
-        )
+        try:
+            self.offline.add_correction(
+                transition["state"], transition["action"], None if steps is None else int(steps)
+            )
+        except Exception as e:  # a correction must never crash the learner; PPO still uses the transition
+            self.buffer.rejected[f"unusable correction ({type(e).__name__})"] += 1
+            logger.warning("[LEARNER] a corrected chunk could not join the offline buffer: %s", e)
 
     # ------------------------------------------------------------------ plumbing
     def push_weights(self, final: bool = False) -> None:

@@ -104,6 +104,15 @@ def test_corrections_fill_the_offline_buffer_and_come_back_on_resume(tmp_path):
     assert torch.equal(again["observation.state"], item["observation.state"])
     assert resumed.offline.counts()["offline_corrections_received"] == 1
 
+    # A malformed corrected chunk is counted and skipped; the learner and its rollout buffer carry on.
+    bad = _corrected(resumed.policy, steps=2)
+    bad[0]["action"] = "not actions"
+    before = len(resumed.buffer)
+    for tr in bad:
+        resumed.keep_correction(tr)
+    assert len(resumed.offline.corrections) == 1 and len(resumed.buffer) == before
+    assert any("unusable correction" in k for k in resumed.buffer.rejected)
+
 
 def test_a_starved_learner_sends_its_weights_again(tmp_path):
     """No transition for ``learner_resend_s`` with the rollout short: the same version is published again
