@@ -127,3 +127,33 @@ def test_torchcodec_load_failure_is_one_line():
     assert record.getMessage() == TORCHCODEC_LINE and "\n" not in record.getMessage()
     other = logging.LogRecord("lerobot.utils.import_utils", logging.WARNING, __file__, 1, "x", (), None)
     assert all(f.filter(other) for f in logger.filters) and other.getMessage() == "x"
+
+
+def test_plot_draws_a_runs_curves_and_refuses_a_folder_without_metrics(tmp_path, capsys):
+    import json
+
+    from lerobot_pirl.plot import main as plot_main
+    from lerobot_pirl.plot import series
+
+    records = [
+        {"kind": "eval", "env_steps": 0, "eval_success_rate": 0.3},
+        *(
+            {
+                "kind": "update",
+                "env_steps": 5000 * i,
+                "episode_success": 0.1 * i,
+                "approx_kl": 0.01,
+                "clip_fraction": 0.1,
+            }
+            for i in range(1, 5)
+        ),
+        {"kind": "eval", "env_steps": 20000, "eval_success_rate": 0.8},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n{half a line")
+    assert series(records, "eval_success_rate", "eval") == ([0, 20000], [0.3, 0.8])
+    plot_main([str(tmp_path)])
+    png = tmp_path / "training_curves.png"
+    assert png.stat().st_size > 20_000 and str(png) in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        plot_main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2 and "metrics.jsonl does not exist" in capsys.readouterr().err
