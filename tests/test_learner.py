@@ -159,3 +159,49 @@ def test_demo_items_are_read_once_within_the_cache_budget(tmp_path):
     cached = set(buffer._cache)
     assert all(reads.count(i) == 1 for i in cached)  # cached items were read once
     assert reads.count(({0, 1, 2} - cached).pop()) > 1  # the one over budget is read every time
+
+
+def _glossary_keys() -> set[str]:
+    """The metric keys (first-column code spans) of every table of docs/architecture.md's glossary."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    glossary = text[text.index("## 4. Metric glossary") :]
+    keys: set[str] = set()
+    for line in glossary.splitlines():
+        if line.startswith("| `"):
+            keys.update(re.findall(r"`([a-z0-9_]+)`", line.split("|")[1]))
+    return keys
+
+
+def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
+    """A hybrid update with episodes and a correction logs every update-record key the glossary lists (the
+    evaluation keys are the actor's; grad norms are LeRobot's ``<group>_grad_norm``)."""
+    import json
+
+    from lerobot_pirl.runtime.interactions import encode_interaction
+
+    cfg = metaworld_run_config(tmp_path, HYBRID, dataset=_demo_dataset(tmp_path / "demos"))
+    learner = PiRLLearner(cfg, threading.Event())
+    transitions = []
+    for c in range(32):
+        chunk = _corrected(learner.policy, steps=3)
+        for tr in chunk:
+            info = tr["complementary_info"]
+            info["chunk_index"], info["episode_chunk"] = c, c
+            info["is_intervention"] = info["is_intervention"] and c == 0
+        transitions += chunk
+    learner.buffer.add(transitions, learner.keep_correction)
+    episode = {"return": 1.0, "success": 1.0, "length": 40, "intervention_rate": 0.1}
+    learner.interaction_queue.put(
+        encode_interaction({"env_steps": 640, "episodes": [episode], "env_steps_per_s": 50.0, "actor_id": 1})
+    )
+    learner.drain()
+    assert learner.maybe_update()
+    record = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[-1])
+    evaluation = {"eval_success_rate", "eval_ci95_low", "eval_ci95_high", "eval_episodes", "eval_mean_return"}
+    listed = _glossary_keys()
+    assert len(listed) > 50 and evaluation <= listed
+    missing = listed - evaluation - set(record)
+    assert not missing, f"glossary keys no update record carries: {sorted(missing)}"
+    assert {"base_grad_norm", "value_head_grad_norm"} <= set(record)
