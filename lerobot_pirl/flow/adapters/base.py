@@ -13,6 +13,7 @@ An adapter wraps a LeRobot policy (it does not own its parameters) and exposes t
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,8 @@ class FlowAdapter(abc.ABC):
         return torch.randn(batch_size, self.chunk_size, self.action_dim, device=device, generator=generator)
 
 
+logger = logging.getLogger(__name__)
+
 _ADAPTERS: dict[str, type[FlowAdapter]] = {}
 
 
@@ -106,6 +109,24 @@ def register_adapter(policy_type: str):
         return cls
 
     return wrap
+
+
+ADAPTER_GROUP = "lerobot_pirl.adapters"  # the entry-point group adapter plug-ins are declared in
+
+
+def load_adapter_plugins() -> list[str]:
+    """Import every module of the ``lerobot_pirl.adapters`` entry-point group (each registers its adapters
+    on import); returns the names loaded. A plug-in that fails is logged and skipped, never fatal."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=ADAPTER_GROUP):
+        try:
+            ep.load()
+            loaded.append(ep.name)
+        except Exception as e:  # a broken third-party plug-in must not break import lerobot_pirl
+            logger.warning("adapter plug-in %r (%s) failed to load: %s", ep.name, ep.value, e)
+    return loaded
 
 
 def supported_base_types() -> list[str]:
