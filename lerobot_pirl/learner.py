@@ -112,6 +112,10 @@ class PiRLLearner:
             from lerobot.common.wandb_utils import WandBLogger
 
             self.wandb = WandBLogger(cfg)
+            import wandb
+
+            for mode in ("train", "eval"):  # env steps, not wandb's call counter, are every curve's x-axis
+                wandb.define_metric(f"{mode}/*", step_metric=f"{mode}/env_steps")
 
     def make_offline_buffer(self) -> OfflineBuffer | None:
         """The hybrid mode's offline buffer (``algorithm.offline_loss_coef`` > 0): the demo chunks of
@@ -188,7 +192,8 @@ class PiRLLearner:
         if self.wandb is not None:
             self.wandb.log_dict(
                 {k: v for k, v in record.items() if isinstance(v, int | float) and k not in NOT_METRICS},
-                step=self.update_count,
+                mode="eval" if record.get("kind") == "eval" else "train",
+                custom_step_key="env_steps",
             )
 
     def drain(self) -> None:
@@ -342,6 +347,23 @@ class PiRLLearner:
                 logger.warning("[LEARNER] not every actor received the final weights")
             self.shutdown_event.set()
             stop_server(server)
+            self.finish_logging()
+
+    def finish_logging(self) -> None:
+        """Draw the run's training curves (``training_curves.png``, also sent to wandb) and close wandb."""
+        from lerobot_pirl.plot import plot_run
+
+        try:
+            png = plot_run(self.out) if self.metrics_path.is_file() else None
+        except Exception as e:  # a plot must never turn a finished run into a failed one
+            logger.warning("[LEARNER] could not draw the training curves: %s", e)
+            png = None
+        if self.wandb is not None:
+            import wandb
+
+            if png is not None:
+                wandb.log({"train/training_curves": wandb.Image(str(png))})
+            wandb.finish()
 
     def checkpoint_is_current(self) -> bool:
         last = last_checkpoint_dir(self.out)

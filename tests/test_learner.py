@@ -3,6 +3,7 @@ re-sending weights when starved."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -174,15 +175,11 @@ def _glossary_keys() -> set[str]:
     return keys
 
 
-def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
-    """A hybrid update with episodes and a correction logs every update-record key the glossary lists (the
-    evaluation keys are the actor's; grad norms are LeRobot's ``<group>_grad_norm``)."""
-    import json
-
+def _one_update(learner, eval_success: float | None = None) -> None:
+    """Fill the learner with 32 chunks of 2 envs (the first chunk of env 0 corrected by a human) and an
+    interaction message with a finished episode (and an evaluation), then run one update."""
     from lerobot_pirl.runtime.interactions import encode_interaction
 
-    cfg = metaworld_run_config(tmp_path, HYBRID, dataset=_demo_dataset(tmp_path / "demos"))
-    learner = PiRLLearner(cfg, threading.Event())
     transitions = []
     for c in range(32):
         chunk = _corrected(learner.policy, steps=3)
@@ -193,11 +190,22 @@ def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
         transitions += chunk
     learner.buffer.add(transitions, learner.keep_correction)
     episode = {"return": 1.0, "success": 1.0, "length": 40, "intervention_rate": 0.1}
-    learner.interaction_queue.put(
-        encode_interaction({"env_steps": 640, "episodes": [episode], "env_steps_per_s": 50.0, "actor_id": 1})
-    )
+    message = {"env_steps": 640, "episodes": [episode], "env_steps_per_s": 50.0, "actor_id": 1}
+    if eval_success is not None:
+        message.update(eval_success_rate=eval_success, eval_episodes=10, policy_version=0)
+    learner.interaction_queue.put(encode_interaction(message))
     learner.drain()
     assert learner.maybe_update()
+
+
+def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
+    """A hybrid update with episodes and a correction logs every update-record key the glossary lists (the
+    evaluation keys are the actor's; grad norms are LeRobot's ``<group>_grad_norm``)."""
+    import json
+
+    cfg = metaworld_run_config(tmp_path, HYBRID, dataset=_demo_dataset(tmp_path / "demos"))
+    learner = PiRLLearner(cfg, threading.Event())
+    _one_update(learner)
     record = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[-1])
     evaluation = {"eval_success_rate", "eval_ci95_low", "eval_ci95_high", "eval_episodes", "eval_mean_return"}
     listed = _glossary_keys()
@@ -205,3 +213,53 @@ def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
     missing = listed - evaluation - set(record)
     assert not missing, f"glossary keys no update record carries: {sorted(missing)}"
     assert {"base_grad_norm", "value_head_grad_norm"} <= set(record)
+
+
+def _wandb_records(run_dir: Path) -> tuple[list[dict], dict[str, str]]:
+    """History rows and metric definitions (name or glob -> step metric) of an offline wandb run."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal import datastore
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    store = datastore.DataStore()
+    store.open_for_scan(str(path))
+    rows, metrics = [], {}
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            rows.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
+        elif kind == "metric":
+            metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
+    return rows, metrics
+
+
+def test_wandb_gets_every_metric_against_env_steps_and_the_curves(tmp_path, monkeypatch):
+    """With --wandb.enable=true (the real wandb library, offline): every number of metrics.jsonl reaches
+    wandb under train/ or eval/ with env steps as the x-axis, and the training-curves PNG at the end."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = ["--wandb.enable=true", "--wandb.project=pirl-test", "--wandb.mode=offline"]
+    cfg = metaworld_run_config(tmp_path, args)
+    learner = PiRLLearner(cfg, threading.Event())
+    _one_update(learner, eval_success=0.5)
+    learner.finish_logging()
+    rows, metrics = _wandb_records(Path(cfg.output_dir))
+    assert metrics["train/*"] == "train/env_steps" and metrics["eval/*"] == "eval/env_steps"
+    logged = {k for row in rows for k in row}
+    for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        mode = "eval" if record["kind"] == "eval" else "train"
+        numbers = {k for k, v in record.items() if isinstance(v, int | float) and k != "actor_id"}
+        missing = {f"{mode}/{k}" for k in numbers} - logged
+        assert not missing, f"metrics.jsonl numbers wandb did not get: {sorted(missing)}"
+    assert any(row.get("eval/eval_success_rate") == 0.5 and "eval/env_steps" in row for row in rows)
+    assert "train/training_curves/_type" in logged  # the image (wandb stores its fields nested)
+    assert (Path(cfg.output_dir) / "training_curves.png").is_file()
