@@ -27,18 +27,26 @@ PANELS = (
 )
 
 
-def read_records(run_dir: Path) -> list[dict]:
-    """The learner's records; a half-written last line (a run still going) is skipped."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"run dir: {path} does not exist (expected a πRL learner's output_dir)")
+def read_metrics(metrics: Path) -> list[dict]:
+    """The records of a learner's ``metrics.jsonl`` (none if it does not exist yet; a line being written is
+    skipped)."""
+    if not metrics.is_file():
+        return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in metrics.read_text().splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
     return records
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """A run folder's records; a folder without ``metrics.jsonl`` is an error naming the file."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"run dir: {path} does not exist (expected a πRL learner's output_dir)")
+    return read_metrics(path)
 
 
 def series(records: list[dict], key: str, kind: str) -> tuple[list[float], list[float]]:

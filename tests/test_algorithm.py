@@ -54,20 +54,7 @@ def _rollout_from(policy, n=32, seed=0, adv=None):
     batch = obs_batch(n, seed=seed)
     out = policy.sample_chain(batch, generator=torch.Generator().manual_seed(seed))
     advantages = adv if adv is not None else torch.randn(n)
-    return (
-        batch,
-        out,
-        Rollout(
-            obs=batch,
-            chain=out.chain,
-            denoise_index=out.denoise_index,
-            old_logprob=out.logprob,
-            old_values=out.value,
-            advantages=advantages,
-            returns=out.value + advantages,
-            on_policy=torch.ones(n, dtype=torch.bool),
-        ),
-    )
+    return batch, out, Rollout.from_sample(batch, out, advantages)
 
 
 @pytest.mark.parametrize(("method", "sde_steps"), [("flow_sde", "one"), ("flow_noise", "all")])

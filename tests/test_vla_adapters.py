@@ -363,16 +363,7 @@ def run_ppo_updates(path: str, device: str, updates: int = 3) -> list[dict]:
         with torch.no_grad():
             out = policy.eval().sample_chain(batch, generator=g)
         adv = torch.randn(8, generator=torch.Generator().manual_seed(u)).to(device)
-        rollout = Rollout(
-            obs=batch,
-            chain=out.chain,
-            denoise_index=out.denoise_index,
-            old_logprob=out.logprob,
-            old_values=out.value,
-            advantages=adv,
-            returns=out.value + adv,
-            on_policy=torch.ones(8, dtype=torch.bool, device=device),
-        )
+        rollout = Rollout.from_sample(batch, out, adv)
         policy.train()
         stats.append(algo.update(algo.configure_data_iterator(RolloutSource(rollout))).to_log_dict())
     assert all(

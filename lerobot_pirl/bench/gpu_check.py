@@ -120,17 +120,7 @@ def one_update(policy: PiRLPolicy, obs: dict, minibatch: int, device: str) -> tu
     algo.make_optimizers_and_scheduler()
     with torch.no_grad():
         out = policy.sample_chain(obs)
-    adv = torch.randn(minibatch, device=device)
-    rollout = Rollout(
-        obs=obs,
-        chain=out.chain,
-        denoise_index=out.denoise_index,
-        old_logprob=out.logprob,
-        old_values=out.value,
-        advantages=adv,
-        returns=out.value + adv,
-        on_policy=torch.ones(minibatch, dtype=torch.bool, device=device),
-    )
+    rollout = Rollout.from_sample(obs, out, torch.randn(minibatch, device=device))
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

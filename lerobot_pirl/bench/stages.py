@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lerobot_pirl.bench.setups import MODELS, ModelSetup, TaskSetup
+from lerobot_pirl.plot import read_metrics
 from lerobot_pirl.seeds import EVAL_PROTOCOL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,19 +145,6 @@ def eval_stage(
     report["eval_seed"] = eval_seed
     cache.write_text(json.dumps(report))
     return report
-
-
-def read_metrics(metrics: Path) -> list[dict]:
-    """The records of a learner's ``metrics.jsonl`` (a line being written is skipped)."""
-    if not metrics.is_file():
-        return []
-    out = []
-    for line in metrics.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def _free_port() -> int:

@@ -45,6 +45,21 @@ class Rollout:
     def __len__(self) -> int:
         return int(self.advantages.shape[0])
 
+    @classmethod
+    def from_sample(cls, obs: dict[str, Tensor], sample, advantages: Tensor) -> Rollout:
+        """A rollout of freshly sampled chains (``sample``: a ``ChainSample`` of the current weights) with the
+        given advantages and returns = value + advantage: for benchmarks and tests of the update alone."""
+        return cls(
+            obs=obs,
+            chain=sample.chain,
+            denoise_index=sample.denoise_index,
+            old_logprob=sample.logprob,
+            old_values=sample.value,
+            advantages=advantages,
+            returns=sample.value + advantages,
+            on_policy=torch.ones(advantages.shape[0], dtype=torch.bool, device=advantages.device),
+        )
+
     def select(self, idx: Tensor) -> dict[str, Any]:
         out: dict[str, Any] = {"obs": {k: v[idx] for k, v in self.obs.items()}}
         for f in fields(self):
