@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 from lerobot.utils.constants import ACTION
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
+from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import OFFLINE_SCHEDULES
 from lerobot_pirl.checks import check_choice
 from lerobot_pirl.transition_keys import TASK
 
-SCHEDULES = ("constant", "linear", "cosine")
 ACTION_IS_PAD = "action_is_pad"
 CORRECTIONS_FILE = "corrections.safetensors"
 
@@ -32,7 +32,7 @@ CORRECTIONS_FILE = "corrections.safetensors"
 def offline_loss_weight(start: float, final: float, schedule: str, decay_updates: int, update: int) -> float:
     """The offline loss weight at ``update`` (0-based): ``start`` throughout for "constant"; for "linear"
     and "cosine", from ``start`` at update 0 to ``final`` at ``decay_updates``, then ``final``."""
-    check_choice("offline_loss_schedule", schedule, SCHEDULES)
+    check_choice("offline_loss_schedule", schedule, OFFLINE_SCHEDULES)
     if schedule == "constant":
         return start
     progress = min(max(update, 0) / max(decay_updates, 1), 1.0)
@@ -150,12 +150,15 @@ class OfflineBuffer:
             raise FileNotFoundError(f"resume: {path} is missing (the checkpoint's offline corrections)")
         from safetensors import safe_open
 
-        with safe_open(str(path), "pt") as f:
+        items: dict[str, dict] = {}
+        with safe_open(str(path), "pt") as f:  # one read: the metadata and every tensor
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            for name in f.keys():  # noqa: SIM118  (safe_open is not a Mapping)
+                j, key = name.split("/", 1)
+                items.setdefault(j, {})[key] = f.get_tensor(name)
         self.corrections.clear()
         for j in range(int(meta.get("count", 0))):
-            item = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == str(j)}
+            item = items.get(str(j), {})
             if f"task/{j}" in meta:
                 item[TASK] = meta[f"task/{j}"]
             self.corrections.append(item)

@@ -463,7 +463,7 @@ class PiRLAlgorithm(RLAlgorithm):
             cfg.offline_loss_coef_final,
             cfg.offline_loss_schedule,
             cfg.offline_loss_decay_updates,
-            int(getattr(self, "optimization_step", 0)),
+            self.optimization_step,
         )
 
     def _offline_loss(self) -> tuple[Tensor, float, int] | None:
