@@ -7,6 +7,10 @@ transitions, runs the PPO/GRPO update when ``algorithm.rollout_size`` usable tra
 pushes the new weights with an incremented policy version right after each update, logs the
 diagnostics (console, ``metrics.jsonl``, wandb) and writes LeRobot checkpoints. Other runs (SAC) are
 handed to LeRobot's own learner.
+
+Launched with ``accelerate launch -m lerobot_pirl.learner`` (or ``torchrun``) as N processes, rank 0 is
+the learner above and the other ranks are :class:`UpdateFollower` s: they receive every prepared rollout
+and compute the gradients of their share of each minibatch, averaged by DDP.
 """
 
 import json
@@ -41,6 +45,7 @@ from lerobot_pirl.runtime.checkpoint import (
     save_run_checkpoint,
 )
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
+from lerobot_pirl.runtime.distributed import launched_distributed, make_accelerator
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
 from lerobot_pirl.transition_keys import INTERVENTION, STEPS
@@ -54,39 +59,53 @@ FINAL_DELIVERY_S = 10.0
 NOT_METRICS = frozenset({"actor_id"})
 
 
-class PiRLLearner:
-    """State and loop of a πRL learner (one object so tests can drive it in-process)."""
+def build_update_side(cfg: TrainRLServerPipelineConfig, accelerator=None):
+    """What every learner process trains: the policy and its algorithm (optimisers, counters), restored
+    from the last checkpoint when resuming, then spread over ``accelerator``'s processes. Returns the
+    policy, the algorithm, the checkpoint resumed from (or None), the update count and the env steps."""
+    ckpt = last_checkpoint_dir(cfg.output_dir).resolve() if cfg.resume else None
+    if ckpt is not None:
+        logger.info("[LEARNER] resuming from %s", ckpt)
+        policy = PiRLPolicy.from_pretrained(pretrained_dir(ckpt), config=cfg.policy)
+    else:
+        policy = PiRLPolicy(cfg.policy)
+    policy.train()
+    algorithm = PiRLAlgorithm(policy, cfg.algorithm)
+    algorithm.make_optimizers_and_scheduler()  # Adam per parameter group, before any resume
+    update_count, env_steps = 0, 0
+    if ckpt is not None:
+        update_count, env_steps = restore_training_state(ckpt, algorithm)
+        logger.info(
+            "[LEARNER] resumed: update %d, policy version %d, %d env steps",
+            update_count,
+            algorithm.policy_version,
+            env_steps,
+        )
+    if accelerator is not None:
+        algorithm.distribute(accelerator)
+    return policy, algorithm, ckpt, update_count, env_steps
 
-    def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event):
+
+class PiRLLearner:
+    """State and loop of a πRL learner (one object so tests can drive it in-process); with several
+    learner processes, this is rank 0."""
+
+    def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event, accelerator=None):
         self.cfg = cfg
         self.shutdown_event = shutdown_event
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)  # metrics.jsonl and checkpoints go here
-        device = cfg.policy.device
-        if cfg.resume:
-            ckpt = last_checkpoint_dir(self.out).resolve()
-            logger.info("[LEARNER] resuming from %s", ckpt)
-            self.policy = PiRLPolicy.from_pretrained(pretrained_dir(ckpt), config=cfg.policy)
+        self.policy, self.algorithm, ckpt, self.update_count, self.env_steps = build_update_side(
+            cfg, accelerator
+        )
+        if ckpt is not None:
             self.pre, self.post = make_pre_post_processors(
                 self.policy.config,
                 pretrained_path=str(pretrained_dir(ckpt)),
-                preprocessor_overrides={"device_processor": {"device": str(device)}},
+                preprocessor_overrides={"device_processor": {"device": str(cfg.policy.device)}},
             )
         else:
-            self.policy = PiRLPolicy(cfg.policy)
             self.pre, self.post = make_pi_rl_pre_post_processors(self.policy.config)
-        self.policy.train()
-        self.algorithm = PiRLAlgorithm(self.policy, cfg.algorithm)
-        self.algorithm.make_optimizers_and_scheduler()  # Adam per parameter group, before any resume
-        self.update_count, self.env_steps = 0, 0
-        if cfg.resume:
-            self.update_count, self.env_steps = restore_training_state(ckpt, self.algorithm)
-            logger.info(
-                "[LEARNER] resumed: update %d, policy version %d, %d env steps",
-                self.update_count,
-                self.algorithm.policy_version,
-                self.env_steps,
-            )
         self.offline = self.make_offline_buffer()
         self.offline_generator = torch.Generator().manual_seed(cfg.algorithm.seed + 1)
         if self.offline is not None:
@@ -243,6 +262,8 @@ class PiRLLearner:
         t_start = time.time()
         batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag, limit=2 * alg_cfg.rollout_size)
         rollout = self.algorithm.prepare_rollout(batch, self.pre)
+        if self.algorithm.ranks.distributed:  # every process takes its share of the same rollout
+            self.algorithm.ranks.broadcast(rollout.to("cpu"))
         minibatches = self.algorithm.configure_data_iterator(RolloutSource(rollout))
         stats = self.algorithm.update(minibatches).to_log_dict()
         self.algorithm.policy_version += 1
@@ -340,6 +361,10 @@ class PiRLLearner:
                     time.sleep(0.01)
             if self.done:
                 logger.info("[LEARNER] reached %d updates: done", self.update_count)
+            if self.algorithm.ranks.distributed:
+                # The other processes stop after their last update. (After an error they are not told:
+                # the launcher ends them when this process exits.)
+                self.algorithm.ranks.broadcast(None)
         finally:
             if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
                 self.save()
@@ -370,6 +395,24 @@ class PiRLLearner:
         return last.exists() and last.resolve().name.lstrip("0") == str(self.update_count)
 
 
+class UpdateFollower:
+    """A learner process other than rank 0: it opens no port and writes no file; it receives each prepared
+    rollout from rank 0 and computes the gradients of its share of every minibatch, until rank 0 says the
+    run is over."""
+
+    def __init__(self, cfg: TrainRLServerPipelineConfig, accelerator):
+        self.device = cfg.policy.device
+        self.policy, self.algorithm, *_ = build_update_side(cfg, accelerator)
+
+    def run(self) -> None:
+        ranks = self.algorithm.ranks
+        while (rollout := ranks.broadcast(None)) is not None:
+            minibatches = self.algorithm.configure_data_iterator(RolloutSource(rollout.to(self.device)))
+            self.algorithm.update(minibatches)
+            self.algorithm.policy_version += 1
+        logger.info("[LEARNER rank %d] rank 0 finished: done", ranks.rank)
+
+
 def prepare_learner(cfg: TrainRLServerPipelineConfig) -> Callable[[], None]:
     """Start-up: check the config and the output folder, set up logging and seeds, build the learner
     (loading a checkpoint to resume). Returns the run."""
@@ -378,6 +421,15 @@ def prepare_learner(cfg: TrainRLServerPipelineConfig) -> Callable[[], None]:
 
         return lambda: train(cfg)
     cfg = resolve_pi_rl_config(cfg)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    accelerator = make_accelerator(cfg.policy.device) if launched_distributed() else None
+    if accelerator is not None:
+        # This process's GPU (cuda:<local rank>), or the CPU (accelerate names it cpu:0 under torchrun).
+        cfg.policy.device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+        if not accelerator.is_main_process:
+            init_logging(accelerator=accelerator)
+            set_seed(cfg.seed)
+            return UpdateFollower(cfg, accelerator).run
     if cfg.resume:
         # Unlike LeRobot's handle_resume_logic, keep the command line's overrides (e.g. a larger
         # --policy.online_steps); weights, optimiser and counters come from the checkpoint.
@@ -389,11 +441,10 @@ def prepare_learner(cfg: TrainRLServerPipelineConfig) -> Callable[[], None]:
         check_fresh_output_dir(cfg)
     out = Path(cfg.output_dir)
     os.makedirs(out / "logs", exist_ok=True)
-    init_logging(log_file=str(out / "logs" / f"learner_{cfg.job_name}.log"))
+    init_logging(log_file=str(out / "logs" / f"learner_{cfg.job_name}.log"), accelerator=accelerator)
     set_seed(cfg.seed)
-    torch.backends.cuda.matmul.allow_tf32 = True
     shutdown = ProcessSignalHandler(use_threads=True).shutdown_event
-    return PiRLLearner(cfg, shutdown).run
+    return PiRLLearner(cfg, shutdown, accelerator).run
 
 
 @parser.wrap()

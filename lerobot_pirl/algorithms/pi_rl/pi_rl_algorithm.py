@@ -21,6 +21,7 @@ from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfi
 from lerobot_pirl.algorithms.pi_rl.losses import entropy_bonus, explained_variance, ppo_actor_loss, value_loss
 from lerobot_pirl.algorithms.pi_rl.offline import offline_loss_weight
 from lerobot_pirl.algorithms.pi_rl.rollout import TransitionBatch, TransitionSpec
+from lerobot_pirl.runtime.distributed import ChainScorer, RankGroup
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ class Rollout:
             returns=sample.value + advantages,
             on_policy=torch.ones(advantages.shape[0], dtype=torch.bool, device=advantages.device),
         )
+
+    def to(self, device: str | torch.device) -> Rollout:
+        """The same rollout with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "obs"}
+        return Rollout(obs={k: v.to(device) for k, v in self.obs.items()}, **moved)
 
     def select(self, idx: Tensor) -> dict[str, Any]:
         out: dict[str, Any] = {"obs": {k: v[idx] for k, v in self.obs.items()}}
@@ -134,15 +140,26 @@ class RolloutSource:
 
 
 def rollout_minibatches(
-    rollout: Rollout, minibatch_size: int, epochs: int, generator: torch.Generator
+    rollout: Rollout,
+    minibatch_size: int,
+    epochs: int,
+    generator: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """``epochs`` shuffled passes over the rollout in minibatches (each tagged with its epoch)."""
+    """``epochs`` shuffled passes over the rollout in minibatches, each tagged with its epoch and its
+    global size. With ``world`` processes, every process draws the same permutation and keeps every
+    ``world``-th sample of each minibatch from its ``rank`` on; a last minibatch smaller than ``world``
+    (which could not give every process a sample) is skipped."""
     n = len(rollout)
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator)
         for start in range(0, n, minibatch_size):
-            mb = rollout.select(perm[start : start + minibatch_size])
-            mb["epoch"] = epoch
+            idx = perm[start : start + minibatch_size]
+            if len(idx) < world:
+                continue
+            mb = rollout.select(idx[rank::world])
+            mb["epoch"], mb["global_size"] = epoch, len(idx)
             yield mb
 
 
@@ -176,6 +193,28 @@ class PiRLAlgorithm(RLAlgorithm):
         # Hybrid fine-tuning: ``offline_source(n)`` returns n preprocessed offline chunks (demos, human
         # corrections) for the base policy's flow-matching loss, or None while there are none.
         self.offline_source: Callable[[int], dict[str, Tensor] | None] | None = None
+        # The update's processes; the chain re-scoring call (DDP-wrapped when there are several).
+        self.ranks = RankGroup()
+        self._score = policy.score_chain
+
+    def distribute(self, accelerator) -> None:
+        """Run the update as one of ``accelerator``'s processes: the chain re-scoring goes through the
+        engine's wrapper (DDP when there are several processes; autocast under ``--mixed_precision bf16``),
+        so every backward averages the gradients over the processes. Call on every process, in the same
+        order, after any resume."""
+        self.ranks = RankGroup(accelerator)
+        if self.ranks.distributed and self.config.offline_loss_coef > 0:
+            raise ValueError(
+                "algorithm.offline_loss_coef: hybrid (offline) updates run in one learner process for now; "
+                f"launch the learner with 1 process, not {self.ranks.world}"
+            )
+        self._score = accelerator.prepare(ChainScorer(self.policy))
+        logger.info(
+            "[LEARNER] the update runs on %d processes (%s, mixed precision %s)",
+            self.ranks.world,
+            accelerator.distributed_type.value,
+            accelerator.mixed_precision,
+        )
 
     # ------------------------------------------------------------------ optimisers and weights
     def make_optimizers_and_scheduler(self) -> dict[str, Optimizer]:
@@ -361,20 +400,30 @@ class PiRLAlgorithm(RLAlgorithm):
                 f"pi_rl trains on a RolloutSource (an on-policy rollout), got {type(data_mixer).__name__}"
             )
         return rollout_minibatches(
-            data_mixer.rollout, self.config.minibatch_size, self.config.update_epochs, self._generator
+            data_mixer.rollout,
+            self.config.minibatch_size,
+            self.config.update_epochs,
+            self._generator,
+            self.ranks.rank,
+            self.ranks.world,
         )
 
     def update(self, batch_iterator: Iterator[dict[str, Any]]) -> TrainingStats:
         """The PPO update: ``update_epochs`` passes over the rollout in minibatches, one gradient step per
         minibatch; with ``target_kl`` set, no further epoch runs after one in which a minibatch's approx_kl
         exceeded ``1.5 * target_kl``. During the first ``critic_warmup_updates`` updates only the value
-        head trains."""
+        head trains. Run as several processes (:meth:`distribute`), each minibatch's diagnostics are
+        combined over the processes before they decide anything."""
         cfg = self.config
         log = UpdateLog(critic_warmup=self.optimization_step < cfg.critic_warmup_updates)
         for epoch, minibatches in itertools.groupby(batch_iterator, key=lambda mb: mb["epoch"]):
             epoch_kl = 0.0
             for mb in minibatches:
-                step = self._ppo_step(mb, first=log.minibatches == 0, critic_only=log.critic_warmup)
+                first = log.minibatches == 0
+                step = self._ppo_step(mb, first=first, critic_only=log.critic_warmup)
+                step = self.ranks.combine(step, int(mb["advantages"].shape[0]))
+                if first:
+                    self._report_ratio_guard(step["ratio_guard_max_dev"])
                 log.add(step)
                 epoch_kl = max(epoch_kl, step["approx_kl"])
             log.epochs_run = epoch + 1
@@ -390,7 +439,7 @@ class PiRLAlgorithm(RLAlgorithm):
         alone for the value head alone (``critic_only``). Returns the minibatch's diagnostics; the first
         minibatch also checks the ratio guard."""
         cfg = self.config
-        score = self.policy.score_chain(mb["obs"], mb["chain"], mb["denoise_index"])
+        score = self._score(mb["obs"], mb["chain"], mb["denoise_index"])
         actor_loss, ratio_stats = ppo_actor_loss(
             score.logprob, mb["old_logprob"], mb["advantages"], cfg.clip_ratio_low, cfg.clip_ratio_high
         )
@@ -403,8 +452,16 @@ class PiRLAlgorithm(RLAlgorithm):
             score.value, mb["old_values"], mb["returns"], cfg.value_clip, cfg.huber_delta
         )
         entropy = entropy_bonus(score.entropy)
+        # Each process's losses are means over its share of the minibatch; weighted by that share's size,
+        # the engine's gradient average is the gradient of the whole minibatch's mean (1 in one process).
+        share = (
+            mb["advantages"].shape[0] * self.ranks.world / mb.get("global_size", mb["advantages"].shape[0])
+        )
         if critic_only:
-            diagnostics.update(self._gradient_step(cfg.value_loss_coef * critic_loss, groups=("value_head",)))
+            # The actor terms enter with weight 0: the same parameters take part in every backward, as DDP
+            # requires, and only the value head's optimiser steps.
+            loss = cfg.value_loss_coef * critic_loss + 0.0 * (actor_loss - entropy)
+            diagnostics.update(self._gradient_step(share * loss, groups=("value_head",)))
         else:
             loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
             offline = self._offline_loss()
@@ -412,7 +469,7 @@ class PiRLAlgorithm(RLAlgorithm):
                 diagnostics["offline_loss"] = offline[0].item()
                 diagnostics["offline_weight"], diagnostics["offline_batch_size"] = offline[1], offline[2]
             weighted = None if offline is None else offline[1] * offline[0]
-            diagnostics.update(self._gradient_step(loss, offline=weighted))
+            diagnostics.update(self._gradient_step(share * loss, offline=weighted))
         diagnostics.update(
             actor_loss=actor_loss.item(),
             value_loss=critic_loss.item(),
@@ -427,17 +484,20 @@ class PiRLAlgorithm(RLAlgorithm):
         """Backward (of ``loss``, then of the weighted ``offline`` loss into the offline parameters only),
         then per parameter group (all, or ``groups``): clip the gradient norm and step its optimiser.
         Returns the groups' gradient norms before clipping (``grad_norm/<group>``)."""
+        accelerator = self.ranks.accelerator
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if accelerator is not None:
+            accelerator.backward(loss)
+        else:
+            loss.backward()
         norms = self._add_offline_gradient(offline) if offline is not None else {}
+        clip = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
         for name, opt in self.optimizers.items():
             if groups is not None and name not in groups:
                 continue
             params = [p for g in opt.param_groups for p in g["params"]]
-            norms[f"grad_norm/{name}"] = float(
-                torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-            )
+            norms[f"grad_norm/{name}"] = float(clip(params, self.config.max_grad_norm))
             opt.step()
         return norms
 
@@ -445,7 +505,9 @@ class PiRLAlgorithm(RLAlgorithm):
         """Before any gradient step, on data the current weights sampled, the ratio must be 1."""
         if not bool(on_policy.any()):
             return float("nan")
-        dev = (torch.exp(logprob.detach() - old_logprob)[on_policy] - 1.0).abs().max().item()
+        return (torch.exp(logprob.detach() - old_logprob)[on_policy] - 1.0).abs().max().item()
+
+    def _report_ratio_guard(self, dev: float) -> None:
         if dev > self.config.ratio_guard_tol:
             logger.error(
                 "[LEARNER] ratio guard: max |ratio - 1| = %.3g > %.3g on on-policy data at the first minibatch: "
@@ -453,7 +515,6 @@ class PiRLAlgorithm(RLAlgorithm):
                 dev,
                 self.config.ratio_guard_tol,
             )
-        return dev
 
     def offline_weight(self) -> float:
         """The offline loss weight of the current update (its schedule over ``optimization_step``)."""
@@ -525,4 +586,5 @@ class PiRLAlgorithm(RLAlgorithm):
             "rollout_version_min": float(batch.version.min()),
             "rollout_version_max": float(batch.version.max()),
             "policy_version": float(self.policy_version),
+            "learner_processes": float(self.ranks.world),
         }

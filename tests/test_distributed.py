@@ -1,0 +1,145 @@
+"""The πRL update run as several gloo processes (CPU) is the one-process update: same parameters, same
+early-stop decisions, no rank left waiting in a collective."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import Rollout, RolloutSource, rollout_minibatches
+from lerobot_pirl.runtime.distributed import RankGroup, combine_diagnostics
+from tests.helpers import obs_batch, tiny_pi_rl
+from tests.test_algorithm import make_algo
+
+DEADLOCK_S = 60.0
+SETTINGS = {
+    "ppo": dict(estimator="gae"),
+    "ppo_flow_noise": dict(estimator="gae", noise_method="flow_noise", sde_steps="all"),
+    "grpo": dict(estimator="grpo", value_loss_coef=0.0),
+    # approx_kl far above 1.5 * target_kl after the first epoch: every rank must stop there, together.
+    "target_kl": dict(estimator="gae", target_kl=1e-9, update_epochs=3),
+    "critic_warmup": dict(estimator="gae", critic_warmup_updates=1),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_update(setting: str, accelerator=None):
+    """A tiny flow_mlp policy, a fixed 48-sample rollout of its own chains, and one update (2 epochs of
+    minibatches of 16, or as the setting says). Returns the policy and the update's stats."""
+    kw = dict(SETTINGS[setting])
+    noise_method, sde_steps = kw.pop("noise_method", "flow_sde"), kw.pop("sde_steps", None)
+    policy = tiny_pi_rl(noise_method, sde_steps, seed=3)
+    algo = make_algo(policy, **{"rollout_size": 48, "minibatch_size": 16, "actor_lr": 3e-3, **kw})
+    batch = obs_batch(48, seed=5)
+    with torch.no_grad():
+        sample = policy.sample_chain(batch, generator=torch.Generator().manual_seed(7))
+    rollout = Rollout.from_sample(batch, sample, torch.randn(48, generator=torch.Generator().manual_seed(9)))
+    if accelerator is not None:
+        algo.distribute(accelerator)
+    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    return policy, stats
+
+
+def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One rank: one update in every setting, in order, on one gloo process group."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    from lerobot_pirl.runtime.distributed import make_accelerator
+
+    accelerator = make_accelerator("cpu")
+    for setting in SETTINGS:
+        policy, stats = _one_update(setting, accelerator)
+        torch.save(
+            {"params": {k: v.detach().clone() for k, v in policy.state_dict().items()}, "extra": stats.extra},
+            os.path.join(out_dir, f"{setting}_rank{rank}.pt"),
+        )
+    accelerator.end_training()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict[str, list[dict]]:
+    """Every setting's update run by 2 gloo ranks (failing on a deadlock), results by setting and rank."""
+    out_dir = tmp_path_factory.mktemp("ranks")
+    ctx = mp.start_processes(
+        _rank_main, args=(2, _free_port(), str(out_dir)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.time() + DEADLOCK_S
+    while not ctx.join(timeout=1.0):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(
+                f"2 gloo ranks did not finish {len(SETTINGS)} updates in {DEADLOCK_S:.0f}s (deadlock)"
+            )
+    return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in SETTINGS}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_two_gloo_ranks_update_like_one_process(setting, two_ranks):
+    torch.set_num_threads(1)
+    ref_policy, ref_stats = _one_update(setting)
+    ref = {k: v.detach() for k, v in ref_policy.state_dict().items()}
+    ranks = two_ranks[setting]
+    for r, result in enumerate(ranks):
+        for key, expected in ref.items():
+            got = result["params"][key]
+            scale = expected.abs().max().clamp_min(1e-6)
+            assert (got - expected).abs().max() / scale <= 1e-5, f"rank {r}: {key} differs from one process"
+        for key in ("epochs_run", "minibatches", "early_stopped", "approx_kl", "clip_fraction", "ratio_max"):
+            assert result["extra"][key] == pytest.approx(ref_stats.extra[key], rel=1e-4, abs=1e-7), (r, key)
+    fresh = tiny_pi_rl(
+        *(("flow_noise", "all") if "noise" in setting else ("flow_sde", None)), seed=3
+    ).state_dict()
+    assert any(not torch.equal(fresh[k], ref[k]) for k in ref), (
+        "the update moved nothing: an empty comparison"
+    )
+    if setting == "target_kl":
+        assert ref_stats.extra["early_stopped"] == 1.0 and ref_stats.extra["epochs_run"] == 1.0
+    if setting == "critic_warmup":
+        for key in ref:
+            if not key.startswith("value_head."):
+                assert torch.equal(ranks[0]["params"][key], fresh[key]), f"warm-up moved the actor's {key}"
+
+
+def test_minibatch_shares_cover_each_global_minibatch_once():
+    policy = tiny_pi_rl(seed=0)
+    batch = obs_batch(10)
+    with torch.no_grad():
+        sample = policy.sample_chain(batch, generator=torch.Generator().manual_seed(0))
+    rollout = Rollout.from_sample(batch, sample, torch.arange(10, dtype=torch.float32))
+    one = list(rollout_minibatches(rollout, 4, 1, torch.Generator().manual_seed(1)))
+    shares = [
+        list(rollout_minibatches(rollout, 4, 1, torch.Generator().manual_seed(1), r, 3)) for r in range(3)
+    ]
+    # Minibatches of 4, 4, 2: the last (2 < 3 ranks) is skipped with 3 ranks, the others split 2 / 1 / 1.
+    assert [mb["global_size"] for mb in one] == [4, 4, 2]
+    assert [len(s) for s in shares] == [2, 2, 2]
+    for i in range(2):
+        parts = sorted(torch.cat([s[i]["advantages"] for s in shares]).tolist())
+        assert parts == sorted(one[i]["advantages"].tolist())
+        assert [s[i]["advantages"].numel() for s in shares] == [2, 1, 1]
+
+
+def test_diagnostics_combine_as_one_minibatch():
+    keys = ["approx_kl", "ratio_min", "ratio_max", "ratio_guard_max_dev"]
+    rows = torch.tensor([[0.1, 0.9, 1.2, float("nan")], [0.4, 0.8, 1.1, 0.02]], dtype=torch.float64)
+    out = combine_diagnostics(rows, keys, torch.tensor([3.0, 1.0], dtype=torch.float64))
+    assert out["approx_kl"] == pytest.approx(0.175)  # (3 * 0.1 + 1 * 0.4) / 4
+    assert (out["ratio_min"], out["ratio_max"], out["ratio_guard_max_dev"]) == (0.8, 1.2, 0.02)
+    assert RankGroup().combine({"approx_kl": 0.3}, 5) == {"approx_kl": 0.3}
