@@ -30,6 +30,12 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
         )
     if cfg.algorithm.policy_config is None:
         cfg.algorithm.policy_config = cfg.policy
+    if cfg.peft is not None:  # lerobot-train's --peft.*: adapters on the base, saved with the policy config
+        if cfg.policy.peft is not None and cfg.policy.peft != cfg.peft:
+            raise ValueError(
+                "peft: set either the run's --peft.* or --policy.peft.*, not two different configs"
+            )
+        cfg.policy.peft = cfg.peft
     if cfg.env is None:
         raise ValueError("env: pi_rl needs an environment (e.g. --env.type=pirl_metaworld)")
     if not cfg.job_name:

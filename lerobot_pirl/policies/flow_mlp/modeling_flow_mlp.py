@@ -101,6 +101,11 @@ class FlowMLPPolicy(PreTrainedPolicy):
         )
         self.reset()
 
+    def _get_default_peft_targets(self) -> dict:
+        """LoRA by default on the velocity network's linear layers (the action expert), as LeRobot's pi0 and
+        SmolVLA target their experts."""
+        return {"target_modules": r"model\.(trunk\.\d+\.0|to_tokens|token_out)", "modules_to_save": []}
+
     def get_optim_params(self) -> dict:
         return self.parameters()
 

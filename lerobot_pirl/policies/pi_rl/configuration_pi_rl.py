@@ -11,6 +11,7 @@ from typing import Any
 
 import draccus
 from lerobot.configs import PreTrainedConfig
+from lerobot.configs.default import PeftConfig
 from lerobot.optim import AdamWConfig
 from lerobot.policies.gaussian_actor.configuration_gaussian_actor import (
     ActorLearnerConfig,
@@ -85,6 +86,9 @@ class PiRLConfig(PreTrainedConfig):
     value_head: ValueHeadConfig = field(default_factory=ValueHeadConfig)
     # Train only the base's action expert (the velocity network) and keep its observation backbone frozen.
     train_expert_only: bool = True
+    # LoRA / PEFT adapters on the base (LeRobot's PeftConfig; also set by the run's top-level --peft.*, as
+    # with lerobot-train): only the adapters train in the base; the value and noise heads always fully.
+    peft: PeftConfig | None = None
 
     # Learning rate of the optimizer preset (used only if the policy is trained by lerobot-train).
     optimizer_lr: float = 1e-4

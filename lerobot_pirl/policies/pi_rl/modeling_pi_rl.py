@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.configs import PreTrainedConfig
+from lerobot.configs.default import PeftConfig
 from lerobot.policies.factory import get_policy_class
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor, nn
@@ -83,6 +85,9 @@ class PiRLPolicy(PreTrainedPolicy):
         super().__init__(config)
         self.config = config
         self.base = load_base_policy(config)
+        self.__dict__["_peft_model"] = None  # PEFT's wrapper of self.base (not a submodule: same parameters)
+        if config.peft is not None:
+            self._add_peft_adapters(config.peft)
         self.adapter = make_adapter(self.base)
         scfg = config.sampler
         action_chunk = scfg.action_chunk if scfg.action_chunk is not None else self.adapter.n_action_steps
@@ -113,6 +118,24 @@ class PiRLPolicy(PreTrainedPolicy):
                 p.requires_grad_(False)
         self.to(config.device)
         self.reset()
+
+    def _add_peft_adapters(self, peft: PeftConfig) -> None:
+        """LoRA (or another PEFT method) on the base through LeRobot's ``wrap_with_peft``: the base's own
+        parameters freeze, the adapters (zero-initialised LoRA ``B``: the policy is unchanged) train.
+        The adapters are injected into ``self.base`` in place, so every adapter call goes through them."""
+        base_cfg = self.base.config
+        if getattr(base_cfg, "pretrained_path", None) is None and self.config.base_policy_path:
+            base_cfg.pretrained_path = self.config.base_policy_path  # what LeRobot's PEFT check asks for
+        overrides = {k: v for k, v in dataclasses.asdict(peft).items() if v is not None}
+        self.__dict__["_peft_model"] = self.base.wrap_with_peft(peft_cli_overrides=overrides)
+        base_cfg.use_peft = False  # the pi_rl checkpoint holds the adapters; the base config stays plain
+
+    def merge_peft_adapters(self) -> None:
+        """Fold the PEFT adapters into the base's weights (``merge_and_unload``): the base becomes a plain
+        policy of its type. In place; for export, on a policy that is discarded afterwards."""
+        if self._peft_model is not None:
+            self._peft_model.merge_and_unload()
+            self.__dict__["_peft_model"] = None
 
     # ------------------------------------------------------------------ parameter groups
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -189,6 +212,7 @@ class PiRLPolicy(PreTrainedPolicy):
         executed actions, so those are written into the exported config where the base has them.
         """
         save_directory = Path(save_directory)
+        self.merge_peft_adapters()
         base_cfg = self.base.config
         saved = {}
         overrides = self.adapter.export_overrides(self.config.sampler.num_denoise_steps, self.action_chunk)
