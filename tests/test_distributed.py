@@ -143,3 +143,39 @@ def test_diagnostics_combine_as_one_minibatch():
     assert out["approx_kl"] == pytest.approx(0.175)  # (3 * 0.1 + 1 * 0.4) / 4
     assert (out["ratio_min"], out["ratio_max"], out["ratio_guard_max_dev"]) == (0.8, 1.2, 0.02)
     assert RankGroup().combine({"approx_kl": 0.3}, 5) == {"approx_kl": 0.3}
+
+
+def test_bf16_from_the_launcher_scores_chains_under_autocast(monkeypatch):
+    """``accelerate launch --mixed_precision bf16`` (its environment variable) puts the re-scoring forward
+    under bf16 autocast; the update still runs and its losses are finite."""
+    from accelerate.state import AcceleratorState
+
+    from lerobot_pirl.runtime.distributed import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    try:
+        accelerator = make_accelerator("cpu")
+        policy = tiny_pi_rl(seed=0)
+        algo = make_algo(policy, rollout_size=16, minibatch_size=8)
+        batch = obs_batch(16)
+        with torch.no_grad():
+            sample = policy.sample_chain(batch, generator=torch.Generator().manual_seed(0))
+        rollout = Rollout.from_sample(
+            batch, sample, torch.randn(16, generator=torch.Generator().manual_seed(1))
+        )
+        seen = []
+        score = policy.score_chain
+
+        def recording_score(*args):
+            seen.append(
+                torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            )
+            return score(*args)
+
+        monkeypatch.setattr(policy, "score_chain", recording_score)
+        algo.distribute(accelerator)
+        stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+        assert seen and all(seen)
+        assert all(torch.isfinite(torch.tensor(v)) for v in stats.losses.values())
+    finally:
+        AcceleratorState._reset_state(True)

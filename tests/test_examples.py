@@ -96,8 +96,9 @@ def test_gpu_check_dry_run_runs_every_step_and_prints_its_table():
     rows = [
         line for line in proc.stdout.splitlines() if line.startswith("| pi0") or line.startswith("| pi05")
     ]
-    assert len(rows) == 8  # 3 settings x 2 models, and the LoRA rows that say it is not implemented
-    assert all("nan" not in r.split("|")[4] for r in rows[:6])  # a sampling ratio for every setting
+    assert len(rows) == 8  # 4 settings (Flow-SDE, Flow-Noise, + grad ckpt, + LoRA) x 2 models
+    assert sum("LoRA" in r for r in rows) == 2
+    assert all("nan" not in r.split("|")[4] for r in rows)  # a sampling ratio for every setting
 
 
 @pytest.mark.slow

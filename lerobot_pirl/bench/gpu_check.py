@@ -3,14 +3,15 @@
 For pi0 and pi05 at their real sizes (LeRobot's own ``PI0Policy`` / ``PI05Policy`` with default configs,
 random weights, bf16, nothing downloaded: the processors are bypassed, language tokens are random ids) and
 for each setting of the LIBERO recipes (Flow-SDE, Flow-Noise, Flow-SDE with LeRobot's
-``gradient_checkpointing``), it measures:
+``gradient_checkpointing``, Flow-SDE with LoRA through LeRobot's PEFT wrapping on its default targets), it
+measures:
 
 - the sampling cost of an actor's stochastic chain (the recipe's sampler, no critic) over LeRobot's own
   deterministic ``predict_action_chunk``, at ``--sample_batch`` envs;
 - one πRL update (one epoch, one minibatch of the recipe's ``minibatch_size``): seconds and peak GPU memory.
 
-It prints one table. LoRA is not implemented yet (issue 18): its rows say so. ``--dry-run`` builds the tests'
-tiny offline models instead (from a source checkout) and runs every step on the CPU, as the test suite does.
+It prints one table. ``--dry-run`` builds the tests' tiny offline models instead (from a source checkout) and
+runs every step on the CPU, as the test suite does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from lerobot.configs.default import PeftConfig
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
@@ -34,8 +36,15 @@ from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("pi0", "pi05")
-# (recipe method, LeRobot gradient checkpointing) per row.
-SETTINGS = (("flow_sde", False), ("flow_noise", False), ("flow_sde", True))
+# (recipe method, LeRobot gradient checkpointing, LoRA) per row.
+SETTINGS = (
+    ("flow_sde", False, False),
+    ("flow_noise", False, False),
+    ("flow_sde", True, False),
+    ("flow_sde", False, True),
+)
+# LoRA rank of the LoRA row (LeRobot's default targets: the expert's attention q / v and the action projections).
+LORA_RANK = 16
 LIBERO_CAMERAS = ("observation.images.image", "observation.images.image2")
 LIBERO_STATE, LIBERO_ACTION = 8, 7
 
@@ -80,11 +89,14 @@ def observation(base_cfg, batch: int, device: str, vocab: int) -> dict[str, torc
     return obs
 
 
-def build(family: str, method: str, base_cfg, device: str) -> tuple[PiRLPolicy, int]:
-    """The recipe's pi_rl policy on ``base_cfg`` and the recipe's minibatch size."""
+def build(family: str, method: str, base_cfg, device: str, lora: bool = False) -> tuple[PiRLPolicy, int]:
+    """The recipe's pi_rl policy on ``base_cfg`` (with LoRA adapters) and the recipe's minibatch size."""
     raw = recipe(family, method)
     pol = raw["policy"]
+    if lora:  # LeRobot's PEFT wrapping asks where the pretrained weights came from: here, nowhere
+        base_cfg.pretrained_path = Path("random-init")
     cfg = PiRLConfig(
+        peft=PeftConfig(r=LORA_RANK) if lora else None,
         device=device,
         base=encode_base_config(base_cfg),
         push_to_hub=False,
@@ -132,14 +144,14 @@ def one_update(policy: PiRLPolicy, obs: dict, minibatch: int, device: str) -> tu
     return time.perf_counter() - start, float("nan")
 
 
-def row(family: str, method: str, checkpointing: bool, args) -> dict:
+def row(family: str, method: str, checkpointing: bool, lora: bool, args) -> dict:
     """One line of the table: build, time sampling, run one update."""
     base_cfg = (
         tiny_base_config(family, checkpointing)
         if args.dry_run
         else real_base_config(family, args.device, checkpointing)
     )
-    policy, minibatch = build(family, method, base_cfg, args.device)
+    policy, minibatch = build(family, method, base_cfg, args.device, lora)
     minibatch = min(minibatch, args.max_minibatch)
     vocab = 60 if args.dry_run else 1000
     obs = observation(base_cfg, args.sample_batch, args.device, vocab)
@@ -151,7 +163,9 @@ def row(family: str, method: str, checkpointing: bool, args) -> dict:
     )
     return {
         "model": family,
-        "setting": method + (" + grad ckpt" if checkpointing else ""),
+        "setting": method
+        + (" + grad ckpt" if checkpointing else "")
+        + (f" + LoRA r{LORA_RANK}" if lora else ""),
         "ode_ms": ode * 1e3,
         "ratio": stochastic / ode,
         "minibatch": minibatch,
@@ -170,8 +184,6 @@ def table(rows: list[dict], args) -> str:
             f"| {r['model']} | {r['setting']} | {r['ode_ms']:.1f} | {r['ratio']:.2f} | {r['minibatch']} "
             f"| {r['update_s']:.2f} | {r['peak_gib']:.1f} |"
         )
-    for family in FAMILIES:
-        lines.append(f"| {family} | LoRA | not implemented yet (issue 18) | | | | |")
     return "\n".join(lines)
 
 
@@ -197,11 +209,13 @@ def main(argv: list[str] | None = None) -> None:
         swap = tiny_paligemma()
     with swap:
         for family in FAMILIES:
-            for method, checkpointing in SETTINGS:
-                rows.append(row(family, method, checkpointing, args))
+            for method, checkpointing, lora in SETTINGS:
+                rows.append(row(family, method, checkpointing, lora, args))
                 if args.device == "cuda":
                     torch.cuda.empty_cache()  # the row's policy is gone: give its memory back
-                print(f"done: {family} {method} ckpt={checkpointing}", file=sys.stderr, flush=True)
+                print(
+                    f"done: {family} {method} ckpt={checkpointing} lora={lora}", file=sys.stderr, flush=True
+                )
     name = "CPU dry run (tiny models)" if args.dry_run else torch.cuda.get_device_name()
     print(f"\nπRL GPU check on {name}, torch {torch.__version__}\n")
     print(table(rows, args))

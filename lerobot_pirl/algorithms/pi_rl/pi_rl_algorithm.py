@@ -83,6 +83,9 @@ def _policy_inputs(processed: dict, device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in processed.items() if isinstance(v, Tensor)}
 
 
+# accelerate engines the update runs on: one process, DDP on GPUs, DDP on CPUs (gloo).
+SUPPORTED_ENGINES = ("NO", "MULTI_GPU", "MULTI_CPU")
+
 # Per-minibatch diagnostics of the offline (hybrid) loss, averaged into an update's extras.
 OFFLINE_DIAGNOSTICS = ("offline_weight", "offline_batch_size", "offline_grad_norm", "offline_grad_share")
 
@@ -203,6 +206,13 @@ class PiRLAlgorithm(RLAlgorithm):
         so every backward averages the gradients over the processes. Call on every process, in the same
         order, after any resume."""
         self.ranks = RankGroup(accelerator)
+        engine = accelerator.distributed_type.value
+        if engine not in SUPPORTED_ENGINES:
+            raise ValueError(
+                f"accelerate: the πRL learner runs on {' / '.join(SUPPORTED_ENGINES)}, not {engine} (FSDP and "
+                "DeepSpeed shard the parameters its per-group optimisers hold); launch with DDP, and for VLAs use "
+                "--mixed_precision bf16, gradient checkpointing or --peft.*"
+            )
         if self.ranks.distributed and self.config.offline_loss_coef > 0:
             raise ValueError(
                 "algorithm.offline_loss_coef: hybrid (offline) updates run in one learner process for now; "

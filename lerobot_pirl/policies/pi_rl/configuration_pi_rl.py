@@ -202,7 +202,7 @@ UNUSED_FIELDS: dict[str, str] = {
     "concurrency.learner": "the pi_rl learner serves actors from threads only",
     "concurrency.multiprocessing_context": "pi_rl starts no processes",
     "use_amp": "pi_rl does not autocast (the base policy's own dtype, e.g. pi0's `dtype`, applies)",
-    "use_peft": "pi_rl does not wrap its base in PEFT adapters",
+    "use_peft": "LoRA / PEFT adapters on the base are set with the run's --peft.* (or policy.peft)",
     "n_obs_steps": "pi_rl reads one observation per chunk",
 }
 
