@@ -108,6 +108,7 @@ def test_adapters_register_without_transformers():
     code = (
         "import sys\n"
         "sys.modules['transformers'] = None  # as if the pi / smolvla extras were not installed\n"
+        "sys.modules['peft'] = None  # (peft needs transformers: it goes with it)\n"
         "import lerobot_pirl\n"
         "from lerobot_pirl.flow.adapters import supported_base_types\n"
         "assert {'pi0', 'pi05', 'smolvla'} <= set(supported_base_types()), supported_base_types()\n"
