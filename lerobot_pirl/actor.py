@@ -22,9 +22,9 @@ from queue import Empty, Queue
 import numpy as np
 import torch
 from lerobot.configs import parser
-from lerobot.rl.actor import learner_service_client
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-from lerobot.transport.utils import bytes_to_state_dict, transitions_to_bytes
+from lerobot.transport import services_pb2_grpc
+from lerobot.transport.utils import bytes_to_state_dict, grpc_channel_options, transitions_to_bytes
 from lerobot.utils.process import ProcessSignalHandler
 from lerobot.utils.random_utils import set_seed
 from lerobot.utils.utils import init_logging
@@ -41,6 +41,7 @@ from lerobot_pirl.runtime.episodes import EpisodeTracker
 from lerobot_pirl.runtime.interactions import encode_interaction
 from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
 from lerobot_pirl.runtime.observations import FeatureObservations, ObservationPipeline, env_tasks
+from lerobot_pirl.runtime.security import channel_credentials, learner_channel, read_token
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
 from lerobot_pirl.runtime.transitions import chunk_transitions
 from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper, episode_step_limit
@@ -299,6 +300,8 @@ def prepare_actor(cfg: TrainRLServerPipelineConfig) -> Callable[[], None]:
         return lambda: actor_cli(cfg)
     # The actor shares the learner's output_dir, which exists already: no full validate() here.
     cfg = resolve_pi_rl_config(cfg)
+    channel_credentials(cfg.policy.transport)  # certificate files and the token, checked at start-up
+    read_token(cfg.policy.transport)
     out = Path(cfg.output_dir)
     os.makedirs(out / "logs", exist_ok=True)
     init_logging(log_file=str(out / "logs" / f"actor_{cfg.job_name}_{os.getpid()}.log"))
@@ -313,7 +316,10 @@ def run_actor(actor: PiRLActor) -> None:
     """The actor's loop with its three streams to the learner; exits 1 when the learner stays unreachable."""
     cfg = actor.cfg
     acfg = cfg.policy.actor_learner_config
-    client, channel = learner_service_client(host=acfg.learner_host, port=acfg.learner_port)
+    channel = learner_channel(
+        acfg.learner_host, acfg.learner_port, cfg.policy.transport, grpc_channel_options()
+    )
+    client = services_pb2_grpc.LearnerServiceStub(channel)
     guard = StreamGuard(actor.shutdown_event, actor.options.max_reconnects)
     timeout = acfg.queue_get_timeout
     for name, stream, q in (

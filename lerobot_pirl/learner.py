@@ -47,6 +47,7 @@ from lerobot_pirl.runtime.checkpoint import (
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.distributed import launched_distributed, make_accelerator
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
+from lerobot_pirl.runtime.security import TokenCheck, check_learner_exposure, read_token, server_credentials
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
 from lerobot_pirl.transition_keys import INTERVENTION, STEPS
 
@@ -93,6 +94,13 @@ class PiRLLearner:
     def __init__(self, cfg: TrainRLServerPipelineConfig, shutdown_event, accelerator=None):
         self.cfg = cfg
         self.shutdown_event = shutdown_event
+        # Who may connect, checked before anything is built: TLS credentials and the actor token.
+        transport = cfg.policy.transport
+        self.server_credentials = server_credentials(transport)
+        token = read_token(transport)
+        self.token_check = TokenCheck(token) if token else None
+        host = cfg.policy.actor_learner_config.learner_host
+        check_learner_exposure(host, self.server_credentials is not None, token, transport)
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)  # metrics.jsonl and checkpoints go here
         self.policy, self.algorithm, ckpt, self.update_count, self.env_steps = build_update_side(
@@ -278,6 +286,7 @@ class PiRLLearner:
             **(self.offline.counts() if self.offline is not None else {}),
             "env_steps_per_s": self.env_steps_per_s(),
             "transitions_rejected": float(sum(self.buffer.rejected.values())),
+            "calls_rejected": float(self.token_check.rejected if self.token_check else 0),
             "update_s": round(time.time() - t_start, 3),
         }
         record["policy_version"] = self.algorithm.policy_version
@@ -349,7 +358,13 @@ class PiRLLearner:
             interaction_message_queue=self.interaction_queue,
             queue_get_timeout=acfg.queue_get_timeout,
         )
-        server = start_server(service, acfg.learner_host, acfg.learner_port)
+        server = start_server(
+            service,
+            acfg.learner_host,
+            acfg.learner_port,
+            credentials=self.server_credentials,
+            interceptors=(self.token_check,) if self.token_check else (),
+        )
         self.push_weights()
         try:
             while not self.shutdown_event.is_set() and not self.done:

@@ -110,22 +110,36 @@ class BroadcastLearnerService(LearnerService):
 
 
 def start_server(
-    service: BroadcastLearnerService, host: str, port: int, max_workers: int = 32
+    service: BroadcastLearnerService,
+    host: str,
+    port: int,
+    max_workers: int = 32,
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors: tuple[grpc.ServerInterceptor, ...] = (),
 ) -> grpc.Server:
-    """A gRPC server for the service (each actor holds 3 streams, so size the pool generously)."""
+    """A gRPC server for the service (each actor holds 3 streams, so size the pool generously): TLS with
+    ``credentials``, every call through ``interceptors`` first (the actor-token check)."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
             ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
         ],
     )
     services_pb2_grpc.add_LearnerServiceServicer_to_server(service, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"learner: cannot bind {host}:{port} (port in use?)")
     server.start()
-    logger.info("[LEARNER] gRPC server listening on %s:%d", host, port)
+    logger.info(
+        "[LEARNER] gRPC server listening on %s:%d (%s%s)",
+        host,
+        port,
+        "TLS" if credentials else "no TLS",
+        ", actor token required" if interceptors else "",
+    )
     return server
 
 

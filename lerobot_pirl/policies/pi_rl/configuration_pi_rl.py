@@ -19,6 +19,7 @@ from lerobot.policies.gaussian_actor.configuration_gaussian_actor import (
 )
 
 from lerobot_pirl.flow.config import FlowSamplerConfig, NoiseHeadConfig, ValueHeadConfig
+from lerobot_pirl.runtime.security import TransportSecurityConfig
 
 
 @dataclass
@@ -118,6 +119,8 @@ class PiRLConfig(PreTrainedConfig):
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     # Actor pacing, periodic evaluation and reconnection.
     actor: PiRLActorConfig = field(default_factory=PiRLActorConfig)
+    # TLS and the actor token of the actor-learner channel (off by default: loopback needs neither).
+    transport: TransportSecurityConfig = field(default_factory=TransportSecurityConfig)
     # Seconds without any transition (after the first one) after which the learner sends its current
     # weights again: a new chunk budget for every actor, so a rollout left short (a message lost with a
     # broken stream, an actor gone) still fills (null = never).
