@@ -239,3 +239,64 @@ def test_the_token_is_never_logged_or_saved(tmp_path, pki, monkeypatch, caplog):
         assert TOKEN.encode() not in path.read_bytes(), f"{path} holds the actor token"
     assert TOKEN not in caplog.text
     assert TOKEN not in repr(run) and TOKEN not in repr(learner.__dict__)
+
+
+@pytest.mark.slow
+def test_learner_and_actor_train_over_mutual_tls_with_a_token_and_an_intruder_gets_nothing(tmp_path):
+    """The README's recipe end to end: scripts/make_certificates.sh, then a learner and an actor with TLS and
+    the token; a second actor without the token is refused on every call and never counted as a sender."""
+    import json
+    import os
+    import subprocess
+
+    from tests.helpers import write_metaworld_base
+    from tests.test_runtime_e2e import _config, _spawn, _updates, _wait
+
+    repo = Path(__file__).resolve().parents[1]
+    certs = tmp_path / "certs"
+    subprocess.run(
+        ["bash", str(repo / "scripts" / "make_certificates.sh"), str(certs), "127.0.0.1"], check=True
+    )
+    write_metaworld_base(tmp_path / "base")
+    recipe = _config(tmp_path, tmp_path / "base", _free_port())
+    raw = json.loads(recipe.read_text())
+    raw["policy"]["online_steps"] = 2
+    raw["policy"]["actor"]["chunks_per_version"] = 16
+    raw["policy"]["transport"] = {"ca_cert": str(certs / "ca.pem")}
+    recipe.write_text(json.dumps(raw))
+    learner_flags = [
+        f"--policy.transport.server_cert={certs}/learner.pem",
+        f"--policy.transport.server_key={certs}/learner.key",
+    ]
+    actor_flags = [
+        f"--policy.transport.client_cert={certs}/actor.pem",
+        f"--policy.transport.client_key={certs}/actor.key",
+    ]
+    os.environ["PIRL_ACTOR_TOKEN"] = TOKEN
+    procs = []
+    try:
+        learner = _spawn("lerobot_pirl.learner", recipe, tmp_path / "learner.log", *learner_flags)
+        actor = _spawn("lerobot_pirl.actor", recipe, tmp_path / "actor.log", "--env.seed=0", *actor_flags)
+        del os.environ["PIRL_ACTOR_TOKEN"]
+        intruder = _spawn(
+            "lerobot_pirl.actor", recipe, tmp_path / "intruder.log", "--env.seed=5", *actor_flags
+        )
+        procs = [learner, actor, intruder]
+        assert _wait(learner, 240, tmp_path / "learner.log") == 0, (tmp_path / "learner.log").read_text()[
+            -3000:
+        ]
+    finally:
+        os.environ.pop("PIRL_ACTOR_TOKEN", None)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    log = (tmp_path / "learner.log").read_text()
+    assert "(TLS, actor token required)" in log
+    updates = _updates(tmp_path / "run")
+    assert [r["update"] for r in updates] == [1, 2]
+    assert all(r["actors"] == 1.0 for r in updates)  # the intruder's transitions never arrived
+    assert updates[-1]["calls_rejected"] >= 1
+    assert "UNAUTHENTICATED" in (tmp_path / "intruder.log").read_text()
+    for path in [*(tmp_path / "run").rglob("*"), *tmp_path.glob("*.log")]:
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
