@@ -134,6 +134,7 @@ class PiRLLearner:
         # Time of the last transition message or update; None until the first transition arrives.
         self.last_arrival: float | None = None
         self.t0 = time.time()
+        self.service: BroadcastLearnerService | None = None  # serving once run() starts
         self.wandb = None
         if cfg.wandb.enable and cfg.wandb.project:
             from lerobot.common.wandb_utils import WandBLogger
@@ -246,6 +247,7 @@ class PiRLLearner:
                 break
             message = decode_interaction(payload)
             if message is None:
+                self.buffer.rejected["invalid interaction message"] += 1
                 continue
             self.env_steps += int(message.get("env_steps", 0))
             self.episodes.add(message.get("episodes", []))
@@ -287,6 +289,9 @@ class PiRLLearner:
             "env_steps_per_s": self.env_steps_per_s(),
             "transitions_rejected": float(sum(self.buffer.rejected.values())),
             "calls_rejected": float(self.token_check.rejected if self.token_check else 0),
+            "messages_refused": float(sum(self.service.refused.values()))
+            if self.service is not None
+            else 0.0,
             "update_s": round(time.time() - t_start, 3),
         }
         record["policy_version"] = self.algorithm.policy_version
@@ -351,8 +356,12 @@ class PiRLLearner:
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
         acfg = self.cfg.policy.actor_learner_config
-        service = BroadcastLearnerService(
+        transport = self.cfg.policy.transport
+        rate = transport.max_stream_mib_per_s
+        self.service = service = BroadcastLearnerService(
             self.board,
+            max_message_bytes=int(transport.max_message_mib * 2**20),
+            max_stream_bytes_per_s=None if rate is None else rate * 2**20,
             shutdown_event=self.shutdown_event,
             transition_queue=self.transition_queue,
             interaction_message_queue=self.interaction_queue,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 logger = logging.getLogger(__name__)
 
@@ -17,15 +18,32 @@ def encode_interaction(message: dict) -> bytes:
     return json.dumps(message).encode("utf-8")
 
 
+# Fields the learner reads from an interaction message, with the check each must pass when present.
+_FIELD_CHECKS = {
+    "env_steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**9,
+    "actor_id": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "policy_version": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "episodes": lambda v: isinstance(v, list),
+    "env_steps_per_s": lambda v: isinstance(v, int | float) and math.isfinite(v) and v >= 0,
+    "eval_success_rate": lambda v: isinstance(v, int | float) and 0.0 <= v <= 1.0,
+    "eval_episodes": lambda v: isinstance(v, int) and v > 0,
+}
+
+
 def decode_interaction(payload: bytes) -> dict | None:
-    """The message as a dict, or ``None`` (logged) when it is not a JSON object."""
+    """The message as a dict, or ``None`` (logged) when it is not a JSON object or a field the learner
+    reads has the wrong type or range (a peer's message must never raise in the learner)."""
     try:
         message = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         logger.warning("[LEARNER] ignored a non-JSON interaction message (%d bytes)", len(payload))
         return None
     if not isinstance(message, dict):
         logger.warning("[LEARNER] ignored an interaction message that is not an object")
+        return None
+    bad = [k for k, ok in _FIELD_CHECKS.items() if k in message and not ok(message[k])]
+    if bad:
+        logger.warning("[LEARNER] ignored an interaction message with invalid %s", ", ".join(bad))
         return None
     return message
 

@@ -48,8 +48,16 @@ class TransportSecurityConfig:
     # Learner: serve on a non-loopback address without TLS and a token (INSECURE: anyone who reaches the port
     # can read the policy's weights and push transitions into the next update).
     allow_insecure_network: bool = False
+    # Learner: the largest transitions / interactions message it assembles, in MiB (a bigger one ends its stream).
+    max_message_mib: float = 1024.0
+    # Learner: MiB per second one incoming stream may send (a faster one is held back); null: no cap.
+    max_stream_mib_per_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_message_mib <= 0 or (
+            self.max_stream_mib_per_s is not None and self.max_stream_mib_per_s <= 0
+        ):
+            raise ValueError("policy.transport.max_message_mib and max_stream_mib_per_s must be > 0")
         for first, second in (("server_cert", "server_key"), ("client_cert", "client_key")):
             if (getattr(self, first) is None) != (getattr(self, second) is None):
                 raise ValueError(f"policy.transport.{first} and {second} go together: set both or neither")

@@ -3,20 +3,27 @@
 LeRobot's service hands each pushed parameter buffer to whichever ``StreamParameters`` call pulls it
 from a shared queue first, so with several actors only one of them gets each version. πRL is
 on-policy: every actor must switch to every new version. ``WeightsBoard`` keeps the latest versioned
-buffer and each stream sends every version it has not sent yet. Transitions and interactions go
-through LeRobot's own handlers unchanged; the proto is unchanged. The board also knows what each
-open stream has sent, so a finished learner can wait until its final weights reached every actor.
+buffer and each stream sends every version it has not sent yet. The proto is unchanged. The board also
+knows what each open stream has sent, so a finished learner can wait until its final weights reached
+every actor. Transitions and interactions are assembled from their chunks as LeRobot's handlers do, but
+with a cap on a message's size and on a stream's bytes per second, so one peer cannot exhaust the
+learner's memory: a message over the cap ends its stream (``RESOURCE_EXHAUSTED``), a fast stream is slowed
+down, a chunk of unknown transfer state is dropped; all are counted.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from lerobot.rl.learner_service import SHUTDOWN_TIMEOUT, LearnerService
 from lerobot.transport import services_pb2, services_pb2_grpc
+from lerobot.transport.services_pb2 import TransferState
 from lerobot.transport.utils import MAX_MESSAGE_SIZE, send_bytes_in_chunks
 
 logger = logging.getLogger(__name__)
@@ -88,9 +95,64 @@ class WeightsBoard:
 class BroadcastLearnerService(LearnerService):
     """``LearnerService`` whose ``StreamParameters`` sends every weights publication to every actor."""
 
-    def __init__(self, board: WeightsBoard, **kwargs):
+    def __init__(
+        self,
+        board: WeightsBoard,
+        max_message_bytes: int = 1 << 30,
+        max_stream_bytes_per_s: float | None = None,
+        **kwargs,
+    ):
         super().__init__(parameters_queue=None, seconds_between_pushes=0.0, **kwargs)
         self.board = board
+        self.max_message_bytes = max_message_bytes
+        self.max_stream_bytes_per_s = max_stream_bytes_per_s
+        self._lock = threading.Lock()
+        self.refused: Counter = Counter()  # why incoming streams were cut or slowed -> count
+
+    def _count(self, why: str) -> None:
+        with self._lock:
+            self.refused[why] += 1
+
+    def _receive(self, request_iterator, out, context, what: str) -> None:
+        """Whole messages from a stream of chunks into ``out``, under the size and rate caps. As in LeRobot's
+        transport, a message is the chunks up to a ``TRANSFER_END`` (a ``TRANSFER_BEGIN`` starts it over);
+        a chunk of any other state is refused and drops the message it interrupts."""
+        buffer, t0, total = io.BytesIO(), time.monotonic(), 0
+        for item in request_iterator:
+            if self.shutdown_event.is_set():
+                return
+            if item.transfer_state == TransferState.TRANSFER_BEGIN:
+                buffer = io.BytesIO()
+            elif item.transfer_state not in (TransferState.TRANSFER_MIDDLE, TransferState.TRANSFER_END):
+                self._count(f"{what}: chunk of unknown transfer state {item.transfer_state}")
+                buffer = io.BytesIO()
+                continue
+            if buffer.tell() + len(item.data) > self.max_message_bytes:
+                self._count(f"{what}: message over {self.max_message_bytes} bytes")
+                logger.warning(
+                    "[LEARNER] cut a %s stream: a message over %d bytes", what, self.max_message_bytes
+                )
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"a {what} message is over the learner's cap"
+                )
+            buffer.write(item.data)
+            total += len(item.data)
+            if item.transfer_state == TransferState.TRANSFER_END:
+                out.put(buffer.getvalue())
+                buffer = io.BytesIO()
+            if self.max_stream_bytes_per_s:
+                ahead = total / self.max_stream_bytes_per_s - (time.monotonic() - t0)
+                if ahead > 0:  # faster than the cap: hold the stream (gRPC flow control slows the peer)
+                    self._count(f"{what}: stream slowed to the rate cap")
+                    time.sleep(ahead)
+
+    def SendTransitions(self, request_iterator, context):  # noqa: N802
+        self._receive(request_iterator, self.transition_queue, context, "transitions")
+        return services_pb2.Empty()
+
+    def SendInteractions(self, request_iterator, context):  # noqa: N802
+        self._receive(request_iterator, self.interaction_message_queue, context, "interactions")
+        return services_pb2.Empty()
 
     def StreamParameters(self, request, context):  # noqa: N802
         logger.info("[LEARNER] an actor subscribed to parameters")

@@ -220,7 +220,9 @@ class RolloutBuffer:
         return kept
 
     def _fresh(self, version: int, max_lag: int) -> list[bool]:
-        return [version - int(tr["complementary_info"][POLICY_VERSION]) <= max_lag for tr in self._items]
+        """Sampled by one of the last ``max_lag`` versions; a version the learner has not published yet
+        (a confused or hostile peer) is never usable."""
+        return [0 <= version - int(tr["complementary_info"][POLICY_VERSION]) <= max_lag for tr in self._items]
 
     def num_usable(self, version: int, max_lag: int) -> int:
         return sum(self._fresh(version, max_lag))
