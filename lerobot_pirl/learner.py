@@ -47,9 +47,15 @@ from lerobot_pirl.runtime.checkpoint import (
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.distributed import launched_distributed, make_accelerator
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
-from lerobot_pirl.runtime.security import TokenCheck, check_learner_exposure, read_token, server_credentials
+from lerobot_pirl.runtime.security import (
+    RateLimit,
+    TokenCheck,
+    check_learner_exposure,
+    read_token,
+    server_credentials,
+)
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
-from lerobot_pirl.transition_keys import INTERVENTION, STEPS
+from lerobot_pirl.transition_keys import ACTOR_ID, INTERVENTION, STEPS
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +93,14 @@ def build_update_side(cfg: TrainRLServerPipelineConfig, accelerator=None):
     return policy, algorithm, ckpt, update_count, env_steps
 
 
+def _sender(transitions: list) -> int | None:
+    """The actor id a message's transitions carry (None when unreadable: such peers share one bucket)."""
+    try:
+        return int(transitions[0]["complementary_info"][ACTOR_ID])
+    except Exception:
+        return None
+
+
 class PiRLLearner:
     """State and loop of a πRL learner (one object so tests can drive it in-process); with several
     learner processes, this is rank 0."""
@@ -101,6 +115,8 @@ class PiRLLearner:
         self.token_check = TokenCheck(token) if token else None
         host = cfg.policy.actor_learner_config.learner_host
         check_learner_exposure(host, self.server_credentials is not None, token, transport)
+        rate = transport.max_transitions_per_s
+        self.transition_rate = RateLimit(rate) if rate is not None else None
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)  # metrics.jsonl and checkpoints go here
         self.policy, self.algorithm, ckpt, self.update_count, self.env_steps = build_update_side(
@@ -237,9 +253,14 @@ class PiRLLearner:
                 self.buffer.rejected[f"undecodable transition message ({type(e).__name__})"] += 1
                 logger.warning("[LEARNER] dropped an undecodable transition message: %s", e)
                 continue
-            self.buffer.add(
-                transitions if isinstance(transitions, list) else [transitions], self.keep_correction
-            )
+            transitions = transitions if isinstance(transitions, list) else [transitions]
+            if self.transition_rate is not None and not self.transition_rate.allow(
+                _sender(transitions), len(transitions)
+            ):
+                self.buffer.rejected["over policy.transport.max_transitions_per_s"] += len(transitions)
+                logger.warning("[LEARNER] dropped %d transitions over an actor's rate cap", len(transitions))
+                continue
+            self.buffer.add(transitions, self.keep_correction)
         while True:
             try:
                 payload = self.interaction_queue.get_nowait()

@@ -219,3 +219,23 @@ def test_hostile_payloads_are_counted_run_no_code_and_leave_the_update_unchanged
     ]
     assert records[-1]["messages_refused"] == sent["refused"]
     assert records[-1]["transitions_used"] == len(valid) and records[-1]["transitions_dropped"] == 2
+
+
+def test_an_actor_over_its_transition_rate_is_dropped_and_counted(tmp_path):
+    from lerobot_pirl.runtime.security import RateLimit
+
+    now = [0.0]
+    limit = RateLimit(2.0, burst_s=10.0, clock=lambda: now[0])  # 2 per second, 20 saved up
+    assert limit.allow("a", 20) and not limit.allow("a", 1) and limit.allow("b", 5)
+    now[0] = 3.0
+    assert limit.allow("a", 6) and not limit.allow("a", 1)
+
+    learner = PiRLLearner(
+        metaworld_run_config(tmp_path, ["--policy.transport.max_transitions_per_s=1"]), threading.Event()
+    )
+    valid = _valid(learner.policy, 8, seed=0)  # 16 transitions of actor 1; the bucket holds 10
+    learner.transition_queue.put(transitions_to_bytes(valid[:8]))
+    learner.transition_queue.put(transitions_to_bytes(valid[8:]))
+    learner.drain()
+    assert learner.buffer.num_usable(0, 1) == 8
+    assert learner.buffer.rejected["over policy.transport.max_transitions_per_s"] == 8

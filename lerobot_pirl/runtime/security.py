@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,16 @@ class TransportSecurityConfig:
     max_message_mib: float = 1024.0
     # Learner: MiB per second one incoming stream may send (a faster one is held back); null: no cap.
     max_stream_mib_per_s: float | None = None
+    # Learner: transitions per second one actor may add (bursts of 10 s allowed; the excess is dropped and
+    # counted); null: no cap.
+    max_transitions_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_message_mib <= 0 or (
-            self.max_stream_mib_per_s is not None and self.max_stream_mib_per_s <= 0
-        ):
-            raise ValueError("policy.transport.max_message_mib and max_stream_mib_per_s must be > 0")
+        rates = (self.max_stream_mib_per_s, self.max_transitions_per_s)
+        if self.max_message_mib <= 0 or any(r is not None and r <= 0 for r in rates):
+            raise ValueError(
+                "policy.transport.max_message_mib, max_stream_mib_per_s and max_transitions_per_s must be > 0"
+            )
         for first, second in (("server_cert", "server_key"), ("client_cert", "client_key")):
             if (getattr(self, first) is None) != (getattr(self, second) is None):
                 raise ValueError(f"policy.transport.{first} and {second} go together: set both or neither")
@@ -172,6 +177,23 @@ class TokenCheck(grpc.ServerInterceptor):
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(deny)
         return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class RateLimit:
+    """Per-key token buckets: ``rate`` units per second, up to ``burst_s`` seconds' worth saved up."""
+
+    def __init__(self, rate: float, burst_s: float = 10.0, clock=time.monotonic):
+        self.rate, self.capacity, self.clock = rate, rate * burst_s, clock
+        self._buckets: dict = {}
+
+    def allow(self, key, units: int) -> bool:
+        """Take ``units`` from ``key``'s bucket if it holds them (True), else take nothing (False)."""
+        now = self.clock()
+        level, last = self._buckets.get(key, (self.capacity, now))
+        level = min(self.capacity, level + (now - last) * self.rate)
+        ok = units <= level
+        self._buckets[key] = (level - units if ok else level, now)
+        return ok
 
 
 _CallDetails = namedtuple(
