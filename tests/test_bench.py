@@ -156,3 +156,28 @@ def test_each_model_and_mode_has_its_recipe_and_hybrid_runs_get_the_sft_demos(tm
     assert not any(a.startswith("--dataset") for a in args)
     with pytest.raises(FileNotFoundError, match="recipe"):
         recipe_path("flow_noise", "smolvla_tiny", "hybrid")
+
+
+def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
+    from lerobot_pirl.bench.report import plot_mode_comparisons
+
+    base = dict(
+        task="push-v3",
+        noise_method="flow_sde",
+        demos=10,
+        demo_action_noise=0.3,
+        sft_success=0.2,
+        sft_ci95=[0.1, 0.3],
+        rl_ci95=[0.3, 0.5],
+        eval_episodes=50,
+        updates=2,
+        wall_s=60.0,
+        rl_wall_s=30.0,
+        plot="p.png",
+    )
+    online = RunResult(rl_success=0.4, env_steps=1000, curve=[{"env_steps": 0, "eval_success": 0.2}], **base)
+    hybrid = dataclasses.replace(online, mode="hybrid", rl_success=0.6, env_steps=900)
+    other = dataclasses.replace(online, task="door-open-v3")  # online only: no comparison
+    written = plot_mode_comparisons([online, hybrid, other], tmp_path / "images")
+    assert [p.name for p in written] == ["push-v3_flow_mlp_flow_sde_10demos_online_vs_hybrid.png"]
+    assert written[0].stat().st_size > 10_000

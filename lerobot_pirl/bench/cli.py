@@ -8,7 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, write_results
+from lerobot_pirl.bench.report import (
+    RunResult,
+    merge_results,
+    plot_curve,
+    plot_mode_comparisons,
+    write_results,
+)
 from lerobot_pirl.bench.setups import (
     BENCH_TASKS,
     DEFAULT_TASK,
@@ -176,7 +182,9 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
             result.command = command
             results.append(result)
             if results_path is not None:
-                write_results(merge_results([result], results_path), results_path)
+                rows = merge_results([result], results_path)
+                write_results(rows, results_path)
+                plot_mode_comparisons(rows, results_path.parent / "images")
     if results_path is not None:
         print(f"results: {results_path} and {results_path.with_suffix('.md')}")
     return results

@@ -113,6 +113,51 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
     plt.close(fig)
 
 
+def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
+    """For every task run in both modes (same policy, noise method and demos): one PNG with the online and
+    the hybrid held-out success against env steps (evaluations during training, then the final one with its
+    95 % interval). Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_case: dict[tuple, dict[str, RunResult]] = {}
+    for r in results:
+        by_case.setdefault((r.model, r.noise_method, r.task, r.demos), {})[r.mode] = r
+    written = []
+    for (model, method, task, demos), modes in by_case.items():
+        if set(MODES) - set(modes):
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+        for mode, color in zip(MODES, ("tab:blue", "tab:green"), strict=True):
+            r = modes[mode]
+            xs = [p["env_steps"] for p in r.curve] + [r.env_steps]
+            ys = [p["eval_success"] for p in r.curve] + [r.rl_success]
+            ax.plot(
+                xs, ys, "o-", color=color, lw=2, label=f"{mode}: held-out eval during training, then final"
+            )
+            err = [[max(r.rl_success - r.rl_ci95[0], 0.0)], [max(r.rl_ci95[1] - r.rl_success, 0.0)]]
+            ax.errorbar([r.env_steps], [r.rl_success], yerr=err, fmt="s", color=color, capsize=4)
+        sft = modes["online"]
+        ax.axhline(
+            sft.sft_success, color="black", ls=":", lw=1, label=f"SFT checkpoint ({sft.sft_success:.2f})"
+        )
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("held-out success rate")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{task}, {model} + πRL ({method}), {demos} demos: online vs hybrid")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{task}_{model}_{method}_{demos}demos_online_vs_hybrid.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def _row_order(r: RunResult) -> tuple:
     model = list(MODELS).index(r.model) if r.model in MODELS else len(MODELS)
     mode = MODES.index(r.mode) if r.mode in MODES else len(MODES)
