@@ -35,10 +35,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, repo_id: str | No
     pre.save_pretrained(out)
     post.save_pretrained(out)
     if repo_id:
-        exported_cls = type(policy.base)
-        exported_cls.from_pretrained(out).push_to_hub(repo_id)
-        pre.push_to_hub(repo_id)
-        post.push_to_hub(repo_id)
+        from lerobot_pirl.hub import push_folder
+
+        if not push_folder(out, repo_id, message=f"Export of {checkpoint}"):
+            raise OSError(f"repo_id: could not push {out} to {repo_id} (see the log)")
     return out
 
 
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def startup():
         require_pretrained_dir(args.checkpoint)
+        from lerobot_pirl.hub import check_hub_access
+
+        check_hub_access(bool(args.repo_id), args.repo_id)
         return lambda: print(export_checkpoint(args.checkpoint, args.out, args.repo_id))
 
     run_cli(startup)

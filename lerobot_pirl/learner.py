@@ -35,6 +35,7 @@ from lerobot_pirl.algorithms.pi_rl.offline import OfflineBuffer, feature_mismatc
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm, RolloutSource
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
 from lerobot_pirl.cli import run_cli
+from lerobot_pirl.hub import HubPusher, check_hub_access, model_card
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
 from lerobot_pirl.runtime.checkpoint import (
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 # How long a finished learner waits for its final weights (the end-of-training signal) to reach every
 # connected actor before it stops serving.
 FINAL_DELIVERY_S = 10.0
+# How long a finished learner waits for its last Hub push before it exits.
+FINAL_PUSH_WAIT_S = 3600.0
 # Numeric fields of a record that are ids, not metrics (kept in metrics.jsonl, not sent to wandb).
 NOT_METRICS = frozenset({"actor_id"})
 
@@ -115,6 +118,7 @@ class PiRLLearner:
         self.token_check = TokenCheck(token) if token else None
         host = cfg.policy.actor_learner_config.learner_host
         check_learner_exposure(host, self.server_credentials is not None, token, transport)
+        check_hub_access(cfg.policy.push_to_hub, cfg.policy.repo_id)
         rate = transport.max_transitions_per_s
         self.transition_rate = RateLimit(rate) if rate is not None else None
         self.out = Path(cfg.output_dir)
@@ -151,6 +155,14 @@ class PiRLLearner:
         self.last_arrival: float | None = None
         self.t0 = time.time()
         self.service: BroadcastLearnerService | None = None  # serving once run() starts
+        self.pusher = (
+            HubPusher(
+                cfg.policy.repo_id, cfg.policy.private, self.model_card, self.out / "training_curves.png"
+            )
+            if cfg.policy.push_to_hub and cfg.policy.repo_id
+            else None
+        )
+        self.checkpoints_saved, self.last_pushed = 0, None
         self.wandb = None
         if cfg.wandb.enable and cfg.wandb.project:
             from lerobot.common.wandb_utils import WandBLogger
@@ -361,9 +373,23 @@ class PiRLLearner:
         )
         return True
 
+    def model_card(self, checkpoint: Path) -> str:
+        """The model card of a push: the run's last held-out evaluation and env steps."""
+        from lerobot_pirl.plot import read_metrics
+
+        evals = [r for r in read_metrics(self.metrics_path) if r.get("kind") == "eval"]
+        has_plot = (self.out / "training_curves.png").is_file()
+        return model_card(self.cfg, evals[-1] if evals else None, self.env_steps, has_plot)
+
+    def push(self, checkpoint: Path) -> None:
+        """Hand a checkpoint to the background pusher (once)."""
+        if self.pusher is not None and checkpoint != self.last_pushed:
+            self.pusher.submit(checkpoint)
+            self.last_pushed = checkpoint
+
     def save(self) -> None:
         extra = None if self.offline is None else {OFFLINE_DIR: self.offline.save}
-        save_run_checkpoint(
+        checkpoint = save_run_checkpoint(
             self.cfg,
             self.update_count,
             self.env_steps,
@@ -373,6 +399,10 @@ class PiRLLearner:
             self.post,
             extra,
         )
+        self.checkpoints_saved += 1
+        every = self.cfg.policy.push_every
+        if every is not None and self.checkpoints_saved % every == 0:
+            self.push(checkpoint)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -418,6 +448,11 @@ class PiRLLearner:
             self.shutdown_event.set()
             stop_server(server)
             self.finish_logging()
+            if self.pusher is not None:  # the final push, with the curves just drawn; then wait for it
+                if self.update_count > 0 and last_checkpoint_dir(self.out).exists():
+                    self.push(last_checkpoint_dir(self.out).resolve())
+                logger.info("[LEARNER] waiting for the Hub pushes to finish")
+                self.pusher.close(timeout=FINAL_PUSH_WAIT_S)
 
     def finish_logging(self) -> None:
         """Draw the run's training curves (``training_curves.png``, also sent to wandb) and close wandb."""

@@ -96,6 +96,9 @@ class PiRLConfig(PreTrainedConfig):
 
     # Total number of learner updates (the run stops after this many).
     online_steps: int = 1000
+    # With repo_id (and push_to_hub), also push every this many checkpoints during training, not only at
+    # the end; null: at the end only.
+    push_every: int | None = None
     # --- fields of LeRobot's SAC runtime that pi_rl does not use: kept so that LeRobot's configs and
     # earlier pi_rl checkpoints load, refused when set to anything but the default (see UNUSED_FIELDS) ---
     # (unused) Device of LeRobot's replay buffer; pi_rl holds one rollout on the CPU.
@@ -143,6 +146,8 @@ class PiRLConfig(PreTrainedConfig):
         self.refuse_unused_fields()
         if self.online_steps < 1:
             raise ValueError(f"online_steps must be >= 1, got {self.online_steps}")
+        if self.push_every is not None and self.push_every < 1:
+            raise ValueError(f"push_every must be >= 1 or null, got {self.push_every}")
         if self.optimizer_lr <= 0:
             raise ValueError(f"optimizer_lr must be > 0, got {self.optimizer_lr}")
         if self.learner_resend_s is not None and self.learner_resend_s <= 0:
