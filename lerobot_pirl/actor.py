@@ -278,7 +278,16 @@ class PiRLActor:
     def evaluate(self, version: int) -> None:
         """Held-out ODE evaluation with the protocol of :data:`lerobot_pirl.seeds.EVAL_PROTOCOL` (the
         env's ``eval_seed``, ``actor.eval_episodes``), reported to the learner."""
-        report = evaluate_policy(self.policy, self.pre, self.post, self.cfg.env, self.options.eval_episodes)
+        videos_dir = Path(self.cfg.output_dir) / "videos" / f"v{version}"
+        report = evaluate_policy(
+            self.policy,
+            self.pre,
+            self.post,
+            self.cfg.env,
+            self.options.eval_episodes,
+            videos=self.options.eval_videos,
+            videos_dir=videos_dir,
+        )
         logger.info("[ACTOR] eval of policy v%d: success %.3f", version, report["success_rate"])
         message = {
             "actor_id": self.actor_id,
@@ -288,6 +297,7 @@ class PiRLActor:
             "eval_ci95_high": report["ci95"][1],
             "eval_episodes": report["episodes"],
             "eval_mean_return": report["mean_return"],
+            **({"eval_videos": report["videos"]} if report.get("videos") else {}),
         }
         self.interactions_queue.put(encode_interaction(message))
 

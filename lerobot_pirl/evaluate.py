@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +20,39 @@ from tqdm import tqdm
 
 from lerobot_pirl.runtime.vector import ChunkStepper
 from lerobot_pirl.seeds import EVAL_PROTOCOL, HELD_OUT, VALIDATION
+
+logger = logging.getLogger(__name__)
+
+
+class EpisodeVideos:
+    """Frames of the first ``count`` episodes of an evaluation (envs 0..count-1 of its first batch), rendered
+    offscreen after every step, written as MP4 with LeRobot's ``write_video``."""
+
+    def __init__(self, vec, count: int, folder: Path):
+        self.envs = list(getattr(vec, "envs", []))
+        self.count, self.folder = min(count, len(self.envs)), folder
+        self.frames: list[list[np.ndarray]] = [[] for _ in range(self.count)]
+        self.active = self.count > 0
+        if count and not self.envs:
+            logger.warning("videos: the eval env is not an in-process vector env; no videos")
+
+    def capture(self, i: int) -> None:
+        if self.active and i < self.count:
+            self.frames[i].append(np.asarray(self.envs[i].render()))
+
+    def write(self, fps: int) -> list[str]:
+        """The videos (one per recorded episode); recording stops here."""
+        from lerobot.utils.io_utils import write_video
+
+        self.active = False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, frames in enumerate(self.frames):
+            if frames:
+                path = self.folder / f"eval_episode_{i}.mp4"
+                write_video(path, frames, fps)
+                paths.append(str(path))
+        return paths
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -40,20 +75,33 @@ def evaluate_policy(
     episodes: int,
     progress: bool = False,
     num_envs: int = EVAL_PROTOCOL.num_envs,
+    videos: int = 0,
+    videos_dir: str | Path | None = None,
 ) -> dict:
     """Run ``episodes`` episodes on seeds ``env_cfg.eval_seed + j`` with the policy's deterministic
     ``predict_action_chunk`` (executing its whole returned chunk), ``num_envs`` envs at a time (not the
     training env's ``num_envs``: the batch decides which noise each episode draws). The ODE's initial
     noise is drawn from torch's generator seeded with ``eval_seed`` (forked: the caller's random stream
-    is left as it was), so evaluating one checkpoint twice gives one result."""
+    is left as it was), so evaluating one checkpoint twice gives one result. With ``videos``, the first
+    ``videos`` episodes are also rendered and written to ``videos_dir`` (their paths: ``report["videos"]``)."""
     device = next(policy.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(env_cfg.eval_seed)
-        return _evaluate(policy, preprocessor, postprocessor, env_cfg, episodes, progress, num_envs)
+        return _evaluate(
+            policy, preprocessor, postprocessor, env_cfg, episodes, progress, num_envs, videos, videos_dir
+        )
 
 
 def _evaluate(
-    policy, preprocessor, postprocessor, env_cfg, episodes: int, progress: bool, num_envs: int
+    policy,
+    preprocessor,
+    postprocessor,
+    env_cfg,
+    episodes: int,
+    progress: bool,
+    num_envs: int,
+    videos: int = 0,
+    videos_dir: str | Path | None = None,
 ) -> dict:
     from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
 
@@ -63,16 +111,20 @@ def _evaluate(
     policy.eval()
     n_envs = max(1, min(episodes, num_envs))
     vec = env_cfg.make_eval_env(n_envs)
-    stepper = ChunkStepper(vec)
+    recorder = EpisodeVideos(vec, videos, Path(videos_dir or "videos"))
+    stepper = ChunkStepper(vec, on_step=recorder.capture)
     observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
     tasks = env_tasks(vec)
     successes, returns, lengths = [], [], []
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress, leave=False)
+    video_paths: list[str] = []
     done_eps = 0
     while done_eps < episodes:
         batch_n = min(n_envs, episodes - done_eps)
         seeds = [env_cfg.eval_seed + done_eps + j for j in range(n_envs)]
         obs = stepper.reset(seed=seeds)
+        for i in range(n_envs):
+            recorder.capture(i)
         alive = np.arange(n_envs) < batch_n
         ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=int)
         ep_succ = np.zeros(n_envs, dtype=bool)
@@ -86,6 +138,9 @@ def _evaluate(
             ep_succ |= res.success & alive
             alive &= ~(res.terminated | res.truncated)
             obs = res.next_obs
+        if recorder.active:  # the recorded episodes were the first batch's
+            fps = int(getattr(recorder.envs[0], "metadata", {}).get("render_fps", 30))
+            video_paths = recorder.write(fps)
         successes += ep_succ[:batch_n].tolist()
         returns += ep_ret[:batch_n].tolist()
         lengths += ep_len[:batch_n].tolist()
@@ -95,7 +150,9 @@ def _evaluate(
     vec.close()
     policy.train(was_training)
     k = int(sum(successes))
+    extra = {"videos": video_paths} if videos and recorder.count else {}
     return {
+        **extra,
         "success_rate": k / len(successes),
         "ci95": wilson_interval(k, len(successes)),
         "episodes": len(successes),
@@ -141,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--episode_length", type=int, default=protocol.episode_length, help="env steps per episode"
     )
+    parser.add_argument("--videos", type=int, default=0, help="render the first N episodes to MP4")
+    parser.add_argument("--videos_dir", default="outputs/eval_videos", help="where the MP4s go")
     parser.add_argument(
         "--eval_seed",
         type=int,
@@ -160,7 +219,17 @@ def main(argv: list[str] | None = None) -> None:
 
         def run() -> None:
             progress = sys.stderr.isatty()
-            report = evaluate_policy(policy, pre, post, env_cfg, args.episodes, progress, args.num_envs)
+            report = evaluate_policy(
+                policy,
+                pre,
+                post,
+                env_cfg,
+                args.episodes,
+                progress,
+                args.num_envs,
+                args.videos,
+                args.videos_dir,
+            )
             print(json.dumps(report, indent=2))
 
         return run

@@ -295,6 +295,17 @@ class PiRLLearner:
                     message["eval_success_rate"],
                     message.get("eval_episodes"),
                 )
+                self.log_videos(message.get("eval_videos", []))
+
+    def log_videos(self, paths: list[str]) -> None:
+        """An evaluation's MP4s to wandb (those on this machine: a remote actor's stay on its disk)."""
+        if self.wandb is None:
+            return
+        import wandb
+
+        for path in paths:
+            if Path(path).is_file():
+                wandb.log({"eval/video": wandb.Video(path, format="mp4"), "eval/env_steps": self.env_steps})
 
     # ------------------------------------------------------------------ one update
     def maybe_update(self) -> bool:

@@ -126,3 +126,26 @@ def test_vanilla_lerobot_eval_runs_a_checkpoint_on_pirl_metaworld_with_videos(tm
     videos = sorted((tmp_path / "eval" / "videos").rglob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert "'n_episodes': 2" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_lerobot_pirl_eval_writes_videos_of_the_first_episodes(tmp_path):
+    """``lerobot-pirl-eval --videos 2``: MP4s of the first two episodes (offscreen MuJoCo, LeRobot's video
+    writer), one frame per env step plus the first observation; the report lists them."""
+    import json
+
+    import av
+
+    write_metaworld_base(tmp_path / "base")
+    args = ["--policy_path", str(tmp_path / "base"), "--episodes", "3", "--num_envs", "3"]
+    args += ["--episode_length", "12", "--videos", "2", "--videos_dir", str(tmp_path / "videos")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lerobot_pirl.evaluate", *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])  # after LeRobot's "Loading weights" line
+    assert report["episodes"] == 3 and len(report["videos"]) == 2
+    for path in report["videos"]:
+        with av.open(path) as container:
+            frames = list(container.decode(video=0))
+        assert len(frames) == 13 and frames[0].width > 0

@@ -263,3 +263,27 @@ def test_wandb_gets_every_metric_against_env_steps_and_the_curves(tmp_path, monk
     assert any(row.get("eval/eval_success_rate") == 0.5 and "eval/env_steps" in row for row in rows)
     assert "train/training_curves/_type" in logged  # the image (wandb stores its fields nested)
     assert (Path(cfg.output_dir) / "training_curves.png").is_file()
+
+
+def test_evaluation_videos_on_this_machine_reach_wandb(tmp_path, monkeypatch):
+    """An actor's evaluation message lists its MP4s; the learner logs the local ones to wandb as eval/video."""
+    pytest.importorskip("wandb")
+    from lerobot.utils.io_utils import write_video
+
+    from lerobot_pirl.runtime.interactions import encode_interaction
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = ["--wandb.enable=true", "--wandb.project=pirl-test", "--wandb.mode=offline"]
+    cfg = metaworld_run_config(tmp_path, args)
+    learner = PiRLLearner(cfg, threading.Event())
+    video = tmp_path / "eval_episode_0.mp4"
+    write_video(video, [np.full((32, 32, 3), 40 * i, dtype=np.uint8) for i in range(5)], fps=10)
+    message = {"actor_id": 1, "policy_version": 0, "eval_success_rate": 0.5, "eval_episodes": 2}
+    message["eval_videos"] = [str(video), str(tmp_path / "on_another_machine.mp4")]
+    learner.interaction_queue.put(encode_interaction(message))
+    learner.drain()
+    learner.finish_logging()
+    rows, _ = _wandb_records(Path(cfg.output_dir))
+    videos = [row for row in rows if "eval/video/_type" in row]
+    assert len(videos) == 1 and videos[0]["eval/video/_type"] == "video-file"

@@ -27,6 +27,7 @@ _FIELD_CHECKS = {
     "env_steps_per_s": lambda v: isinstance(v, int | float) and math.isfinite(v) and v >= 0,
     "eval_success_rate": lambda v: isinstance(v, int | float) and 0.0 <= v <= 1.0,
     "eval_episodes": lambda v: isinstance(v, int) and v > 0,
+    "eval_videos": lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
 }
 
 

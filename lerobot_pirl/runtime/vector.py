@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -61,8 +62,14 @@ class ChunkStepper:
     with a LeRobot env's ``_max_episode_steps`` (LeRobot's LIBERO envs never truncate on their own).
     """
 
-    def __init__(self, vec: gym.vector.VectorEnv, max_episode_steps: int | None = None):
+    def __init__(
+        self,
+        vec: gym.vector.VectorEnv,
+        max_episode_steps: int | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ):
         self.vec = vec
+        self.on_step = on_step  # called with an env's index after each step it takes (e.g. to render it)
         self.num_envs = vec.num_envs
         self.exact = isinstance(vec, gym.vector.SyncVectorEnv)
         self.max_episode_steps = max_episode_steps
@@ -99,6 +106,8 @@ class ChunkStepper:
         for i, env in enumerate(self.vec.envs):
             for h in range(horizon):
                 obs, r, term, trunc, info = env.step(actions[i, h])
+                if self.on_step is not None:
+                    self.on_step(i)
                 self._obs[i] = obs
                 self._t[i] += 1
                 rewards[i] += float(r)
@@ -117,6 +126,9 @@ class ChunkStepper:
         terminated, truncated, success = (np.zeros(n, dtype=bool) for _ in range(3))
         for h in range(horizon):
             obs, r, term, trunc, info = self.vec.step(actions[:, h])
+            if self.on_step is not None:
+                for i in range(n):
+                    self.on_step(i)
             self._t += 1
             term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
             env_ended = term | trunc

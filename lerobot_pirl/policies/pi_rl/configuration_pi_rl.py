@@ -34,6 +34,9 @@ class PiRLActorConfig:
     eval_every: int = 0
     # Episodes per held-out evaluation.
     eval_episodes: int = 30
+    # Episodes of each held-out evaluation rendered to MP4 under <output_dir>/videos/v<version>/ (and sent
+    # to wandb by a learner on the same machine); 0 = none.
+    eval_videos: int = 0
     # Seconds between episode-statistics messages to the learner.
     stats_period_s: float = 1.0
     # Reconnection attempts (with exponential back-off) before an actor gives up on its learner.
@@ -54,8 +57,8 @@ class PiRLActorConfig:
     def __post_init__(self) -> None:
         if self.chunks_per_version is not None and self.chunks_per_version < 0:
             raise ValueError(f"actor.chunks_per_version must be >= 0 or null, got {self.chunks_per_version}")
-        if self.eval_every < 0 or self.eval_episodes < 1:
-            raise ValueError("actor.eval_every must be >= 0 and actor.eval_episodes >= 1")
+        if self.eval_every < 0 or self.eval_episodes < 1 or self.eval_videos < 0:
+            raise ValueError("actor.eval_every and actor.eval_videos must be >= 0, actor.eval_episodes >= 1")
         if self.num_envs < 1:
             raise ValueError(f"actor.num_envs must be >= 1, got {self.num_envs}")
         if self.max_reconnects < 0 or self.torch_threads < 1 or self.stats_period_s <= 0:
