@@ -32,7 +32,8 @@ def test_plot_handles_perfect_and_zero_success(tmp_path, k):
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
-def test_results_json_and_table(tmp_path):
+def _push_row(**changes) -> RunResult:
+    """A push-v3 result row (10 demos, online), with ``changes``."""
     row = RunResult(
         task="push-v3",
         noise_method="flow_sde",
@@ -49,6 +50,11 @@ def test_results_json_and_table(tmp_path):
         rl_wall_s=30.0,
         plot="p.png",
     )
+    return dataclasses.replace(row, **changes)
+
+
+def test_results_json_and_table(tmp_path):
+    row = _push_row()
     path = tmp_path / "results.json"
     row.command = "python -m lerobot_pirl.bench --task push-v3"
     write_results(merge_results([row], path), path)
@@ -161,21 +167,7 @@ def test_each_model_and_mode_has_its_recipe_and_hybrid_runs_get_the_sft_demos(tm
 def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
     from lerobot_pirl.bench.report import plot_mode_comparisons
 
-    base = dict(
-        task="push-v3",
-        noise_method="flow_sde",
-        demos=10,
-        demo_action_noise=0.3,
-        sft_success=0.2,
-        sft_ci95=[0.1, 0.3],
-        rl_ci95=[0.3, 0.5],
-        eval_episodes=50,
-        updates=2,
-        wall_s=60.0,
-        rl_wall_s=30.0,
-        plot="p.png",
-    )
-    online = RunResult(rl_success=0.4, env_steps=1000, curve=[{"env_steps": 0, "eval_success": 0.2}], **base)
+    online = _push_row(rl_success=0.4, curve=[{"env_steps": 0, "eval_success": 0.2}])
     hybrid = dataclasses.replace(online, mode="hybrid", rl_success=0.6, env_steps=900)
     other = dataclasses.replace(online, task="door-open-v3")  # online only: no comparison
     written = plot_mode_comparisons([online, hybrid, other], tmp_path / "images")

@@ -240,15 +240,20 @@ def _wandb_records(run_dir: Path) -> tuple[list[dict], dict[str, str]]:
     return rows, metrics
 
 
-def test_wandb_gets_every_metric_against_env_steps_and_the_curves(tmp_path, monkeypatch):
-    """With --wandb.enable=true (the real wandb library, offline): every number of metrics.jsonl reaches
-    wandb under train/ or eval/ with env steps as the x-axis, and the training-curves PNG at the end."""
+def _offline_wandb_learner(tmp_path, monkeypatch) -> tuple[TrainRLServerPipelineConfig, PiRLLearner]:
+    """A learner logging to the real wandb library in offline mode."""
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     args = ["--wandb.enable=true", "--wandb.project=pirl-test", "--wandb.mode=offline"]
     cfg = metaworld_run_config(tmp_path, args)
-    learner = PiRLLearner(cfg, threading.Event())
+    return cfg, PiRLLearner(cfg, threading.Event())
+
+
+def test_wandb_gets_every_metric_against_env_steps_and_the_curves(tmp_path, monkeypatch):
+    """With --wandb.enable=true (the real wandb library, offline): every number of metrics.jsonl reaches
+    wandb under train/ or eval/ with env steps as the x-axis, and the training-curves PNG at the end."""
+    cfg, learner = _offline_wandb_learner(tmp_path, monkeypatch)
     _one_update(learner, eval_success=0.5)
     learner.finish_logging()
     rows, metrics = _wandb_records(Path(cfg.output_dir))
@@ -267,16 +272,11 @@ def test_wandb_gets_every_metric_against_env_steps_and_the_curves(tmp_path, monk
 
 def test_evaluation_videos_on_this_machine_reach_wandb(tmp_path, monkeypatch):
     """An actor's evaluation message lists its MP4s; the learner logs the local ones to wandb as eval/video."""
-    pytest.importorskip("wandb")
     from lerobot.utils.io_utils import write_video
 
     from lerobot_pirl.runtime.interactions import encode_interaction
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    args = ["--wandb.enable=true", "--wandb.project=pirl-test", "--wandb.mode=offline"]
-    cfg = metaworld_run_config(tmp_path, args)
-    learner = PiRLLearner(cfg, threading.Event())
+    cfg, learner = _offline_wandb_learner(tmp_path, monkeypatch)
     video = tmp_path / "eval_episode_0.mp4"
     write_video(video, [np.full((32, 32, 3), 40 * i, dtype=np.uint8) for i in range(5)], fps=10)
     message = {"actor_id": 1, "policy_version": 0, "eval_success_rate": 0.5, "eval_episodes": 2}
