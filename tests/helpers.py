@@ -64,9 +64,11 @@ def tiny_pi_rl(
     return PiRLPolicy(cfg)
 
 
-def obs_batch(batch_size: int, seed: int = 0, image: bool = False) -> dict[str, torch.Tensor]:
+def obs_batch(
+    batch_size: int, seed: int = 0, image: bool = False, state_dim: int = STATE_DIM
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    batch = {OBS_STATE: torch.randn(batch_size, STATE_DIM, generator=g)}
+    batch = {OBS_STATE: torch.randn(batch_size, state_dim, generator=g)}
     if image:
         batch["observation.image"] = torch.rand(batch_size, 3, 16, 16, generator=g)
     return batch
@@ -81,6 +83,7 @@ def synthetic_transitions(
     seed: int = 0,
     episode_len: int = 4,
     start_chunk: int = 0,
+    state_dim: int = STATE_DIM,
 ) -> list:
     """Transitions of ``n_envs`` random streams sampled by ``policy`` (rewards are random; every
     ``episode_len`` chunks an episode ends, alternating termination and truncation)."""
@@ -88,7 +91,7 @@ def synthetic_transitions(
 
     g = torch.Generator().manual_seed(seed)
     out = []
-    state = obs_batch(n_envs, seed=seed)
+    state = obs_batch(n_envs, seed=seed, state_dim=state_dim)
     for c in range(start_chunk, start_chunk + n_chunks):
         sample = policy.sample_chain(state, generator=g)
         next_state = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in state.items()}
@@ -111,7 +114,7 @@ def synthetic_transitions(
             episode_chunks=torch.full((n_envs,), c % episode_len),
             success=terminated.float(),
         )
-        state = obs_batch(n_envs, seed=seed + 1000 + c) if ends else next_state
+        state = obs_batch(n_envs, seed=seed + 1000 + c, state_dim=state_dim) if ends else next_state
     return out
 
 

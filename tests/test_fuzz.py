@@ -19,8 +19,7 @@ from lerobot.transport.utils import grpc_channel_options, send_bytes_in_chunks, 
 from lerobot_pirl.learner import PiRLLearner
 from lerobot_pirl.runtime.interactions import encode_interaction
 from lerobot_pirl.runtime.service import BroadcastLearnerService, start_server, stop_server
-from lerobot_pirl.runtime.transitions import chunk_transitions
-from tests.helpers import metaworld_run_config
+from tests.helpers import metaworld_run_config, synthetic_transitions
 from tests.test_runtime_e2e import _free_port
 
 CAP = 1 << 20  # the learner's message cap in this test (1 MiB)
@@ -37,29 +36,10 @@ class _RunsCode:
 
 
 def _valid(policy, n_chunks: int, seed: int) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for c in range(n_chunks):
-        state = {"observation.state": torch.randn(2, 39, generator=g)}
-        with torch.no_grad():
-            sample = policy.sample_chain(state, generator=g)
-        out += chunk_transitions(
-            state,
-            {"observation.state": torch.randn(2, 39, generator=g)},
-            sample.executed,
-            torch.randn(2, generator=g),
-            torch.zeros(2, dtype=torch.bool),
-            torch.zeros(2, dtype=torch.bool),
-            sample,
-            policy_version=0,
-            actor_id=1,
-            env_ids=torch.arange(2),
-            episode_ids=torch.zeros(2, dtype=torch.long),
-            chunk_indices=torch.full((2,), c),
-            episode_chunks=torch.full((2,), c),
-            success=torch.zeros(2),
-        )
-    return out
+    """Valid transitions of 2 MetaWorld envs (39-dim state) over ``n_chunks`` chunks of one episode each."""
+    return synthetic_transitions(
+        policy, n_envs=2, n_chunks=n_chunks, seed=seed, episode_len=n_chunks + 1, state_dim=39
+    )
 
 
 def _broken_transitions(template: dict, rng: random.Random) -> list[dict]:
