@@ -32,7 +32,7 @@ from lerobot.utils.utils import init_logging
 
 import lerobot_pirl  # noqa: F401  (registers pi_rl with LeRobot's registries)
 from lerobot_pirl.algorithms.pi_rl.offline import OfflineBuffer, feature_mismatch
-from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm, RolloutSource
+from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
 from lerobot_pirl.cli import run_cli
 from lerobot_pirl.hub import HubPusher, check_hub_access, model_card
@@ -318,9 +318,7 @@ class PiRLLearner:
         rollout = self.algorithm.prepare_rollout(batch, self.pre)
         if self.algorithm.ranks.distributed:  # every process takes its share of the same rollout
             self.algorithm.ranks.broadcast(rollout.to("cpu"))
-        minibatches = self.algorithm.configure_data_iterator(RolloutSource(rollout))
-        stats = self.algorithm.update(minibatches).to_log_dict()
-        self.algorithm.policy_version += 1
+        stats = self.algorithm.update_on(rollout).to_log_dict()
         self.update_count += 1
         self.push_weights(final=self.done)
         record = {
@@ -498,9 +496,7 @@ class UpdateFollower:
     def run(self) -> None:
         ranks = self.algorithm.ranks
         while (rollout := ranks.broadcast(None)) is not None:
-            minibatches = self.algorithm.configure_data_iterator(RolloutSource(rollout.to(self.device)))
-            self.algorithm.update(minibatches)
-            self.algorithm.policy_version += 1
+            self.algorithm.update_on(rollout.to(self.device))
         logger.info("[LEARNER rank %d] rank 0 finished: done", ranks.rank)
 
 

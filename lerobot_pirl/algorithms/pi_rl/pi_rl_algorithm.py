@@ -222,7 +222,7 @@ class PiRLAlgorithm(RLAlgorithm):
         logger.info(
             "[LEARNER] the update runs on %d processes (%s, mixed precision %s)",
             self.ranks.world,
-            accelerator.distributed_type.value,
+            engine,
             accelerator.mixed_precision,
         )
 
@@ -417,6 +417,12 @@ class PiRLAlgorithm(RLAlgorithm):
             self.ranks.rank,
             self.ranks.world,
         )
+
+    def update_on(self, rollout: Rollout) -> TrainingStats:
+        """One update on a prepared rollout, then the next policy version (what every learner process runs)."""
+        stats = self.update(self.configure_data_iterator(RolloutSource(rollout)))
+        self.policy_version += 1
+        return stats
 
     def update(self, batch_iterator: Iterator[dict[str, Any]]) -> TrainingStats:
         """The PPO update: ``update_epochs`` passes over the rollout in minibatches, one gradient step per
