@@ -41,8 +41,10 @@ from lerobot_pirl.runtime.episodes import EpisodeTracker
 from lerobot_pirl.runtime.interactions import encode_interaction
 from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
 from lerobot_pirl.runtime.observations import FeatureObservations, ObservationPipeline, env_tasks
+from lerobot_pirl.runtime.parallel import ParallelChunkStepper
 from lerobot_pirl.runtime.security import channel_credentials, learner_channel, read_token
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
+from lerobot_pirl.runtime.timing import ACTOR_PHASES, PhaseClock
 from lerobot_pirl.runtime.transitions import chunk_transitions
 from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper, episode_step_limit
 
@@ -73,15 +75,19 @@ def make_actor_env(cfg: TrainRLServerPipelineConfig) -> ActorEnv:
         options = cfg.policy.actor
         envs = cfg.env.create_envs(options.num_envs, use_async_envs=options.async_envs)
     vec = next(iter(next(iter(envs.values())).values()))
-    stepper = ChunkStepper(vec, max_episode_steps=episode_step_limit(vec))
+    if isinstance(vec, ParallelChunkStepper):  # env groups stepped in worker processes
+        stepper = vec
+    else:
+        stepper = ChunkStepper(vec, max_episode_steps=episode_step_limit(vec))
     return ActorEnv(stepper, ObservationPipeline(cfg.env, cfg.policy, features), env_tasks(vec))
 
 
 class StatsReporter:
-    """Episode statistics and env-step rates, sent to the learner every ``period_s`` seconds."""
+    """Episode statistics, env-step rates and where the actor's time went (``clock``), sent to the learner
+    every ``period_s`` seconds."""
 
-    def __init__(self, queue: Queue, actor_id: int, period_s: float):
-        self.queue, self.actor_id, self.period_s = queue, actor_id, period_s
+    def __init__(self, queue: Queue, actor_id: int, period_s: float, clock: PhaseClock):
+        self.queue, self.actor_id, self.period_s, self.clock = queue, actor_id, period_s, clock
         self.episodes: list[dict] = []
         self.steps_since_msg = self.total_steps = 0
         self.t_start = self.last_msg = time.time()
@@ -101,6 +107,7 @@ class StatsReporter:
             "env_steps_per_s": self.total_steps / max(now - self.t_start, 1e-9),
             "policy_version": policy_version,
             "episodes": self.episodes,
+            "time_s": self.clock.take(),
         }
         self.queue.put(encode_interaction(message))
         self.episodes, self.steps_since_msg, self.last_msg = [], 0, now
@@ -125,6 +132,7 @@ class PiRLActor:
         self.learner_done = False  # the learner said training is over
         self._chunks_this_version = 0
         self._last_eval_version = -1
+        self.clock = PhaseClock(ACTOR_PHASES)
 
     # ------------------------------------------------------------------ the loop
     def run(self, env: ActorEnv | None = None) -> None:
@@ -132,38 +140,46 @@ class PiRLActor:
         env = env if env is not None else make_actor_env(self.cfg)
         n = env.stepper.num_envs
         can_evaluate = self._can_evaluate()
+        clock = self.clock
         logger.info("[ACTOR %x] %d envs, waiting for the learner's weights", self.actor_id, n)
         while not self.shutdown_event.is_set() and not self.poll_weights(block=True, timeout=1.0):
             pass
+        clock.take()  # the tally starts with the first weights
         obs = env.stepper.reset(
             seed=None if getattr(self.cfg.env, "seeds_episodes", False) else self.cfg.seed
         )
         episodes = EpisodeTracker(n)
-        stats = StatsReporter(self.interactions_queue, self.actor_id, self.options.stats_period_s)
+        stats = StatsReporter(self.interactions_queue, self.actor_id, self.options.stats_period_s, clock)
         budget = self.chunks_per_version(n)
         at_episode_start = True
         while not self.shutdown_event.is_set():
             # A robot swaps weights and waits for the learner only between episodes, like LeRobot's actor.
-            if not self.take_chunk_budget(budget, may_swap=not env.robot or at_episode_start):
+            with clock.phase("wait"):
+                may_go = self.take_chunk_budget(budget, may_swap=not env.robot or at_episode_start)
+            if not may_go:
                 continue
             version = self.algorithm.policy_version
             if can_evaluate:
-                self.maybe_evaluate(version)
+                with clock.phase("eval"):
+                    self.maybe_evaluate(version)
             raw, sample, result = self.act(env, obs)
             intervened = result.intervention_steps if result.intervention_steps is not None else np.zeros(n)
-            self.queue_transitions(
-                raw,
-                env.observations(result.next_obs, env.tasks),
-                sample,
-                result,
-                intervened,
-                version,
-                episodes,
-            )
-            stats.add(episodes.record(result, intervened), int(result.steps.sum()))
+            with clock.phase("send"):
+                self.queue_transitions(
+                    raw,
+                    env.observations(result.next_obs, env.tasks),
+                    sample,
+                    result,
+                    intervened,
+                    version,
+                    episodes,
+                )
+                stats.add(episodes.record(result, intervened), int(result.steps.sum()))
             at_episode_start = bool((result.terminated | result.truncated).any())
-            obs = env.stepper.reset_done(result)
-            stats.maybe_send(self.algorithm.policy_version)
+            with clock.phase("env"):
+                obs = env.stepper.reset_done(result)
+            with clock.phase("send"):
+                stats.maybe_send(self.algorithm.policy_version)
         stats.maybe_send(self.algorithm.policy_version, force=True)
         env.stepper.close()
 
@@ -215,13 +231,15 @@ class PiRLActor:
     def act(self, env: ActorEnv, obs: dict) -> tuple[dict, ChainSample, ChunkResult]:
         """Sample one stochastic chain per env and execute its first ``action_chunk`` actions. Returns the
         observation the transitions carry (policy input features + task), the sample and the result."""
-        raw = env.observations(obs, env.tasks)
-        with torch.no_grad():
-            sample = self.policy.sample_chain(
-                self.pre(dict(raw)), with_value=False
-            )  # the learner computes values
-        actions = self.post(sample.executed).cpu()
-        result = env.stepper.step_chunk(actions.numpy())
+        with self.clock.phase("sample"):
+            raw = env.observations(obs, env.tasks)
+            with torch.inference_mode():
+                sample = self.policy.sample_chain(
+                    self.pre(dict(raw)), with_value=False
+                )  # the learner computes values
+            actions = self.post(sample.executed).cpu()
+        with self.clock.phase("env"):
+            result = env.stepper.step_chunk(actions.numpy())
         if result.executed_actions is None:  # what ran is what the policy sampled
             result.executed_actions = actions.numpy()
         return raw, sample, result

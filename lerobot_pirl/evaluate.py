@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lerobot_pirl.runtime.parallel import ParallelChunkStepper
 from lerobot_pirl.runtime.vector import ChunkStepper
 from lerobot_pirl.seeds import EVAL_PROTOCOL, HELD_OUT, VALIDATION
 
@@ -110,9 +111,9 @@ def _evaluate(
     was_training = policy.training
     policy.eval()
     n_envs = max(1, min(episodes, num_envs))
-    vec = env_cfg.make_eval_env(n_envs)
+    vec = env_cfg.make_eval_env(n_envs, **({"in_process": True} if videos else {}))
     recorder = EpisodeVideos(vec, videos, Path(videos_dir or "videos"))
-    stepper = ChunkStepper(vec, on_step=recorder.capture)
+    stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, on_step=recorder.capture)
     observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
     tasks = env_tasks(vec)
     successes, returns, lengths = [], [], []

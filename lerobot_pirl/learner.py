@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from lerobot_pirl.runtime.security import (
     server_credentials,
 )
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
+from lerobot_pirl.runtime.timing import LEARNER_PHASES, PhaseClock, time_record
 from lerobot_pirl.transition_keys import ACTOR_ID, INTERVENTION, STEPS
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ class PiRLLearner:
         self.interaction_queue: queue.Queue = queue.Queue()
         self.episodes = EpisodeLog()
         self.actor_rates: dict[int, tuple[float, float]] = {}  # actor id -> (env steps / s, time reported)
+        self.actor_times: dict[str, float] = defaultdict(float)  # actor phase -> seconds (all actors)
+        self.clock = PhaseClock(LEARNER_PHASES)
         self.metrics_path = self.out / "metrics.jsonl"
         # Time of the last transition message or update; None until the first transition arrives.
         self.last_arrival: float | None = None
@@ -287,6 +291,8 @@ class PiRLLearner:
             rate = message.get("env_steps_per_s")
             if isinstance(rate, int | float) and isinstance(message.get("actor_id"), int):
                 self.actor_rates[message["actor_id"]] = (float(rate), time.time())
+            for phase, seconds in message.get("time_s", {}).items():
+                self.actor_times[phase] += seconds
             if "eval_success_rate" in message:
                 self.log({"kind": "eval", **{k: v for k, v in message.items() if k != "episodes"}})
                 logger.info(
@@ -314,13 +320,22 @@ class PiRLLearner:
         if self.buffer.num_usable(version, alg_cfg.max_policy_lag) < alg_cfg.rollout_size:
             return False
         t_start = time.time()
-        batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag, limit=2 * alg_cfg.rollout_size)
-        rollout = self.algorithm.prepare_rollout(batch, self.pre)
-        if self.algorithm.ranks.distributed:  # every process takes its share of the same rollout
-            self.algorithm.ranks.broadcast(rollout.to("cpu"))
-        stats = self.algorithm.update_on(rollout).to_log_dict()
+        clock = self.clock
+        with clock.phase("prepare"):
+            batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag, limit=2 * alg_cfg.rollout_size)
+            rollout = self.algorithm.prepare_rollout(batch, self.pre)
+            if self.algorithm.ranks.distributed:  # every process takes its share of the same rollout
+                self.algorithm.ranks.broadcast(rollout.to("cpu"))
+        with clock.phase("optimise"):
+            stats = self.algorithm.update_on(rollout).to_log_dict()
         self.update_count += 1
-        self.push_weights(final=self.done)
+        with clock.phase("publish"):
+            self.push_weights(final=self.done)
+        update_s = time.time() - t_start
+        if self.cfg.save_checkpoint and (self.update_count % max(self.cfg.save_freq, 1) == 0 or self.done):
+            with clock.phase("checkpoint"):
+                self.save()
+        actor_times, self.actor_times = self.actor_times, defaultdict(float)
         record = {
             "kind": "update",
             "update": self.update_count,
@@ -334,7 +349,8 @@ class PiRLLearner:
             "messages_refused": float(sum(self.service.refused.values()))
             if self.service is not None
             else 0.0,
-            "update_s": round(time.time() - t_start, 3),
+            "update_s": round(update_s, 3),
+            **time_record(actor_times, clock.take()),
         }
         record["policy_version"] = self.algorithm.policy_version
         self.log(record)
@@ -358,8 +374,6 @@ class PiRLLearner:
             record["explained_variance"],
             record["update_s"],
         )
-        if self.cfg.save_checkpoint and (self.update_count % max(self.cfg.save_freq, 1) == 0 or self.done):
-            self.save()
         return True
 
     def resend_if_starved(self) -> bool:
@@ -437,12 +451,14 @@ class PiRLLearner:
         self.push_weights()
         try:
             while not self.shutdown_event.is_set() and not self.done:
-                self.drain()
+                with self.clock.phase("receive"):
+                    self.drain()
                 if self.maybe_update():
                     self.last_arrival = time.time()  # the actors' wait for these weights starts now
                 else:
-                    self.resend_if_starved()
-                    time.sleep(0.01)
+                    with self.clock.phase("rollout_wait"):
+                        self.resend_if_starved()
+                        time.sleep(0.01)
             if self.done:
                 logger.info("[LEARNER] reached %d updates: done", self.update_count)
             if self.algorithm.ranks.distributed:

@@ -62,7 +62,7 @@ def test_results_json_and_table(tmp_path):
     assert payload["tasks"][0]["rl_success"] == 0.5 and "machine" in payload
     table = (tmp_path / "results.md").read_text()
     assert (
-        "| push-v3 | flow_mlp | online | flow_sde | 10 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |"
+        "| push-v3 | flow_mlp | online | ppo | flow_sde | 10 (0.3) | 0.10 [0.04, 0.21] | 0.50 [0.37, 0.63] | 50 | 1,000 |"
         in table
     )
 
@@ -75,7 +75,10 @@ def test_results_json_and_table(tmp_path):
     hybrid = dataclasses.replace(row, mode="hybrid", rl_success=0.6, command="cmd E")
     one_demo = dataclasses.replace(row, demos=1, rl_success=0.2, command="cmd F")  # not in the means
     rerun = dataclasses.replace(row, rl_success=0.7, command="cmd C")
-    write_results(merge_results([vla, one_demo, other, hybrid, noise], path), path)
+    sac = dataclasses.replace(row, method="sac", noise_method="-", rl_success=0.15, command="cmd G")
+    grpo = dataclasses.replace(row, method="grpo", rl_success=0.35, command="cmd G")
+    sac.raw_env_steps_per_s, sac.train_env_steps_per_s, sac.sim_fraction = 600.0, 150.0, 0.25
+    write_results(merge_results([vla, one_demo, other, hybrid, noise, sac, grpo], path), path)
     write_results(merge_results([rerun], path), path)
     payload = json.loads(path.read_text())
     got = [
@@ -87,10 +90,12 @@ def test_results_json_and_table(tmp_path):
         ("flow_mlp", "online", "flow_sde", "push-v3", 0.7, "cmd C"),
         ("flow_mlp", "online", "flow_sde", "push-v3", 0.2, "cmd F"),
         ("flow_mlp", "online", "flow_noise", "push-v3", 0.3, "cmd B"),
+        ("flow_mlp", "online", "flow_sde", "push-v3", 0.35, "cmd G"),
+        ("flow_mlp", "online", "-", "push-v3", 0.15, "cmd G"),
         ("flow_mlp", "hybrid", "flow_sde", "push-v3", 0.6, "cmd E"),
         ("smolvla_tiny", "online", "flow_sde", "push-v3", 0.4, "cmd D"),
     ]
-    assert payload["commands"] == ["cmd B", "cmd C", "cmd F", "cmd E", "cmd D"]
+    assert payload["commands"] == ["cmd B", "cmd C", "cmd F", "cmd G", "cmd E", "cmd D"]
     labels = [
         RunResult(**{k: v for k, v in t.items() if k in RunResult.__dataclass_fields__}).label
         for t in payload["tasks"]
@@ -100,14 +105,18 @@ def test_results_json_and_table(tmp_path):
         "flow_sde",
         "flow_sde (1 demos)",
         "flow_noise",
+        "grpo flow_sde",
+        "LeRobot SAC",
         "flow_sde hybrid",
         "flow_sde (smolvla_tiny)",
     ]
     table = (tmp_path / "results.md").read_text()
-    assert "| **mean (2 tasks)** | flow_mlp | online | flow_sde | | 0.10 | 0.80 |" in table
-    assert "| **mean (1 tasks)** | flow_mlp | online | flow_noise | | 0.10 | 0.30 |" in table
-    assert "| **mean (1 tasks)** | flow_mlp | hybrid | flow_sde | | 0.10 | 0.60 |" in table
-    assert "| **mean (1 tasks)** | smolvla_tiny | online | flow_sde | | 0.10 | 0.40 |" in table
+    assert "| **mean (2 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.80 |" in table
+    assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_noise | | 0.10 | 0.30 |" in table
+    assert "| **mean (1 tasks)** | flow_mlp | online | sac | - | | 0.10 | 0.15 |" in table
+    assert "| **mean (1 tasks)** | flow_mlp | hybrid | ppo | flow_sde | | 0.10 | 0.60 |" in table
+    assert "| **mean (1 tasks)** | smolvla_tiny | online | ppo | flow_sde | | 0.10 | 0.40 |" in table
+    assert "| 150 (0.25 of 600) |" in table  # training env steps/s as a share of the raw simulator
 
 
 def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
@@ -173,3 +182,33 @@ def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
     written = plot_mode_comparisons([online, hybrid, other], tmp_path / "images")
     assert [p.name for p in written] == ["push-v3_flow_mlp_flow_sde_10demos_online_vs_hybrid.png"]
     assert written[0].stat().st_size > 10_000
+
+
+def test_a_task_run_with_several_methods_gets_one_plot_and_grpo_its_recipe(tmp_path):
+    from lerobot_pirl.bench.report import plot_method_comparisons
+    from lerobot_pirl.bench.stages import recipe_path, sac_budget
+
+    ppo = _push_row(rl_success=0.4, curve=[{"env_steps": 0, "eval_success": 0.2}])
+    sac = dataclasses.replace(ppo, method="sac", noise_method="-", rl_success=0.1)
+    grpo = dataclasses.replace(ppo, method="grpo", rl_success=0.3)
+    alone = dataclasses.replace(ppo, task="door-open-v3")
+    written = plot_method_comparisons([ppo, sac, grpo, alone], tmp_path / "images")
+    assert [p.name for p in written] == ["push-v3_methods.png"] and written[0].stat().st_size > 10_000
+    assert recipe_path("flow_sde", algorithm="grpo").name == "metaworld_flow_mlp_flow_sde_grpo.json"
+    assert (
+        sac_budget(TaskSetup(rl_updates=60)) == 307_200 and sac_budget(TaskSetup(rl_updates=200)) == 1_024_000
+    )
+
+
+def test_time_shares_of_pirl_and_sac_records():
+    from lerobot_pirl.bench.cli import time_shares
+
+    pirl = [
+        {"kind": "update", "time_actor_env_s": 3.0, "time_actor_sample_s": 1.0, "time_actor_env_frac": 0.75},
+        {"kind": "eval"},
+        {"kind": "update", "time_actor_env_s": 5.0, "time_actor_sample_s": 1.0, "time_actor_env_frac": 0.8},
+    ]
+    assert time_shares(pirl) == {"env": 0.8, "sample": 0.2}
+    sac = [{"kind": "update", "time_act_s": 1.0, "time_env_s": 1.0, "time_learn_s": 8.0}]
+    assert time_shares(sac) == {"act": 0.1, "env": 0.1, "learn": 0.8}
+    assert time_shares([]) == {}

@@ -147,6 +147,9 @@ def test_hostile_payloads_are_counted_run_no_code_and_leave_the_update_unchanged
             {"eval_success_rate": 7.0, "eval_episodes": 3},
             {"episodes": "x"},
             {"env_steps_per_s": float("inf")},
+            {"time_s": {"env": -1.0}},
+            {"time_s": {"rm -rf": 1.0}},
+            {"time_s": [1.0]},
             [1, 2, 3],
             "a string",
         ]

@@ -191,6 +191,7 @@ def _one_update(learner, eval_success: float | None = None) -> None:
     learner.buffer.add(transitions, learner.keep_correction)
     episode = {"return": 1.0, "success": 1.0, "length": 40, "intervention_rate": 0.1}
     message = {"env_steps": 640, "episodes": [episode], "env_steps_per_s": 50.0, "actor_id": 1}
+    message["time_s"] = {"sample": 1.0, "env": 6.0, "send": 0.5, "wait": 0.5, "eval": 0.0}
     if eval_success is not None:
         message.update(eval_success_rate=eval_success, eval_episodes=10, policy_version=0)
     learner.interaction_queue.put(encode_interaction(message))
@@ -213,6 +214,9 @@ def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
     missing = listed - evaluation - set(record)
     assert not missing, f"glossary keys no update record carries: {sorted(missing)}"
     assert {"base_grad_norm", "value_head_grad_norm"} <= set(record)
+    # Where the actors' time went, as they reported it, and the learner's own phases of this update.
+    assert record["time_actor_env_s"] == 6.0 and record["time_actor_env_frac"] == 0.75
+    assert record["time_learner_optimise_s"] > 0 and record["time_learner_rollout_wait_s"] == 0.0
 
 
 def _wandb_records(run_dir: Path) -> tuple[list[dict], dict[str, str]]:

@@ -39,6 +39,15 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
             "--rl_arg=--algorithm.rollout_size=64",
             "--rl_arg=--algorithm.minibatch_size=32",
             "--rl_arg=--env.num_envs=4",
+            # PPO, GRPO (groups of 2 envs that share reset states) and LeRobot's SAC on a tiny budget.
+            "--algorithm",
+            "ppo",
+            "grpo",
+            "sac",
+            "--rl_arg=--env.group_size=2",
+            "--rl_arg=--algorithm.grpo_group_size=2",
+            "--sac_env_steps=640",
+            "--sac_updates_per_env_step=0.05",
         ]
     )
     root = tmp_path / "bench" / "drawer-close-v3"
@@ -60,8 +69,16 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
     assert len(updates) >= 2
     assert updates[-1]["rollout_version_max"] >= 1  # weights synced to the actor
     payload = json.loads(results.read_text())
-    row = payload["tasks"][0]
-    assert row["task"] == "drawer-close-v3" and row["eval_episodes"] == 6
-    assert 0.0 <= row["sft_success"] <= 1.0 and 0.0 <= row["rl_success"] <= 1.0
+    assert [r["method"] for r in payload["tasks"]] == ["ppo", "grpo", "sac"]
+    for row in payload["tasks"]:
+        assert row["task"] == "drawer-close-v3" and row["eval_episodes"] == 6
+        assert 0.0 <= row["sft_success"] <= 1.0 and 0.0 <= row["rl_success"] <= 1.0
+        assert row["raw_env_steps_per_s"] > 0 and 0 < row["sim_fraction"] < 2 and row["time_shares"]
+    grpo = [json.loads(x) for x in (root / "flow_sde_grpo" / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "update" for r in grpo) >= 2
+    sac = [json.loads(x) for x in (root / "sac" / "sac" / "metrics.jsonl").read_text().splitlines()]
+    assert sac[-1]["env_steps"] >= 640 and sac[-1]["update"] > 0 and "loss_critic" in sac[-1]
+    assert (root / "sac" / "sac" / "pretrained_model" / "model.safetensors").is_file()
+    assert (root / "sac" / "success_vs_env_steps.png").stat().st_size > 10_000
     assert (root / "flow_sde" / "success_vs_env_steps.png").stat().st_size > 10_000
     assert results.with_suffix(".md").read_text().startswith("| task |")

@@ -4,6 +4,8 @@ report each as a row of ``benchmarks/results.json``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,10 +14,12 @@ from lerobot_pirl.bench.report import (
     RunResult,
     merge_results,
     plot_curve,
+    plot_method_comparisons,
     plot_mode_comparisons,
     write_results,
 )
 from lerobot_pirl.bench.setups import (
+    ALGORITHMS,
     BENCH_TASKS,
     DEFAULT_TASK,
     MODELS,
@@ -29,9 +33,12 @@ from lerobot_pirl.bench.stages import (
     RunOptions,
     collect_stage,
     eval_stage,
+    raw_rate_stage,
     recipe_path,
     reuse_or_clear_sft,
     rl_stage,
+    sac_budget,
+    sac_stage,
     sft_stage,
 )
 from lerobot_pirl.seeds import EVAL_PROTOCOL, VALIDATION
@@ -44,12 +51,16 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     t0 = time.time()
     model = opts.model
     root = out / task if model.name == "flow_mlp" else out / model.name / task
-    run_dir = root / (method if opts.mode == "online" else f"{method}_{opts.mode}")
+    sac = opts.algorithm == "sac"
+    name = "sac" if sac else method + ("" if opts.mode == "online" else f"_{opts.mode}")
+    name += "" if opts.algorithm in ("ppo", "sac") else f"_{opts.algorithm}"
+    run_dir = root / name
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(
-        f"== {task} / {model.name} / {method} / {opts.mode}: {setup.demos} demos (action noise {setup.action_noise}), "
-        f"{setup.sft_steps} SFT steps, {setup.rl_updates} πRL updates"
+        f"== {task} / {model.name} / {name}: {setup.demos} demos (action noise {setup.action_noise}), "
+        f"{setup.sft_steps} SFT steps, "
+        + (f"{sac_budget(setup):,} SAC env steps" if sac else f"{setup.rl_updates} πRL updates")
     )
     reuse_or_clear_sft(root, setup)
     demos = collect_stage(task, setup, root, logs, model)
@@ -57,18 +68,36 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     sft_eval = eval_stage(sft, task, setup, opts.eval_episodes, root / "sft_eval.json", opts.eval_seed, model)
     lo, hi = sft_eval["ci95"]
     print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
-    t_rl = time.time()
-    records = rl_stage(task, setup, method, sft, run_dir, opts, demos)
-    rl_wall = time.time() - t_rl
-    final_ckpt = run_dir / "rl" / "checkpoints" / "last" / "pretrained_model"
-    final = eval_stage(
-        final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed, model
+    raw_rate = raw_rate_stage(task, setup)
+    print(
+        f"   raw simulator rate: {raw_rate:.0f} env steps/s (random actions, {os.cpu_count()} worker processes)"
     )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_rl = time.time()
+    if sac:
+        records, final = sac_stage(task, setup, demos, run_dir, opts)
+        rl_wall = time.time() - t_rl
+        title = f"{task}, LeRobot SAC from scratch with the {setup.demos} demos"
+    else:
+        records = rl_stage(task, setup, method, sft, run_dir, opts, demos)
+        rl_wall = time.time() - t_rl
+        final_ckpt = run_dir / "rl" / "checkpoints" / "last" / "pretrained_model"
+        final = eval_stage(
+            final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed, model
+        )
+        title = f"{task}, {model.name} + πRL ({opts.algorithm}, {method}, {opts.mode})"
     plot = run_dir / "success_vs_env_steps.png"
-    plot_curve(records, sft_eval, final, f"{task}, {model.name} + πRL ({method}, {opts.mode})", plot)
+    plot_curve(records, sft_eval, final, title, plot)
+    env_steps = int(max((r["env_steps"] for r in records), default=0))
+    train_rate = env_steps / max(rl_wall, 1e-9)
     result = RunResult(
         task=task,
-        noise_method=method,
+        noise_method="-" if sac else method,
+        method=opts.algorithm,
+        raw_env_steps_per_s=round(raw_rate, 1),
+        train_env_steps_per_s=round(train_rate, 1),
+        sim_fraction=round(train_rate / raw_rate, 3),
+        time_shares=time_shares(records),
         model=model.name,
         mode=opts.mode,
         demos=setup.demos,
@@ -78,7 +107,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         rl_success=final["success_rate"],
         rl_ci95=list(final["ci95"]),
         eval_episodes=final["episodes"],
-        env_steps=int(max((r["env_steps"] for r in records), default=0)),
+        env_steps=env_steps,
         updates=sum(r["kind"] == "update" for r in records),
         wall_s=round(time.time() - t0, 1),
         rl_wall_s=round(rl_wall, 1),
@@ -91,9 +120,32 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     )
     print(
         f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
-        f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | plot {plot}"
+        f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | "
+        f"{train_rate:.0f} env steps/s = {result.sim_fraction:.2f} of the raw simulator | plot {plot}"
     )
     return result
+
+
+def time_shares(records: list[dict]) -> dict:
+    """Where the run's time went, as shares: the πRL actors' phases (``time_actor_*_s`` of the update
+    records) or SAC's acting / env stepping / learning (``time_*_s``, running totals)."""
+    updates = [r for r in records if r.get("kind") == "update"]
+    if not updates:
+        return {}
+    if "time_actor_env_s" in updates[-1]:
+        totals = {
+            k[len("time_actor_") : -2]: sum(r.get(k, 0.0) for r in updates)
+            for k in updates[-1]
+            if k.startswith("time_actor_") and k.endswith("_s")
+        }
+    else:
+        totals = {
+            k[len("time_") : -2]: updates[-1][k]
+            for k in ("time_act_s", "time_env_s", "time_learn_s")
+            if k in updates[-1]
+        }
+    total = sum(totals.values())
+    return {k: round(v / total, 3) for k, v in totals.items()} if total > 0 else {}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,6 +159,28 @@ def parser() -> argparse.ArgumentParser:
         "--task", nargs="*", default=None, help="MetaWorld v3 task names (default: the five bench tasks)"
     )
     p.add_argument("--noise_method", nargs="*", default=list(NOISE_METHODS), choices=list(NOISE_METHODS))
+    p.add_argument(
+        "--algorithm",
+        nargs="*",
+        default=["ppo"],
+        choices=list(ALGORITHMS),
+        help="ppo / grpo: πRL (recipes/*_grpo.json for grpo); sac: LeRobot's SAC from scratch with the demos "
+        "in its offline buffer, the same env-step budget (once per task: it has no noise method)",
+    )
+    p.add_argument("--sac_lr", type=float, default=None, help="SAC: actor / critic / temperature lr (3e-4)")
+    p.add_argument(
+        "--sac_utd_ratio", type=int, default=None, help="SAC: critic updates per training step (1)"
+    )
+    p.add_argument("--sac_online_ratio", type=float, default=None, help="SAC: online share of a batch (0.5)")
+    p.add_argument(
+        "--sac_updates_per_env_step", type=float, default=None, help="SAC: training steps per env step (0.25)"
+    )
+    p.add_argument(
+        "--sac_env_steps",
+        type=int,
+        default=None,
+        help="SAC: env-step budget (default: the task's πRL budget)",
+    )
     p.add_argument(
         "--model",
         default="flow_mlp",
@@ -172,8 +246,15 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
         model=MODELS[args.model],
         mode=args.mode,
     )
+    sac = {
+        k[len("sac_") :]: getattr(args, k)
+        for k in ("sac_lr", "sac_utd_ratio", "sac_online_ratio", "sac_updates_per_env_step", "sac_env_steps")
+        if getattr(args, k) is not None
+    }
+    runs = [(a, m) for a in args.algorithm for m in (methods[:1] if a == "sac" else methods)]
     results = []
-    for method in methods:
+    for algorithm, method in runs:
+        opts = dataclasses.replace(opts, algorithm=algorithm, sac=sac)
         for task in tasks:
             overrides = {k: getattr(args, k) for k in ("demos", "action_noise", "sft_steps", "rl_updates")}
             if overrides["sft_steps"] is None:
@@ -185,6 +266,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
                 rows = merge_results([result], results_path)
                 write_results(rows, results_path)
                 plot_mode_comparisons(rows, results_path.parent / "images")
+                plot_method_comparisons(rows, results_path.parent / "images")
     if results_path is not None:
         print(f"results: {results_path} and {results_path.with_suffix('.md')}")
     return results
@@ -206,8 +288,15 @@ def main(argv: list[str] | None = None) -> None:
             )
 
     def startup():
-        for method in args.noise_method:
-            recipe_path(method, args.model, args.mode)
+        for algorithm in args.algorithm:
+            if algorithm == "sac":
+                if args.model != "flow_mlp" or args.mode != "online":
+                    raise ValueError(
+                        "--algorithm sac: SAC runs on the state (flow_mlp rows), online mode only"
+                    )
+                continue
+            for method in args.noise_method:
+                recipe_path(method, args.model, args.mode, algorithm)
         return run
 
     run_cli(startup)

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lerobot_pirl.bench.setups import BENCH_TASKS, MODELS, MODES, NOISE_METHODS, task_setup
+from lerobot_pirl.bench.setups import ALGORITHMS, BENCH_TASKS, MODELS, MODES, NOISE_METHODS, task_setup
 
 
 @dataclass
@@ -35,11 +35,16 @@ class RunResult:
     command: str = ""  # the bench command that produced this row
     model: str = "flow_mlp"  # the policy fine-tuned (a key of MODELS)
     mode: str = "online"  # "online" (πRL alone) or "hybrid" (πRL + the demos' flow-matching loss)
+    method: str = "ppo"  # "ppo" / "grpo" (πRL's advantage estimator) or "sac" (LeRobot's SAC baseline)
+    raw_env_steps_per_s: float | None = None  # the simulator alone on the same cores (random actions)
+    train_env_steps_per_s: float | None = None  # env steps / RL wall time (start-up and evaluations included)
+    sim_fraction: float | None = None  # train_env_steps_per_s / raw_env_steps_per_s
+    time_shares: dict = field(default_factory=dict)  # the actors' time per phase over the run, as shares
 
     @property
-    def key(self) -> tuple[str, str, str, str, int]:
-        """What a row is the result of: (policy, mode, noise method, task, demos)."""
-        return (self.model, self.mode, self.noise_method, self.task, self.demos)
+    def key(self) -> tuple[str, str, str, str, str, int]:
+        """What a row is the result of: (policy, mode, method, noise method, task, demos)."""
+        return (self.model, self.mode, self.method, self.noise_method, self.task, self.demos)
 
     @property
     def standard(self) -> bool:
@@ -51,6 +56,10 @@ class RunResult:
         """The method as README's short table names it, e.g. ``flow_sde``, ``flow_sde hybrid``,
         ``flow_sde (smolvla_tiny)``, ``flow_sde hybrid (1 demos)``."""
         text = self.noise_method if self.mode == "online" else f"{self.noise_method} {self.mode}"
+        if self.method == "sac":
+            text = "LeRobot SAC"
+        elif self.method != "ppo":
+            text = f"{self.method} {text}"
         extras = [self.model] if self.model != "flow_mlp" else []
         extras += [] if self.standard else [f"{self.demos} demos"]
         return f"{text} ({', '.join(extras)})" if extras else text
@@ -124,7 +133,8 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
 
     by_case: dict[tuple, dict[str, RunResult]] = {}
     for r in results:
-        by_case.setdefault((r.model, r.noise_method, r.task, r.demos), {})[r.mode] = r
+        if r.method == "ppo":
+            by_case.setdefault((r.model, r.noise_method, r.task, r.demos), {})[r.mode] = r
     written = []
     for (model, method, task, demos), modes in by_case.items():
         if set(MODES) - set(modes):
@@ -163,13 +173,27 @@ def _row_order(r: RunResult) -> tuple:
     mode = MODES.index(r.mode) if r.mode in MODES else len(MODES)
     method = NOISE_METHODS.index(r.noise_method) if r.noise_method in NOISE_METHODS else len(NOISE_METHODS)
     task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
-    return (model, r.model, mode, r.mode, method, r.noise_method, not r.standard, task, r.task, r.demos)
+    algorithm = ALGORITHMS.index(r.method) if r.method in ALGORITHMS else len(ALGORITHMS)
+    return (
+        model,
+        r.model,
+        mode,
+        r.mode,
+        algorithm,
+        r.method,
+        method,
+        r.noise_method,
+        not r.standard,
+        task,
+        r.task,
+        r.demos,
+    )
 
 
 def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
     """The rows already in ``path`` (if any) with each (policy, mode, noise method, task, demos) of ``new``
     replaced."""
-    rows: dict[tuple[str, str, str, str, int], RunResult] = {}
+    rows: dict[tuple, RunResult] = {}
     if path.is_file():
         payload = json.loads(path.read_text())
         for d in payload.get("tasks", []):
@@ -186,23 +210,31 @@ def markdown_table(results: list[RunResult]) -> str:
     """The results as a markdown table, one row per task, policy, mode, noise method and number of demos,
     and a mean per policy, mode and method over the rows with their task's standard demos."""
     lines = [
-        "| task | policy | mode | noise method | demos (noise) | SFT success [95% CI] | πRL success [95% CI] | eval episodes "
-        "| env steps | wall (RL / total) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | policy | mode | method | noise method | demos (noise) | SFT success [95% CI] | RL success [95% CI] "
+        "| eval episodes | env steps | wall (RL / total) | env steps/s (share of raw sim) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        rate = (
+            f"{r.train_env_steps_per_s:.0f} ({r.sim_fraction:.2f} of {r.raw_env_steps_per_s:.0f})"
+            if r.sim_fraction is not None
+            else ""
+        )
         lines.append(
-            f"| {r.task} | {r.model} | {r.mode} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) | {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
+            f"| {r.task} | {r.model} | {r.mode} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
+            f"| {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
-            f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min |"
+            f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
     standard = [r for r in results if r.standard]
-    for model, mode, method in dict.fromkeys((r.model, r.mode, r.noise_method) for r in standard):
-        rows = [r for r in standard if (r.model, r.mode, r.noise_method) == (model, mode, method)]
+    for case in dict.fromkeys((r.model, r.mode, r.method, r.noise_method) for r in standard):
+        rows = [r for r in standard if (r.model, r.mode, r.method, r.noise_method) == case]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
+        model, mode, algorithm, method = case
         lines.append(
-            f"| **mean ({len(rows)} tasks)** | {model} | {mode} | {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | |"
+            f"| **mean ({len(rows)} tasks)** | {model} | {mode} | {algorithm} | {method} | | {mean_sft:.2f} "
+            f"| {mean_rl:.2f} | | | | |"
         )
     return "\n".join(lines) + "\n"
 
@@ -218,3 +250,44 @@ def write_results(results: list[RunResult], path: Path) -> None:
     }
     path.write_text(json.dumps(payload, indent=2))
     path.with_suffix(".md").write_text(markdown_table(results))
+
+
+def plot_method_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
+    """For every task with rows of more than one method (online mode, ``flow_mlp``, standard demos): one
+    PNG with every method's held-out success against env steps on shared axes (evaluations during training,
+    then the final one with its 95 % interval). Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_task: dict[str, list[RunResult]] = {}
+    for r in results:
+        if r.mode == "online" and r.model == "flow_mlp" and r.standard:
+            by_task.setdefault(r.task, []).append(r)
+    written = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for task, rows in by_task.items():
+        if len({r.method for r in rows}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+        for r, color in zip(rows, colors, strict=False):
+            xs = [p["env_steps"] for p in r.curve] + [r.env_steps]
+            ys = [p["eval_success"] for p in r.curve] + [r.rl_success]
+            ax.plot(xs, ys, "o-", color=color, lw=2, label=f"{r.label} ({r.method})")
+            err = [[max(r.rl_success - r.rl_ci95[0], 0.0)], [max(r.rl_ci95[1] - r.rl_success, 0.0)]]
+            ax.errorbar([r.env_steps], [r.rl_success], yerr=err, fmt="s", color=color, capsize=4)
+        ax.axhline(rows[0].sft_success, color="black", ls=":", lw=1, label=f"SFT ({rows[0].sft_success:.2f})")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("held-out success rate")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{task}: πRL (PPO, GRPO) vs LeRobot SAC, same demos and env steps")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{task}_methods.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -15,6 +15,9 @@ BENCH_TASKS = ("button-press-v3", "door-open-v3", "drawer-close-v3", "push-v3", 
 NOISE_METHODS = ("flow_sde", "flow_noise")
 # "online": πRL alone; "hybrid": πRL plus the flow-matching loss on the SFT demos (recipes/*_hybrid.json).
 MODES = ("online", "hybrid")
+# "ppo" / "grpo": πRL with GAE or group-relative advantages (recipes/*_grpo.json); "sac": LeRobot's SAC
+# from scratch with the demos in its offline buffer (lerobot_pirl/bench/sac.py).
+ALGORITHMS = ("ppo", "grpo", "sac")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -35,6 +35,8 @@ class RunOptions:
     extra_args: tuple[str, ...] = ()  # extra learner / actor overrides
     model: ModelSetup = MODELS["flow_mlp"]  # the policy fine-tuned
     mode: str = "online"  # "online", or "hybrid": the SFT demos' flow-matching loss in every update
+    algorithm: str = "ppo"  # "ppo", "grpo" (recipes/*_grpo.json) or "sac" (LeRobot's SAC, bench/sac.py)
+    sac: dict = field(default_factory=dict)  # SACSettings overrides of a SAC run
 
 
 def _env() -> dict:
@@ -140,6 +142,7 @@ def eval_stage(
         eval_seed=eval_seed,
         image_size=model.image_size,
         camera_every=model.camera_every,
+        env_workers=os.cpu_count() or 1,  # the same episodes as in one process, on every core
     )
     report = evaluate_policy(policy, pre, post, env_cfg, episodes, progress=True)
     report["eval_seed"] = eval_seed
@@ -153,10 +156,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def recipe_path(method: str, model: str = "flow_mlp", mode: str = "online") -> Path:
-    """The benchmark's recipe of a model, noise method and mode
-    (``recipes/metaworld_<model>_<method>.json``, ``..._<method>_hybrid.json`` for the hybrid mode)."""
+def recipe_path(method: str, model: str = "flow_mlp", mode: str = "online", algorithm: str = "ppo") -> Path:
+    """The benchmark's recipe of a model, noise method, mode and advantage estimator
+    (``recipes/metaworld_<model>_<method>.json``, ``..._<method>_hybrid.json`` for the hybrid mode,
+    ``..._<method>_grpo.json`` for GRPO)."""
     suffix = "" if mode == "online" else f"_{mode}"
+    suffix += "" if algorithm == "ppo" else f"_{algorithm}"
     recipe = REPO / "recipes" / f"metaworld_{model}_{method}{suffix}.json"
     if not recipe.is_file():
         raise FileNotFoundError(f"recipe: {recipe} does not exist")
@@ -170,7 +175,7 @@ def rl_args(
     of the final evaluation (same seeds, same episode count) and, hybrid, the SFT demos as ``--dataset``."""
     hybrid = [f"--dataset.repo_id=local/{task}", f"--dataset.root={demos}"] if opts.mode == "hybrid" else []
     return [
-        f"--config_path={recipe_path(method, opts.model.name, opts.mode)}",
+        f"--config_path={recipe_path(method, opts.model.name, opts.mode, opts.algorithm)}",
         f"--output_dir={rl_out}",
         f"--policy.base_policy_path={sft}",
         f"--policy.online_steps={setup.rl_updates}",
@@ -178,7 +183,7 @@ def rl_args(
         f"--env.task={task}",
         f"--env.episode_length={setup.episode_length}",
         f"--env.eval_seed={opts.eval_seed}",
-        f"--job_name={task}_{opts.model.name}_{method}",
+        f"--job_name={task}_{opts.model.name}_{method}_{opts.algorithm}",
         f"--policy.actor.eval_every={opts.eval_every}",
         f"--policy.actor.eval_episodes={opts.eval_episodes}",
         *hybrid,
@@ -212,7 +217,7 @@ def rl_stage(
             stderr=subprocess.STDOUT,
             env=_env(),
         )
-    desc = f"πRL {task} {opts.model.name} {method} {opts.mode}"
+    desc = f"πRL {task} {opts.model.name} {method} {opts.mode} {opts.algorithm}"
     return supervise(learner, actor, rl_out / "metrics.jsonl", logs, setup.rl_updates, desc, opts.timeout_s)
 
 
@@ -277,3 +282,58 @@ def _stop(proc: subprocess.Popen, sig, timeout: float) -> None:
             pass
     proc.kill()
     proc.wait()
+
+
+def raw_rate_stage(task: str, setup: TaskSetup, seconds: float = 10.0) -> float:
+    """The simulator's own env steps per second on this machine's cores: the benchmark's 16 training envs
+    in one worker process per core, random actions, no policy (:mod:`lerobot_pirl.bench.throughput`)."""
+    from lerobot_pirl.bench.throughput import raw_env_rate
+    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+
+    cfg = MetaWorldStateEnvConfig(
+        task=task, num_envs=16, episode_length=setup.episode_length, env_workers=os.cpu_count() or 1
+    )
+    return raw_env_rate(cfg, seconds)
+
+
+def sac_budget(setup: TaskSetup, rollout_size: int = 1024, chunk: int = 5) -> int:
+    """A SAC run's env steps: the πRL budget of the task (``rl_updates`` rollouts of ``rollout_size`` chunks
+    of ``chunk`` steps; 307,200 for 60 updates, 1,024,000 for 200)."""
+    return setup.rl_updates * rollout_size * chunk
+
+
+def sac_stage(
+    task: str, setup: TaskSetup, demos: Path, run_dir: Path, opts: RunOptions
+) -> tuple[list[dict], dict]:
+    """LeRobot's SAC from scratch with the demos in its offline buffer, the πRL budget and evaluation
+    protocol (evaluations every ``eval_every`` πRL-rollouts' worth of env steps); returns its records and
+    the final held-out evaluation."""
+    from lerobot_pirl.bench.sac import SACSettings, evaluate_sac, run_sac
+    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+
+    for stale in ("final_eval.json", "success_vs_env_steps.png"):
+        (run_dir / stale).unlink(missing_ok=True)
+    overrides = dict(opts.sac)
+    budget = overrides.pop("env_steps", None) or sac_budget(setup)
+    settings = SACSettings(
+        env_steps=budget, eval_every_steps=opts.eval_every * 1024 * 5 if opts.eval_every else 0, **overrides
+    )
+    env_cfg = MetaWorldStateEnvConfig(
+        task=task,
+        num_envs=settings.num_envs,
+        env_workers=settings.env_workers,
+        episode_length=setup.episode_length,
+        eval_seed=opts.eval_seed,
+    )
+    records = run_sac(env_cfg, demos, run_dir / "sac", settings, opts.eval_episodes, timeout_s=opts.timeout_s)
+    eval_cfg = MetaWorldStateEnvConfig(
+        task=task,
+        num_envs=EVAL_PROTOCOL.num_envs,
+        episode_length=setup.episode_length,
+        eval_seed=opts.eval_seed,
+        env_workers=os.cpu_count() or 1,
+    )
+    final = evaluate_sac(run_dir / "sac" / "pretrained_model", eval_cfg, opts.eval_episodes)
+    final["eval_seed"] = opts.eval_seed
+    (run_dir / "final_eval.json").write_text(json.dumps(final))
+    return records, final

@@ -195,8 +195,13 @@ class MetaWorldStateEnvConfig(EnvConfig):
     # Render a new camera frame every N env steps of an episode (held in between); the policy's
     # n_action_steps renders exactly the frames a chunked policy reads.
     camera_every: int = 1
-    # Step the envs in subprocesses (gymnasium AsyncVectorEnv).
+    # Step the envs in subprocesses (gymnasium AsyncVectorEnv: lock-step, a chunk ends for every env at
+    # the first episode end in it); prefer env_workers.
     use_async_envs: bool = False
+    # Worker processes (at most num_envs) that step the envs, each a contiguous group of them stepped per
+    # env exactly as in one process (same transitions, more cores); 1 = step them in the actor's process.
+    # Use the cores the actor may take (on 2 cores with a learner beside it: 2).
+    env_workers: int = 1
     features: dict[str, PolicyFeature] = field(
         default_factory=lambda: {
             "agent_pos": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
@@ -217,6 +222,10 @@ class MetaWorldStateEnvConfig(EnvConfig):
             raise ValueError(f"group_size ({self.group_size}) must divide num_envs ({self.num_envs})")
         if self.camera_every < 1:
             raise ValueError(f"camera_every must be >= 1, got {self.camera_every}")
+        if self.env_workers < 1:
+            raise ValueError(f"env_workers must be >= 1, got {self.env_workers}")
+        if self.env_workers > 1 and self.use_async_envs:
+            raise ValueError("env_workers > 1 and use_async_envs are two ways to use subprocesses: set one")
         if not 0 <= self.seed < self.eval_seed:
             raise ValueError(f"seed ({self.seed}) must be in [0, eval_seed={self.eval_seed})")
         if self.image_size is not None:
@@ -245,7 +254,8 @@ class MetaWorldStateEnvConfig(EnvConfig):
 
     def create_envs(self, n_envs: int | None = None, use_async_envs: bool | None = None) -> dict:
         """Training vector env ``{"pirl_metaworld": {0: VectorEnv}}`` without auto-reset: the actor
-        resets ended envs itself (``reset_mask``) so no executed chunk runs across two episodes."""
+        resets ended envs itself (``reset_mask``) so no executed chunk runs across two episodes. With
+        ``env_workers`` > 1 it is a :class:`ParallelChunkStepper` over that many worker processes."""
         n = n_envs if n_envs is not None else self.num_envs
         use_async = self.use_async_envs if use_async_envs is None else use_async_envs
         groups = max(n // self.group_size, 1)
@@ -253,13 +263,26 @@ class MetaWorldStateEnvConfig(EnvConfig):
         def factory(i: int):
             return lambda: self.make_env(self.seed + i // self.group_size, groups, self.eval_seed)
 
+        if self.env_workers > 1 and n > 1:
+            return {self.type: {0: self._parallel([factory(i) for i in range(n)])}}
         cls = gym.vector.AsyncVectorEnv if use_async and n > 1 else gym.vector.SyncVectorEnv
         vec = cls([factory(i) for i in range(n)], autoreset_mode=gym.vector.AutoresetMode.DISABLED)
         return {self.type: {0: vec}}
 
-    def make_eval_env(self, n_envs: int) -> gym.vector.VectorEnv:
-        """Envs for held-out evaluation; reset them with explicit seeds ``eval_seed + j``."""
-        return gym.vector.SyncVectorEnv(
-            [lambda: self.make_env(self.eval_seed) for _ in range(n_envs)],
-            autoreset_mode=gym.vector.AutoresetMode.DISABLED,
-        )
+    def make_eval_env(self, n_envs: int, in_process: bool = False):
+        """Envs for held-out evaluation (reset them with explicit seeds ``eval_seed + j``): a
+        ``SyncVectorEnv``, or with ``env_workers`` > 1 (and not ``in_process``, which rendering videos
+        needs) a :class:`ParallelChunkStepper`."""
+        factories = [lambda: self.make_env(self.eval_seed) for _ in range(n_envs)]
+        if self.env_workers > 1 and n_envs > 1 and not in_process:
+            return self._parallel(factories)
+        return gym.vector.SyncVectorEnv(factories, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+    def _parallel(self, factories: list):
+        from lerobot_pirl.runtime.parallel import ParallelChunkStepper
+
+        def group(fns):
+            return lambda: gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+        parts = np.array_split(np.arange(len(factories)), min(self.env_workers, len(factories)))
+        return ParallelChunkStepper([group([factories[i] for i in part]) for part in parts])

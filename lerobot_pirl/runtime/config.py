@@ -38,6 +38,16 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
         cfg.policy.peft = cfg.peft
     if cfg.env is None:
         raise ValueError("env: pi_rl needs an environment (e.g. --env.type=pirl_metaworld)")
+    env_group = getattr(cfg.env, "group_size", None)
+    if (
+        cfg.algorithm.estimator == "grpo"
+        and env_group is not None
+        and env_group != cfg.algorithm.grpo_group_size
+    ):
+        raise ValueError(
+            f"env.group_size ({env_group}) must equal algorithm.grpo_group_size "
+            f"({cfg.algorithm.grpo_group_size}): GRPO compares the envs of a group, which share reset states"
+        )
     if not cfg.job_name:
         cfg.job_name = f"{cfg.env.type}_pi_rl"
     if cfg.output_dir is None:

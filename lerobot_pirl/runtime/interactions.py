@@ -11,6 +11,8 @@ import json
 import logging
 import math
 
+from lerobot_pirl.runtime.timing import valid_actor_times
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,6 +30,7 @@ _FIELD_CHECKS = {
     "eval_success_rate": lambda v: isinstance(v, int | float) and 0.0 <= v <= 1.0,
     "eval_episodes": lambda v: isinstance(v, int) and v > 0,
     "eval_videos": lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
+    "time_s": valid_actor_times,
 }
 
 

@@ -1,0 +1,298 @@
+"""LeRobot's own SAC on ``pirl_metaworld``: the baseline a LeRobot user with a few demos would otherwise
+pick (HIL-SERL's algorithm), on the same task, demos, env-step budget and held-out evaluation as πRL.
+
+Everything that learns is LeRobot's: the ``gaussian_actor`` policy, ``SACAlgorithm`` (critic ensemble,
+target networks, temperature), the ``ReplayBuffer``s, the ``OnlineOfflineMixer`` (demos in the offline
+buffer, ``online_ratio`` of each batch online, as HIL-SERL mixes them) and the ``RLTrainer``. LeRobot's
+actor cannot host this env (it drives ``gym_manipulator``), so the loop that steps the envs and feeds
+the buffer runs here, in one process, on the same vectorised env as πRL's actor (``env_workers``
+processes); gradient steps are interleaved with env steps at ``updates_per_env_step``.
+
+Settings that differ from LeRobot's defaults, and why:
+- the action statistics are the env's action box ``[-1, 1]`` (not the demos' min / max): the replay
+  buffer stores executed actions and LeRobot's trainer normalises observations only, so the actor's
+  tanh output must already be the env's action (it is when the box is ``[-1, 1]``);
+- the online buffer stores each next observation (``optimize_memory=False``): with several envs its
+  consecutive entries come from different envs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM
+
+OBS_STATE = "observation.state"
+ACTION = "action"
+
+
+@dataclass(frozen=True)
+class SACSettings:
+    """The knobs of a SAC run (LeRobot's defaults unless the bench overrides them)."""
+
+    env_steps: int  # env-step budget (the same as the πRL run it is compared with)
+    lr: float = 3e-4  # actor, critic and temperature learning rate (LeRobot's default)
+    utd_ratio: int = 1  # critic updates per training step (LeRobot's update-to-data knob)
+    updates_per_env_step: float = (
+        0.25  # training steps per env step (LeRobot's learner runs freely beside its actor)
+    )
+    online_ratio: float = 0.5  # share of each batch from the online buffer (LeRobot's default)
+    batch_size: int = 256  # transitions per training step
+    online_step_before_learning: int = (
+        100  # online transitions before the first training step (LeRobot's default)
+    )
+    online_buffer_capacity: int = 100_000  # LeRobot's default
+    num_envs: int = 16  # envs stepped as a batch (as πRL's actor)
+    env_workers: int = 2  # processes stepping them
+    eval_every_steps: int = 50_000  # env steps between held-out evaluations during training (0: none)
+    seed: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.env_steps < 1 or self.batch_size < 1 or self.utd_ratio < 1 or self.num_envs < 1:
+            raise ValueError("env_steps, batch_size, utd_ratio and num_envs must be >= 1")
+        if not 0.0 < self.online_ratio <= 1.0:
+            raise ValueError(f"online_ratio must be in (0, 1], got {self.online_ratio}")
+        if self.updates_per_env_step <= 0 or self.lr <= 0:
+            raise ValueError("updates_per_env_step and lr must be > 0")
+
+
+class DeterministicSAC(nn.Module):
+    """The SAC actor as the held-out evaluation runs every policy: the tanh of its Gaussian mean, one
+    action per chunk (``predict_action_chunk`` is what :func:`lerobot_pirl.evaluate.evaluate_policy` calls)."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        self.config = policy.config
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict) -> torch.Tensor:
+        mean = self.policy(batch)["action_mean"]
+        action = torch.tanh(mean) if self.config.policy_kwargs.use_tanh_squash else mean
+        return action[:, None, :]
+
+
+def demo_stats(demos) -> dict:
+    """Normalisation statistics: the demos' state min / max, the env's action box for the action."""
+    states = torch.stack([demos[i][OBS_STATE] for i in range(len(demos))])
+    return {
+        OBS_STATE: {"min": states.min(0).values, "max": states.max(0).values},
+        ACTION: {"min": -torch.ones(ACTION_DIM), "max": torch.ones(ACTION_DIM)},
+    }
+
+
+def demo_buffer(demos, capacity: int | None = None):
+    """The demos as LeRobot's offline ``ReplayBuffer``: sparse success reward (1 on each episode's last,
+    successful step, which ends it), the next frame as next state."""
+    from lerobot.rl.buffer import ReplayBuffer
+
+    n = len(demos)
+    buffer = ReplayBuffer(
+        capacity=max(capacity or n, n), device="cpu", state_keys=[OBS_STATE], optimize_memory=False
+    )
+    episodes = demos.hf_dataset["episode_index"]
+    for i in range(n):
+        frame = demos[i]
+        last = i == n - 1 or int(episodes[i + 1]) != int(episodes[i])
+        nxt = frame if last else demos[i + 1]
+        buffer.add(
+            state={OBS_STATE: frame[OBS_STATE][None]},
+            action=frame[ACTION][None],
+            reward=1.0 if last else 0.0,
+            next_state={OBS_STATE: nxt[OBS_STATE][None]},
+            done=last,
+            truncated=False,
+        )
+    return buffer
+
+
+def build_sac(settings: SACSettings, stats: dict):
+    """LeRobot's gaussian_actor policy, SAC algorithm and pre / post processors for the 39-dim state."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.gaussian_actor.configuration_gaussian_actor import GaussianActorConfig
+    from lerobot.policies.gaussian_actor.modeling_gaussian_actor import GaussianActorPolicy
+    from lerobot.rl.algorithms.sac.configuration_sac import SACAlgorithmConfig
+    from lerobot.rl.algorithms.sac.sac_algorithm import SACAlgorithm
+
+    cfg = GaussianActorConfig(
+        device="cpu",
+        input_features={OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,))},
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(ACTION_DIM,))},
+        dataset_stats={k: {s: v.tolist() for s, v in d.items()} for k, d in stats.items()},
+        online_buffer_capacity=settings.online_buffer_capacity,
+        online_step_before_learning=settings.online_step_before_learning,
+    )
+    policy = GaussianActorPolicy(cfg)
+    alg_cfg = SACAlgorithmConfig.from_policy_config(cfg)
+    alg_cfg.actor_lr = alg_cfg.critic_lr = alg_cfg.temperature_lr = settings.lr
+    alg_cfg.utd_ratio = settings.utd_ratio
+    algorithm = SACAlgorithm(policy, alg_cfg)
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    return policy, algorithm, pre, post
+
+
+def run_sac(
+    env_cfg,
+    demos_root: Path,
+    out: Path,
+    settings: SACSettings,
+    eval_episodes: int,
+    timeout_s: float | None = None,
+) -> list[dict]:
+    """Train SAC from scratch with the demos in its offline buffer, until ``settings.env_steps`` (or
+    ``timeout_s`` seconds); writes ``metrics.jsonl`` (the πRL learner's record kinds: ``update`` with
+    training-episode success, ``eval`` with held-out success) and the final policy (LeRobot layout)
+    under ``out``. Returns the records."""
+    from lerobot.datasets import LeRobotDataset
+    from lerobot.rl.buffer import ReplayBuffer
+    from lerobot.rl.data_sources import OnlineOfflineMixer
+    from lerobot.rl.trainer import RLTrainer
+
+    from lerobot_pirl.evaluate import evaluate_policy
+    from lerobot_pirl.runtime.parallel import ParallelChunkStepper
+    from lerobot_pirl.runtime.vector import ChunkStepper, episode_step_limit
+
+    torch.manual_seed(settings.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    metrics.unlink(missing_ok=True)
+    demos = LeRobotDataset(repo_id="local/demos", root=demos_root)
+    stats = demo_stats(demos)
+    policy, algorithm, pre, post = build_sac(settings, stats)
+    online = ReplayBuffer(
+        capacity=settings.online_buffer_capacity, device="cpu", state_keys=[OBS_STATE], optimize_memory=False
+    )
+    mixer = OnlineOfflineMixer(online, demo_buffer(demos), online_ratio=settings.online_ratio)
+    trainer = RLTrainer(algorithm, mixer, settings.batch_size, preprocessor=pre)
+    evaluator = DeterministicSAC(policy)
+
+    vec = env_cfg.create_envs(settings.num_envs)[env_cfg.type][0]
+    stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, episode_step_limit(vec))
+    records: list[dict] = []
+    t0 = time.time()
+
+    def log(record: dict) -> None:
+        record = {"wall_s": round(time.time() - t0, 3), "env_steps": env_steps, **record}
+        records.append(record)
+        with open(metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def evaluate() -> None:
+        report = evaluate_policy(evaluator, pre, post, env_cfg, eval_episodes)
+        policy.train()
+        log(
+            {
+                "kind": "eval",
+                "eval_success_rate": report["success_rate"],
+                "eval_ci95_low": report["ci95"][0],
+                "eval_ci95_high": report["ci95"][1],
+                "eval_episodes": report["episodes"],
+            }
+        )
+
+    env_steps, owed, updates, next_eval, next_log = 0, 0.0, 0, settings.eval_every_steps, 5000
+    successes: list[float] = []
+    episode_success = np.zeros(settings.num_envs, dtype=bool)
+    stats_log: dict = {}
+    time_env = time_learn = time_act = 0.0
+    bar = tqdm(total=settings.env_steps, desc="SAC", unit="step")
+
+    def progress() -> None:
+        """An ``update`` record: training-episode success since the last one, rates, where time went."""
+        nonlocal successes
+        log(
+            {
+                "kind": "update",
+                "update": updates,
+                "episodes": float(len(successes)),
+                "episode_success": float(np.mean(successes)) if successes else math.nan,
+                "env_steps_per_s": env_steps / max(time.time() - t0, 1e-9),
+                "time_act_s": round(time_act, 3),
+                "time_env_s": round(time_env, 3),
+                "time_learn_s": round(time_learn, 3),
+                **{k: float(v) for k, v in stats_log.items() if isinstance(v, int | float)},
+            }
+        )
+        successes = []
+        bar.set_postfix(success=f"{records[-1]['episode_success']:.2f}", updates=updates)
+
+    try:
+        obs = stepper.reset()
+        policy.train()
+        while env_steps < settings.env_steps and (timeout_s is None or time.time() - t0 < timeout_s):
+            t = time.perf_counter()
+            state = torch.as_tensor(obs["agent_pos"])
+            with torch.no_grad():
+                action = post.process_action(
+                    policy.select_action(pre.process_observation({OBS_STATE: state}))
+                )
+            action = action.clamp(-1.0, 1.0)
+            t_env = time.perf_counter()
+            result = stepper.step_chunk(action[:, None, :].numpy())
+            time_act += t_env - t
+            time_env += time.perf_counter() - t_env
+            nxt = torch.as_tensor(result.next_obs["agent_pos"])
+            for i in range(len(state)):
+                online.add(
+                    state={OBS_STATE: state[i : i + 1]},
+                    action=action[i : i + 1],
+                    reward=float(result.rewards[i]),
+                    next_state={OBS_STATE: nxt[i : i + 1]},
+                    done=bool(result.terminated[i]),  # a time limit is not a terminal state: it bootstraps
+                    truncated=bool(result.truncated[i]),
+                )
+            ended = result.terminated | result.truncated
+            episode_success |= result.success
+            successes += episode_success[ended].astype(float).tolist()
+            episode_success[ended] = False
+            t_env = time.perf_counter()
+            obs = stepper.reset_done(result)
+            time_env += time.perf_counter() - t_env
+            steps = int(result.steps.sum())
+            env_steps += steps
+            bar.update(steps)
+            owed += steps * settings.updates_per_env_step
+            t_learn = time.perf_counter()
+            while owed >= 1.0 and len(online) >= settings.online_step_before_learning:
+                stats_log = trainer.training_step().to_log_dict()
+                updates += 1
+                owed -= 1.0
+            time_learn += time.perf_counter() - t_learn
+            if env_steps >= next_log or env_steps >= settings.env_steps:
+                next_log += 5000
+                progress()
+            if settings.eval_every_steps and env_steps >= next_eval:
+                next_eval += settings.eval_every_steps
+                evaluate()
+        if not records or records[-1]["env_steps"] != env_steps:  # stopped by the time cap
+            progress()
+    finally:
+        bar.close()
+        stepper.close()
+    final = out / "pretrained_model"
+    policy.save_pretrained(final)
+    pre.save_pretrained(final)
+    post.save_pretrained(final)
+    return records
+
+
+def evaluate_sac(checkpoint: Path, env_cfg, episodes: int) -> dict:
+    """Held-out evaluation of a saved SAC policy (deterministic: the tanh of the Gaussian mean)."""
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.gaussian_actor.modeling_gaussian_actor import GaussianActorPolicy
+
+    from lerobot_pirl.evaluate import evaluate_policy
+
+    policy = GaussianActorPolicy.from_pretrained(str(checkpoint))
+    pre, post = make_pre_post_processors(policy.config, pretrained_path=str(checkpoint))
+    return evaluate_policy(DeterministicSAC(policy), pre, post, env_cfg, episodes)
