@@ -167,3 +167,77 @@ def test_demos_with_images_are_a_lerobot_dataset_with_the_instruction(tmp_path):
     assert item["observation.image"].shape == (3, 32, 32) and item["observation.image"].max() <= 1.0
     assert item["observation.state"].shape == (39,) and item["task"] == "Push and close a drawer"
     assert ds.meta.features["observation.image"]["dtype"] == "image"
+
+
+def test_grpo_on_pirl_metaworld_compares_the_envs_that_share_reset_states(tmp_path):
+    """The actor's own stepping on pirl_metaworld with groups of 2 envs: group members start every episode
+    from the same state, and the learner's GRPO advantages are ``(R - mean_g) / (std_g + 1e-6)`` over the
+    two members' returns of the same episode."""
+    import threading
+
+    from lerobot.transport.utils import bytes_to_transitions
+
+    from lerobot_pirl.actor import PiRLActor, make_actor_env
+    from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
+    from lerobot_pirl.runtime.episodes import EpisodeTracker
+    from tests.helpers import metaworld_run_config
+
+    algorithm = {
+        "type": "pi_rl",
+        "estimator": "grpo",
+        "grpo_group_size": 2,
+        "grpo_success_filter": False,
+        "normalize_advantages": False,
+        "value_loss_coef": 0.0,
+        "rollout_size": 48,
+        "minibatch_size": 16,
+    }
+    env = {"type": "pirl_metaworld", "task": "reach-v3", "num_envs": 4, "group_size": 2, "episode_length": 9}
+    env["reward_type"] = "dense"  # returns differ within a group
+    cfg = metaworld_run_config(tmp_path, algorithm=algorithm, env=env)
+    actor = PiRLActor(cfg, threading.Event())
+    actor.algorithm.policy_version = 0
+    actor_env = make_actor_env(cfg)
+    obs = actor_env.stepper.reset()
+    episodes = EpisodeTracker(4)
+    returns: dict[tuple[int, int], float] = {}
+    for _ in range(12):  # 3-step chunks, 9-step episodes: 4 whole episodes per env
+        if int(episodes.episode_chunks[0]) == 0:  # a new episode everywhere: each group from one state
+            starts = obs["agent_pos"]
+            np.testing.assert_array_equal(starts[0], starts[1])
+            np.testing.assert_array_equal(starts[2], starts[3])
+            assert not np.array_equal(starts[0], starts[2])
+        ids = episodes.episode_ids.clone()
+        raw, sample, result = actor.act(actor_env, obs)
+        nxt = actor_env.observations(result.next_obs, actor_env.tasks)
+        actor.queue_transitions(raw, nxt, sample, result, np.zeros(4), 0, episodes)
+        for e in range(4):
+            key = (e // 2, int(ids[e]))
+            returns.setdefault(key, [0.0, 0.0])[e % 2] += float(result.rewards[e])
+        episodes.record(result, np.zeros(4))
+        obs = actor_env.stepper.reset_done(result)
+    actor_env.stepper.close()
+    transitions = []
+    while not actor.transitions_queue.empty():
+        transitions += bytes_to_transitions(actor.transitions_queue.get())
+    buffer = RolloutBuffer(actor.algorithm.transition_spec())
+    buffer.add(transitions)
+    batch, _ = buffer.take(0, 1)
+    rollout = actor.algorithm.prepare_rollout(batch, actor.pre)
+    expected = set()
+    for pair in returns.values():
+        r = torch.tensor(pair, dtype=torch.float64)
+        for a in ((r - r.mean()) / (r.std(unbiased=False) + 1e-6)).tolist():
+            expected.add(round(a, 3))
+    got = {round(float(a), 3) for a in rollout.advantages}
+    assert len(returns) == 8 and got == expected
+
+
+def test_grpo_groups_must_be_the_envs_that_share_reset_states(tmp_path):
+    from tests.helpers import metaworld_run_config
+
+    algorithm = {"type": "pi_rl", "estimator": "grpo", "grpo_group_size": 8, "value_loss_coef": 0.0}
+    with pytest.raises(ValueError, match=r"env.group_size \(2\) must equal algorithm.grpo_group_size \(8\)"):
+        metaworld_run_config(
+            tmp_path, algorithm=algorithm, env={"type": "pirl_metaworld", "num_envs": 4, "group_size": 2}
+        )

@@ -167,20 +167,6 @@ def parser() -> argparse.ArgumentParser:
         help="ppo / grpo: πRL (recipes/*_grpo.json for grpo); sac: LeRobot's SAC from scratch with the demos "
         "in its offline buffer, the same env-step budget (once per task: it has no noise method)",
     )
-    p.add_argument("--sac_lr", type=float, default=None, help="SAC: actor / critic / temperature lr (3e-4)")
-    p.add_argument(
-        "--sac_utd_ratio", type=int, default=None, help="SAC: critic updates per training step (1)"
-    )
-    p.add_argument("--sac_online_ratio", type=float, default=None, help="SAC: online share of a batch (0.5)")
-    p.add_argument(
-        "--sac_updates_per_env_step", type=float, default=None, help="SAC: training steps per env step (0.25)"
-    )
-    p.add_argument(
-        "--sac_env_steps",
-        type=int,
-        default=None,
-        help="SAC: env-step budget (default: the task's πRL budget)",
-    )
     p.add_argument(
         "--model",
         default="flow_mlp",
@@ -218,14 +204,36 @@ def parser() -> argparse.ArgumentParser:
         default=EVAL_PROTOCOL.first_seed,
         help=f"first evaluation seed; choose setups on validation seeds ({VALIDATION.start}), report on the default",
     )
-    p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL run")
+    p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL / SAC run")
     p.add_argument(
         "--rl_arg",
         action="append",
         default=[],
         help="extra learner/actor override, e.g. --rl_arg=--algorithm.actor_lr=1e-5 (repeatable)",
     )
+    add_sac_arguments(p)
     return p
+
+
+def add_sac_arguments(p: argparse.ArgumentParser) -> None:
+    """The SAC baseline's knobs (defaults: :class:`lerobot_pirl.bench.sac.SACSettings`)."""
+    p.add_argument("--sac_lr", type=float, default=None, help="SAC: actor / critic / temperature lr (3e-4)")
+    p.add_argument(
+        "--sac_utd_ratio", type=int, default=None, help="SAC: critic updates per training step (1)"
+    )
+    p.add_argument("--sac_online_ratio", type=float, default=None, help="SAC: online share of a batch (0.5)")
+    p.add_argument(
+        "--sac_updates_per_env_step",
+        type=float,
+        default=None,
+        help="SAC: training steps per env step (0.0625: one per vector step of 16 envs)",
+    )
+    p.add_argument(
+        "--sac_env_steps",
+        type=int,
+        default=None,
+        help="SAC: env-step budget (default: the task's πRL budget)",
+    )
 
 
 def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:

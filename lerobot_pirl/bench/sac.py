@@ -42,14 +42,13 @@ class SACSettings:
     env_steps: int  # env-step budget (the same as the πRL run it is compared with)
     lr: float = 3e-4  # actor, critic and temperature learning rate (LeRobot's default)
     utd_ratio: int = 1  # critic updates per training step (LeRobot's update-to-data knob)
-    updates_per_env_step: float = (
-        0.25  # training steps per env step (LeRobot's learner runs freely beside its actor)
-    )
+    # Training steps per env step: one per vector step of 16 envs. (LeRobot's learner trains freely beside
+    # its actor; here a training step costs ~75 ms on 2 CPU cores, so 0.25 would make a 1M-step run ~5 h.)
+    updates_per_env_step: float = 0.0625
     online_ratio: float = 0.5  # share of each batch from the online buffer (LeRobot's default)
     batch_size: int = 256  # transitions per training step
-    online_step_before_learning: int = (
-        100  # online transitions before the first training step (LeRobot's default)
-    )
+    # Online transitions before the first training step (LeRobot's default).
+    online_step_before_learning: int = 100
     online_buffer_capacity: int = 100_000  # LeRobot's default
     num_envs: int = 16  # envs stepped as a batch (as πRL's actor)
     env_workers: int = 2  # processes stepping them
@@ -141,6 +140,158 @@ def build_sac(settings: SACSettings, stats: dict):
     return policy, algorithm, pre, post
 
 
+class SACRun:
+    """One SAC run: LeRobot's learner side (policy, algorithm, buffers, mixer, trainer) and the loop that
+    steps the envs, fills the online buffer and interleaves training steps (:meth:`run`)."""
+
+    def __init__(self, env_cfg, demos_root: Path, out: Path, settings: SACSettings, eval_episodes: int):
+        from lerobot.datasets import LeRobotDataset
+        from lerobot.rl.buffer import ReplayBuffer
+        from lerobot.rl.data_sources import OnlineOfflineMixer
+        from lerobot.rl.trainer import RLTrainer
+
+        torch.manual_seed(settings.seed)
+        self.env_cfg, self.out, self.settings, self.eval_episodes = env_cfg, out, settings, eval_episodes
+        out.mkdir(parents=True, exist_ok=True)
+        self.metrics = out / "metrics.jsonl"
+        self.metrics.unlink(missing_ok=True)
+        demos = LeRobotDataset(repo_id="local/demos", root=demos_root)
+        self.policy, self.algorithm, self.pre, self.post = build_sac(settings, demo_stats(demos))
+        self.online = ReplayBuffer(
+            capacity=settings.online_buffer_capacity,
+            device="cpu",
+            state_keys=[OBS_STATE],
+            optimize_memory=False,
+        )
+        mixer = OnlineOfflineMixer(self.online, demo_buffer(demos), online_ratio=settings.online_ratio)
+        self.trainer = RLTrainer(self.algorithm, mixer, settings.batch_size, preprocessor=self.pre)
+        self.records: list[dict] = []
+        self.env_steps = self.updates = 0
+        self.owed = 0.0  # training steps due
+        self.successes: list[float] = []  # of the training episodes since the last record
+        self.episode_success = np.zeros(settings.num_envs, dtype=bool)
+        self.last_stats: dict = {}
+        self.seconds = {"act": 0.0, "env": 0.0, "learn": 0.0}
+        self.t0 = time.time()
+
+    def log(self, record: dict) -> None:
+        record = {"wall_s": round(time.time() - self.t0, 3), "env_steps": self.env_steps, **record}
+        self.records.append(record)
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def progress(self) -> None:
+        """An ``update`` record: training-episode success since the last one, rates, where time went."""
+        successes, self.successes = self.successes, []
+        self.log(
+            {
+                "kind": "update",
+                "update": self.updates,
+                "episodes": float(len(successes)),
+                "episode_success": float(np.mean(successes)) if successes else math.nan,
+                "env_steps_per_s": self.env_steps / max(time.time() - self.t0, 1e-9),
+                **{f"time_{k}_s": round(v, 3) for k, v in self.seconds.items()},
+                **{k: float(v) for k, v in self.last_stats.items() if isinstance(v, int | float)},
+            }
+        )
+
+    def evaluate(self) -> None:
+        """Held-out evaluation of the current policy (deterministic), logged as an ``eval`` record."""
+        from lerobot_pirl.evaluate import evaluate_policy
+
+        report = evaluate_policy(
+            DeterministicSAC(self.policy), self.pre, self.post, self.env_cfg, self.eval_episodes
+        )
+        self.policy.train()
+        self.log(
+            {
+                "kind": "eval",
+                "eval_success_rate": report["success_rate"],
+                "eval_ci95_low": report["ci95"][0],
+                "eval_ci95_high": report["ci95"][1],
+                "eval_episodes": report["episodes"],
+            }
+        )
+
+    def step(self, stepper, obs: dict) -> tuple[dict, int]:
+        """One action per env (sampled), one env step each, the transitions into the online buffer;
+        returns the next observations and the env steps taken."""
+        t = time.perf_counter()
+        state = torch.as_tensor(obs["agent_pos"])
+        with torch.no_grad():
+            batch = self.pre.process_observation({OBS_STATE: state})
+            action = self.post.process_action(self.policy.select_action(batch)).clamp(-1.0, 1.0)
+        t_env = time.perf_counter()
+        result = stepper.step_chunk(action[:, None, :].numpy())
+        nxt = torch.as_tensor(result.next_obs["agent_pos"])
+        for i in range(len(state)):
+            self.online.add(
+                state={OBS_STATE: state[i : i + 1]},
+                action=action[i : i + 1],
+                reward=float(result.rewards[i]),
+                next_state={OBS_STATE: nxt[i : i + 1]},
+                done=bool(result.terminated[i]),  # a time limit is not a terminal state: it bootstraps
+                truncated=bool(result.truncated[i]),
+            )
+        ended = result.terminated | result.truncated
+        self.episode_success |= result.success
+        self.successes += self.episode_success[ended].astype(float).tolist()
+        self.episode_success[ended] = False
+        obs = stepper.reset_done(result)
+        self.seconds["act"] += t_env - t
+        self.seconds["env"] += time.perf_counter() - t_env
+        return obs, int(result.steps.sum())
+
+    def train(self, steps: int) -> None:
+        """The training steps ``steps`` env steps are owed (once the online buffer holds enough)."""
+        t = time.perf_counter()
+        self.owed += steps * self.settings.updates_per_env_step
+        while self.owed >= 1.0 and len(self.online) >= self.settings.online_step_before_learning:
+            self.last_stats = self.trainer.training_step().to_log_dict()
+            self.updates += 1
+            self.owed -= 1.0
+        self.seconds["learn"] += time.perf_counter() - t
+
+    def run(self, timeout_s: float | None = None) -> list[dict]:
+        """Until the env-step budget (or ``timeout_s``); then the final policy under ``out/pretrained_model``."""
+        from lerobot_pirl.runtime.parallel import ParallelChunkStepper
+        from lerobot_pirl.runtime.vector import ChunkStepper, episode_step_limit
+
+        settings = self.settings
+        vec = self.env_cfg.create_envs(settings.num_envs)[self.env_cfg.type][0]
+        stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, episode_step_limit(vec))
+        next_eval, next_log = settings.eval_every_steps, 5000
+        bar = tqdm(total=settings.env_steps, desc="SAC", unit="step")
+        try:
+            obs = stepper.reset()
+            self.policy.train()
+            while self.env_steps < settings.env_steps and (
+                timeout_s is None or time.time() - self.t0 < timeout_s
+            ):
+                obs, steps = self.step(stepper, obs)
+                self.env_steps += steps
+                bar.update(steps)
+                self.train(steps)
+                if self.env_steps >= next_log or self.env_steps >= settings.env_steps:
+                    next_log += 5000
+                    self.progress()
+                    bar.set_postfix(
+                        success=f"{self.records[-1]['episode_success']:.2f}", updates=self.updates
+                    )
+                if settings.eval_every_steps and self.env_steps >= next_eval:
+                    next_eval += settings.eval_every_steps
+                    self.evaluate()
+            if not self.records or self.records[-1]["env_steps"] != self.env_steps:  # stopped by the time cap
+                self.progress()
+        finally:
+            bar.close()
+            stepper.close()
+        final = self.out / "pretrained_model"
+        for part in (self.policy, self.pre, self.post):
+            part.save_pretrained(final)
+        return self.records
+
+
 def run_sac(
     env_cfg,
     demos_root: Path,
@@ -153,137 +304,7 @@ def run_sac(
     ``timeout_s`` seconds); writes ``metrics.jsonl`` (the πRL learner's record kinds: ``update`` with
     training-episode success, ``eval`` with held-out success) and the final policy (LeRobot layout)
     under ``out``. Returns the records."""
-    from lerobot.datasets import LeRobotDataset
-    from lerobot.rl.buffer import ReplayBuffer
-    from lerobot.rl.data_sources import OnlineOfflineMixer
-    from lerobot.rl.trainer import RLTrainer
-
-    from lerobot_pirl.evaluate import evaluate_policy
-    from lerobot_pirl.runtime.parallel import ParallelChunkStepper
-    from lerobot_pirl.runtime.vector import ChunkStepper, episode_step_limit
-
-    torch.manual_seed(settings.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = out / "metrics.jsonl"
-    metrics.unlink(missing_ok=True)
-    demos = LeRobotDataset(repo_id="local/demos", root=demos_root)
-    stats = demo_stats(demos)
-    policy, algorithm, pre, post = build_sac(settings, stats)
-    online = ReplayBuffer(
-        capacity=settings.online_buffer_capacity, device="cpu", state_keys=[OBS_STATE], optimize_memory=False
-    )
-    mixer = OnlineOfflineMixer(online, demo_buffer(demos), online_ratio=settings.online_ratio)
-    trainer = RLTrainer(algorithm, mixer, settings.batch_size, preprocessor=pre)
-    evaluator = DeterministicSAC(policy)
-
-    vec = env_cfg.create_envs(settings.num_envs)[env_cfg.type][0]
-    stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, episode_step_limit(vec))
-    records: list[dict] = []
-    t0 = time.time()
-
-    def log(record: dict) -> None:
-        record = {"wall_s": round(time.time() - t0, 3), "env_steps": env_steps, **record}
-        records.append(record)
-        with open(metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def evaluate() -> None:
-        report = evaluate_policy(evaluator, pre, post, env_cfg, eval_episodes)
-        policy.train()
-        log(
-            {
-                "kind": "eval",
-                "eval_success_rate": report["success_rate"],
-                "eval_ci95_low": report["ci95"][0],
-                "eval_ci95_high": report["ci95"][1],
-                "eval_episodes": report["episodes"],
-            }
-        )
-
-    env_steps, owed, updates, next_eval, next_log = 0, 0.0, 0, settings.eval_every_steps, 5000
-    successes: list[float] = []
-    episode_success = np.zeros(settings.num_envs, dtype=bool)
-    stats_log: dict = {}
-    time_env = time_learn = time_act = 0.0
-    bar = tqdm(total=settings.env_steps, desc="SAC", unit="step")
-
-    def progress() -> None:
-        """An ``update`` record: training-episode success since the last one, rates, where time went."""
-        nonlocal successes
-        log(
-            {
-                "kind": "update",
-                "update": updates,
-                "episodes": float(len(successes)),
-                "episode_success": float(np.mean(successes)) if successes else math.nan,
-                "env_steps_per_s": env_steps / max(time.time() - t0, 1e-9),
-                "time_act_s": round(time_act, 3),
-                "time_env_s": round(time_env, 3),
-                "time_learn_s": round(time_learn, 3),
-                **{k: float(v) for k, v in stats_log.items() if isinstance(v, int | float)},
-            }
-        )
-        successes = []
-        bar.set_postfix(success=f"{records[-1]['episode_success']:.2f}", updates=updates)
-
-    try:
-        obs = stepper.reset()
-        policy.train()
-        while env_steps < settings.env_steps and (timeout_s is None or time.time() - t0 < timeout_s):
-            t = time.perf_counter()
-            state = torch.as_tensor(obs["agent_pos"])
-            with torch.no_grad():
-                action = post.process_action(
-                    policy.select_action(pre.process_observation({OBS_STATE: state}))
-                )
-            action = action.clamp(-1.0, 1.0)
-            t_env = time.perf_counter()
-            result = stepper.step_chunk(action[:, None, :].numpy())
-            time_act += t_env - t
-            time_env += time.perf_counter() - t_env
-            nxt = torch.as_tensor(result.next_obs["agent_pos"])
-            for i in range(len(state)):
-                online.add(
-                    state={OBS_STATE: state[i : i + 1]},
-                    action=action[i : i + 1],
-                    reward=float(result.rewards[i]),
-                    next_state={OBS_STATE: nxt[i : i + 1]},
-                    done=bool(result.terminated[i]),  # a time limit is not a terminal state: it bootstraps
-                    truncated=bool(result.truncated[i]),
-                )
-            ended = result.terminated | result.truncated
-            episode_success |= result.success
-            successes += episode_success[ended].astype(float).tolist()
-            episode_success[ended] = False
-            t_env = time.perf_counter()
-            obs = stepper.reset_done(result)
-            time_env += time.perf_counter() - t_env
-            steps = int(result.steps.sum())
-            env_steps += steps
-            bar.update(steps)
-            owed += steps * settings.updates_per_env_step
-            t_learn = time.perf_counter()
-            while owed >= 1.0 and len(online) >= settings.online_step_before_learning:
-                stats_log = trainer.training_step().to_log_dict()
-                updates += 1
-                owed -= 1.0
-            time_learn += time.perf_counter() - t_learn
-            if env_steps >= next_log or env_steps >= settings.env_steps:
-                next_log += 5000
-                progress()
-            if settings.eval_every_steps and env_steps >= next_eval:
-                next_eval += settings.eval_every_steps
-                evaluate()
-        if not records or records[-1]["env_steps"] != env_steps:  # stopped by the time cap
-            progress()
-    finally:
-        bar.close()
-        stepper.close()
-    final = out / "pretrained_model"
-    policy.save_pretrained(final)
-    pre.save_pretrained(final)
-    post.save_pretrained(final)
-    return records
+    return SACRun(env_cfg, demos_root, out, settings, eval_episodes).run(timeout_s)
 
 
 def evaluate_sac(checkpoint: Path, env_cfg, episodes: int) -> dict:
