@@ -111,13 +111,21 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
         capsize=4,
         label=f"SFT checkpoint as trained / final πRL policy, {final['episodes']} episodes (95% CI)",
     )
+    _finish(fig, ax, "success rate", title, path)
+
+
+def _finish(fig, ax, ylabel: str, title: str, path: Path) -> None:
+    """Axes, grid, title and legend of a success-vs-env-steps figure; written to ``path`` and closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("success rate")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
 
@@ -126,11 +134,6 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
     """For every task run in both modes (same policy, noise method and demos): one PNG with the online and
     the hybrid held-out success against env steps (evaluations during training, then the final one with its
     95 % interval). Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_case: dict[tuple, dict[str, RunResult]] = {}
     for r in results:
         if r.method == "ppo":
@@ -139,33 +142,34 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
     for (model, method, task, demos), modes in by_case.items():
         if set(MODES) - set(modes):
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        for mode, color in zip(MODES, ("tab:blue", "tab:green"), strict=True):
-            r = modes[mode]
-            xs = [p["env_steps"] for p in r.curve] + [r.env_steps]
-            ys = [p["eval_success"] for p in r.curve] + [r.rl_success]
-            ax.plot(
-                xs, ys, "o-", color=color, lw=2, label=f"{mode}: held-out eval during training, then final"
-            )
-            err = [[max(r.rl_success - r.rl_ci95[0], 0.0)], [max(r.rl_ci95[1] - r.rl_success, 0.0)]]
-            ax.errorbar([r.env_steps], [r.rl_success], yerr=err, fmt="s", color=color, capsize=4)
-        sft = modes["online"]
-        ax.axhline(
-            sft.sft_success, color="black", ls=":", lw=1, label=f"SFT checkpoint ({sft.sft_success:.2f})"
-        )
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("held-out success rate")
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(alpha=0.3)
-        ax.set_title(f"{task}, {model} + πRL ({method}), {demos} demos: online vs hybrid")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        folder.mkdir(parents=True, exist_ok=True)
+        curves = [
+            (modes[m], f"{m}: held-out eval during training, then final", c)
+            for m, c in zip(MODES, ("tab:blue", "tab:green"), strict=True)
+        ]
+        title = f"{task}, {model} + πRL ({method}), {demos} demos: online vs hybrid"
         path = folder / f"{task}_{model}_{method}_{demos}demos_online_vs_hybrid.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_comparison_plot(curves, modes["online"].sft_success, title, path))
     return written
+
+
+def _comparison_plot(curves: list[tuple], sft_success: float, title: str, path: Path) -> Path:
+    """One PNG of several rows' held-out success against env steps (``curves``: row, label, color), each
+    ending on its final evaluation with its 95 % interval, and the SFT checkpoint's success as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for r, label, color in curves:
+        xs = [p["env_steps"] for p in r.curve] + [r.env_steps]
+        ys = [p["eval_success"] for p in r.curve] + [r.rl_success]
+        ax.plot(xs, ys, "o-", color=color, lw=2, label=label)
+        err = [[max(r.rl_success - r.rl_ci95[0], 0.0)], [max(r.rl_ci95[1] - r.rl_success, 0.0)]]
+        ax.errorbar([r.env_steps], [r.rl_success], yerr=err, fmt="s", color=color, capsize=4)
+    ax.axhline(sft_success, color="black", ls=":", lw=1, label=f"SFT checkpoint ({sft_success:.2f})")
+    _finish(fig, ax, "held-out success rate", title, path)
+    return path
 
 
 def _row_order(r: RunResult) -> tuple:
@@ -256,38 +260,16 @@ def plot_method_comparisons(results: list[RunResult], folder: Path) -> list[Path
     """For every task with rows of more than one method (online mode, ``flow_mlp``, standard demos): one
     PNG with every method's held-out success against env steps on shared axes (evaluations during training,
     then the final one with its 95 % interval). Returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_task: dict[str, list[RunResult]] = {}
     for r in results:
         if r.mode == "online" and r.model == "flow_mlp" and r.standard:
             by_task.setdefault(r.task, []).append(r)
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
     written = []
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for task, rows in by_task.items():
         if len({r.method for r in rows}) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        for r, color in zip(rows, colors, strict=False):
-            xs = [p["env_steps"] for p in r.curve] + [r.env_steps]
-            ys = [p["eval_success"] for p in r.curve] + [r.rl_success]
-            ax.plot(xs, ys, "o-", color=color, lw=2, label=f"{r.label} ({r.method})")
-            err = [[max(r.rl_success - r.rl_ci95[0], 0.0)], [max(r.rl_ci95[1] - r.rl_success, 0.0)]]
-            ax.errorbar([r.env_steps], [r.rl_success], yerr=err, fmt="s", color=color, capsize=4)
-        ax.axhline(rows[0].sft_success, color="black", ls=":", lw=1, label=f"SFT ({rows[0].sft_success:.2f})")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("held-out success rate")
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(alpha=0.3)
-        ax.set_title(f"{task}: πRL (PPO, GRPO) vs LeRobot SAC, same demos and env steps")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{task}_methods.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        curves = [(r, r.label, c) for r, c in zip(rows, colors, strict=False)]
+        title = f"{task}: πRL (PPO, GRPO) vs LeRobot SAC, same demos and env steps"
+        written.append(_comparison_plot(curves, rows[0].sft_success, title, folder / f"{task}_methods.png"))
     return written
