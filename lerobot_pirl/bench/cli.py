@@ -221,6 +221,7 @@ def add_sac_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sac_utd_ratio", type=int, default=None, help="SAC: critic updates per training step (1)"
     )
+    p.add_argument("--sac_temperature_init", type=float, default=None, help="SAC: initial temperature (1.0)")
     p.add_argument("--sac_online_ratio", type=float, default=None, help="SAC: online share of a batch (0.5)")
     p.add_argument(
         "--sac_updates_per_env_step",
@@ -256,7 +257,14 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
     )
     sac = {
         k[len("sac_") :]: getattr(args, k)
-        for k in ("sac_lr", "sac_utd_ratio", "sac_online_ratio", "sac_updates_per_env_step", "sac_env_steps")
+        for k in (
+            "sac_lr",
+            "sac_utd_ratio",
+            "sac_temperature_init",
+            "sac_online_ratio",
+            "sac_updates_per_env_step",
+            "sac_env_steps",
+        )
         if getattr(args, k) is not None
     }
     runs = [(a, m) for a in args.algorithm for m in (methods[:1] if a == "sac" else methods)]

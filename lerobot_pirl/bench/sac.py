@@ -42,6 +42,8 @@ class SACSettings:
     env_steps: int  # env-step budget (the same as the πRL run it is compared with)
     lr: float = 3e-4  # actor, critic and temperature learning rate (LeRobot's default)
     utd_ratio: int = 1  # critic updates per training step (LeRobot's update-to-data knob)
+    # Initial entropy temperature (LeRobot's default; lower it when rewards are sparse 0 / 1).
+    temperature_init: float = 1.0
     # Training steps per env step: one per vector step of 16 envs. (LeRobot's learner trains freely beside
     # its actor; here a training step costs ~75 ms on 2 CPU cores, so 0.25 would make a 1M-step run ~5 h.)
     updates_per_env_step: float = 0.0625
@@ -60,8 +62,8 @@ class SACSettings:
             raise ValueError("env_steps, batch_size, utd_ratio and num_envs must be >= 1")
         if not 0.0 < self.online_ratio <= 1.0:
             raise ValueError(f"online_ratio must be in (0, 1], got {self.online_ratio}")
-        if self.updates_per_env_step <= 0 or self.lr <= 0:
-            raise ValueError("updates_per_env_step and lr must be > 0")
+        if self.updates_per_env_step <= 0 or self.lr <= 0 or self.temperature_init <= 0:
+            raise ValueError("updates_per_env_step, lr and temperature_init must be > 0")
 
 
 class DeterministicSAC(nn.Module):
@@ -135,6 +137,7 @@ def build_sac(settings: SACSettings, stats: dict):
     alg_cfg = SACAlgorithmConfig.from_policy_config(cfg)
     alg_cfg.actor_lr = alg_cfg.critic_lr = alg_cfg.temperature_lr = settings.lr
     alg_cfg.utd_ratio = settings.utd_ratio
+    alg_cfg.temperature_init = settings.temperature_init
     algorithm = SACAlgorithm(policy, alg_cfg)
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
     return policy, algorithm, pre, post
