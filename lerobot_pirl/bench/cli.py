@@ -60,7 +60,11 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     print(
         f"== {task} / {model.name} / {name}: {setup.demos} demos (action noise {setup.action_noise}), "
         f"{setup.sft_steps} SFT steps, "
-        + (f"{sac_budget(setup):,} SAC env steps" if sac else f"{setup.rl_updates} πRL updates")
+        + (
+            f"{opts.sac.get('env_steps') or sac_budget(setup):,} SAC env steps"
+            if sac
+            else f"{setup.rl_updates} πRL updates"
+        )
     )
     reuse_or_clear_sft(root, setup)
     demos = collect_stage(task, setup, root, logs, model)
@@ -72,20 +76,9 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     print(
         f"   raw simulator rate: {raw_rate:.0f} env steps/s (random actions, {os.cpu_count()} worker processes)"
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
     t_rl = time.time()
-    if sac:
-        records, final = sac_stage(task, setup, demos, run_dir, opts)
-        rl_wall = time.time() - t_rl
-        title = f"{task}, LeRobot SAC from scratch with the {setup.demos} demos"
-    else:
-        records = rl_stage(task, setup, method, sft, run_dir, opts, demos)
-        rl_wall = time.time() - t_rl
-        final_ckpt = run_dir / "rl" / "checkpoints" / "last" / "pretrained_model"
-        final = eval_stage(
-            final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed, model
-        )
-        title = f"{task}, {model.name} + πRL ({opts.algorithm}, {method}, {opts.mode})"
+    records, final, title = train_stage(task, method, setup, sft, demos, run_dir, opts)
+    rl_wall = time.time() - t_rl
     plot = run_dir / "success_vs_env_steps.png"
     plot_curve(records, sft_eval, final, title, plot)
     env_steps = int(max((r["env_steps"] for r in records), default=0))
@@ -108,7 +101,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         rl_ci95=list(final["ci95"]),
         eval_episodes=final["episodes"],
         env_steps=env_steps,
-        updates=sum(r["kind"] == "update" for r in records),
+        updates=int(max((r.get("update", 0) for r in records if r["kind"] == "update"), default=0)),
         wall_s=round(time.time() - t0, 1),
         rl_wall_s=round(rl_wall, 1),
         plot=str(plot),
@@ -124,6 +117,23 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         f"{train_rate:.0f} env steps/s = {result.sim_fraction:.2f} of the raw simulator | plot {plot}"
     )
     return result
+
+
+def train_stage(
+    task: str, method: str, setup: TaskSetup, sft: Path, demos: Path, run_dir: Path, opts: RunOptions
+) -> tuple[list[dict], dict, str]:
+    """The RL stage of a row (πRL from the SFT checkpoint, or SAC from scratch with the demos) and its
+    final held-out evaluation; returns the run's records, that evaluation and the plot's title."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if opts.algorithm == "sac":
+        records, final = sac_stage(task, setup, demos, run_dir, opts)
+        return records, final, f"{task}, LeRobot SAC from scratch with the {setup.demos} demos"
+    records = rl_stage(task, setup, method, sft, run_dir, opts, demos)
+    final_ckpt = run_dir / "rl" / "checkpoints" / "last" / "pretrained_model"
+    final = eval_stage(
+        final_ckpt, task, setup, opts.eval_episodes, run_dir / "final_eval.json", opts.eval_seed, opts.model
+    )
+    return records, final, f"{task}, {opts.model.name} + πRL ({opts.algorithm}, {method}, {opts.mode})"
 
 
 def time_shares(records: list[dict]) -> dict:
