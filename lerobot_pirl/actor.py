@@ -32,7 +32,7 @@ from lerobot.utils.utils import init_logging
 import lerobot_pirl  # noqa: F401  (registers pi_rl with LeRobot's registries)
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm
 from lerobot_pirl.cli import run_cli
-from lerobot_pirl.evaluate import evaluate_policy
+from lerobot_pirl.evaluate import evaluate_tasks
 from lerobot_pirl.flow.sampler import ChainSample
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
@@ -40,7 +40,12 @@ from lerobot_pirl.runtime.config import is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.episodes import EpisodeTracker
 from lerobot_pirl.runtime.interactions import encode_interaction
 from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
-from lerobot_pirl.runtime.observations import FeatureObservations, ObservationPipeline, env_tasks
+from lerobot_pirl.runtime.observations import (
+    FeatureObservations,
+    ObservationPipeline,
+    env_task_names,
+    env_tasks,
+)
 from lerobot_pirl.runtime.parallel import ParallelChunkStepper
 from lerobot_pirl.runtime.security import channel_credentials, learner_channel, read_token
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
@@ -60,6 +65,7 @@ class ActorEnv:
     observations: Callable[[dict, list[str]], dict]
     tasks: list[str]
     robot: bool = False
+    task_names: list[str] | None = None  # each env's task name when they play several (per-task statistics)
 
 
 def make_actor_env(cfg: TrainRLServerPipelineConfig) -> ActorEnv:
@@ -79,7 +85,8 @@ def make_actor_env(cfg: TrainRLServerPipelineConfig) -> ActorEnv:
         stepper = vec
     else:
         stepper = ChunkStepper(vec, max_episode_steps=episode_step_limit(vec))
-    return ActorEnv(stepper, ObservationPipeline(cfg.env, cfg.policy, features), env_tasks(vec))
+    observations = ObservationPipeline(cfg.env, cfg.policy, features)
+    return ActorEnv(stepper, observations, env_tasks(vec), task_names=env_task_names(vec))
 
 
 class StatsReporter:
@@ -174,7 +181,7 @@ class PiRLActor:
                     version,
                     episodes,
                 )
-                stats.add(episodes.record(result, intervened), int(result.steps.sum()))
+                stats.add(episodes.record(result, intervened, env.task_names), int(result.steps.sum()))
             at_episode_start = bool((result.terminated | result.truncated).any())
             with clock.phase("env"):
                 obs = env.stepper.reset_done(result)
@@ -295,9 +302,10 @@ class PiRLActor:
 
     def evaluate(self, version: int) -> None:
         """Held-out ODE evaluation with the protocol of :data:`lerobot_pirl.seeds.EVAL_PROTOCOL` (the
-        env's ``eval_seed``, ``actor.eval_episodes``), reported to the learner."""
+        env's ``eval_seed``, ``actor.eval_episodes``; per task for a multi-task env), reported to the
+        learner."""
         videos_dir = Path(self.cfg.output_dir) / "videos" / f"v{version}"
-        report = evaluate_policy(
+        report = evaluate_tasks(
             self.policy,
             self.pre,
             self.post,
@@ -315,6 +323,7 @@ class PiRLActor:
             "eval_ci95_high": report["ci95"][1],
             "eval_episodes": report["episodes"],
             "eval_mean_return": report["mean_return"],
+            **{f"eval_success_rate/{t}": r["success_rate"] for t, r in report.get("tasks", {}).items()},
             **({"eval_videos": report["videos"]} if report.get("videos") else {}),
         }
         self.interactions_queue.put(encode_interaction(message))

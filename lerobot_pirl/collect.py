@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,14 @@ from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
 from tqdm import tqdm
 
 from lerobot_pirl.datasets import image_feature, state_action_features, write_dataset
-from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM, MetaWorldStateEnv, task_description
+from lerobot_pirl.envs.metaworld import (
+    ACTION_DIM,
+    STATE_DIM,
+    SUITES,
+    MetaWorldStateEnv,
+    suite_tasks,
+    task_description,
+)
 from lerobot_pirl.seeds import DEMOS
 
 DEMO_SEED = DEMOS.start
@@ -41,15 +49,20 @@ def collect_episodes(
     only_successes: bool = True,
     progress: bool = True,
     image_size: int | None = None,
+    task_index: int | None = None,
+    num_tasks: int = 0,
 ) -> tuple[list[list[dict]], dict]:
     """Expert rollouts (frames of ``observation.state`` / ``action``, and ``observation.image`` with
-    ``image_size``) and collection statistics."""
+    ``image_size``) and collection statistics. With ``num_tasks``, the state carries the one-hot of
+    ``task_index`` after its 39 MetaWorld dims, as in the multi-task env (the expert reads the 39)."""
     env = MetaWorldStateEnv(
         task,
         episode_length=episode_length,
         reward_type="sparse",
         terminate_on_success=True,
         image_size=image_size,
+        task_index=task_index,
+        num_tasks=num_tasks,
     )
     expert = expert_policy(task)
     rng = np.random.default_rng(seed)
@@ -64,7 +77,7 @@ def collect_episodes(
         frames, success = [], False
         for _ in range(episode_length):
             state = obs["agent_pos"]
-            action = np.asarray(expert.get_action(state.astype(np.float64)), dtype=np.float32)
+            action = np.asarray(expert.get_action(state[:STATE_DIM].astype(np.float64)), dtype=np.float32)
             if action_noise > 0:  # jitter of the commands (with noise_gripper, of the gripper command too)
                 dims = action.shape[0] if noise_gripper else 3
                 action[:dims] += rng.normal(0.0, action_noise, size=dims).astype(np.float32)
@@ -87,7 +100,7 @@ def collect_episodes(
 
 
 def collect_dataset(
-    task: str,
+    task: str | Sequence[str],
     episodes: int,
     root: str | Path,
     repo_id: str | None = None,
@@ -99,42 +112,51 @@ def collect_dataset(
     progress: bool = True,
     image_size: int | None = None,
 ) -> dict:
-    """Collect ``episodes`` successful expert demos into a local LeRobotDataset at ``root``; frames carry
-    the task's language instruction, and a rendered ``image_size`` camera image when it is given."""
+    """Collect ``episodes`` successful expert demos (per task) into a local LeRobotDataset at ``root``;
+    frames carry their task's language instruction, and a rendered ``image_size`` camera image when it is
+    given. Several tasks make one multi-task dataset whose state ends with the task's one-hot over
+    ``task`` (the layout of ``pirl_metaworld_mt`` with ``tasks`` = ``task``)."""
+    tasks = [task] if isinstance(task, str) else list(task)
+    multi = len(tasks) > 1
     root = Path(root)
     if root.exists():
         if not overwrite:
             raise FileExistsError(f"root: {root} exists (pass --overwrite)")
         shutil.rmtree(root)
-    eps, stats = collect_episodes(
-        task,
-        episodes,
-        seed,
-        episode_length,
-        action_noise,
-        noise_gripper=noise_gripper,
-        progress=progress,
-        image_size=image_size,
-    )
-    features = state_action_features(STATE_DIM, ACTION_DIM)
+    eps, descriptions, stats = [], [], {"episodes": 0, "attempts": 0, "frames": 0}
+    for k, name in enumerate(tasks):
+        task_eps, task_stats = collect_episodes(
+            name,
+            episodes,
+            seed,
+            episode_length,
+            action_noise,
+            noise_gripper=noise_gripper,
+            progress=progress,
+            image_size=image_size,
+            task_index=k if multi else None,
+            num_tasks=len(tasks) if multi else 0,
+        )
+        eps += task_eps
+        descriptions += [task_description(name)] * len(task_eps)
+        stats = {key: stats[key] + task_stats[key] for key in stats}
+    features = state_action_features(STATE_DIM + (len(tasks) if multi else 0), ACTION_DIM)
     if image_size:
         features.update(image_feature(image_size))
-    write_dataset(
-        root,
-        repo_id or f"local/{task}",
-        fps=80,
-        features=features,
-        episodes=eps,
-        task=task_description(task),
-    )
-    return {**stats, "root": str(root), "repo_id": repo_id or f"local/{task}"}
+    repo_id = repo_id or f"local/{tasks[0] if not multi else f'{len(tasks)}_tasks'}"
+    write_dataset(root, repo_id, fps=80, features=features, episodes=eps, task=descriptions)
+    return {**stats, "tasks": tasks, "root": str(root), "repo_id": repo_id}
 
 
 def main(argv: list[str] | None = None) -> None:
     from lerobot_pirl.cli import run_cli
 
     p = argparse.ArgumentParser(description="Collect scripted MetaWorld expert demos as a LeRobotDataset")
-    p.add_argument("--task", default="button-press-v3")
+    p.add_argument(
+        "--task",
+        default="button-press-v3",
+        help="a MetaWorld task, several separated by commas, or MT10 / MT50 (one multi-task dataset)",
+    )
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--root", required=True)
     p.add_argument("--repo_id", default=None)
@@ -150,10 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def startup():
-        expert_policy(args.task)  # an unknown task is a one-line error
+        tasks = suite_tasks(args.task) if args.task in SUITES else args.task.split(",")
+        for task in tasks:
+            expert_policy(task)  # an unknown task is a one-line error
         return lambda: print(
             collect_dataset(
-                args.task,
+                tasks,
                 args.episodes,
                 args.root,
                 args.repo_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,18 @@ def write_dataset(
     fps: int,
     features: dict,
     episodes: Iterable[list[dict[str, np.ndarray]]],
-    task: str,
+    task: str | Sequence[str],
 ) -> LeRobotDataset:
-    """Write ``episodes`` (each a list of frames: feature name -> array) as a local LeRobotDataset."""
+    """Write ``episodes`` (each a list of frames: feature name -> array) as a local LeRobotDataset, with
+    one task string for every episode or (a sequence) one per episode."""
     dataset = LeRobotDataset.create(repo_id=repo_id, fps=fps, features=features, root=root, use_videos=False)
-    for frames in episodes:
+    episodes = list(episodes)
+    tasks = [task] * len(episodes) if isinstance(task, str) else list(task)
+    if len(tasks) != len(episodes):
+        raise ValueError(f"task: {len(tasks)} task strings for {len(episodes)} episodes")
+    for frames, episode_task in zip(episodes, tasks, strict=True):
         for frame in frames:
-            dataset.add_frame({**{k: _frame_value(v) for k, v in frame.items()}, "task": task})
+            dataset.add_frame({**{k: _frame_value(v) for k, v in frame.items()}, "task": episode_task})
         dataset.save_episode()
     dataset.finalize()
     return dataset

@@ -111,7 +111,7 @@ def _evaluate(
     was_training = policy.training
     policy.eval()
     n_envs = max(1, min(episodes, num_envs))
-    vec = env_cfg.make_eval_env(n_envs, **({"in_process": True} if videos else {}))
+    vec = env_cfg.make_eval_env(n_envs, in_process=bool(videos))
     recorder = EpisodeVideos(vec, videos, Path(videos_dir or "videos"))
     stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, on_step=recorder.capture)
     observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
@@ -163,6 +163,60 @@ def _evaluate(
     }
 
 
+def mixed_tasks(env_cfg) -> list[str]:
+    """The tasks a multi-task env config mixes (``task_list`` with no single ``task`` chosen), else []."""
+    tasks = getattr(env_cfg, "task_list", None)
+    return list(tasks) if tasks and getattr(env_cfg, "task", None) is None else []
+
+
+def evaluate_tasks(
+    policy,
+    preprocessor,
+    postprocessor,
+    env_cfg,
+    episodes: int,
+    progress: bool = False,
+    num_envs: int = EVAL_PROTOCOL.num_envs,
+    videos: int = 0,
+    videos_dir: str | Path | None = None,
+) -> dict:
+    """:func:`evaluate_policy` of every task a multi-task env config mixes (``env_cfg.for_task``),
+    ``episodes`` held-out episodes each (the same seeds for every task); any other env config is evaluated
+    as one. The report's ``success_rate`` is the average over tasks (with equal episodes per task, the
+    pooled rate, whose Wilson interval is ``ci95``); ``tasks`` holds each task's own report."""
+    tasks = mixed_tasks(env_cfg)
+    if not tasks:
+        return evaluate_policy(
+            policy, preprocessor, postprocessor, env_cfg, episodes, progress, num_envs, videos, videos_dir
+        )
+    per_task = {}
+    for task in tqdm(tasks, desc="eval tasks", unit="task", disable=not progress, leave=False):
+        folder = Path(videos_dir or "videos") / task
+        per_task[task] = evaluate_policy(
+            policy,
+            preprocessor,
+            postprocessor,
+            env_cfg.for_task(task),
+            episodes,
+            False,
+            num_envs,
+            videos,
+            folder,
+        )
+    total = sum(r["episodes"] for r in per_task.values())
+    successes = round(sum(r["success_rate"] * r["episodes"] for r in per_task.values()))
+    return {
+        "success_rate": successes / total,
+        "ci95": wilson_interval(successes, total),
+        "episodes": total,
+        "mean_return": float(np.mean([r["mean_return"] for r in per_task.values()])),
+        "mean_length": float(np.mean([r["mean_length"] for r in per_task.values()])),
+        "seeds": [env_cfg.eval_seed, env_cfg.eval_seed + episodes - 1],
+        "tasks": per_task,
+        **({"videos": [p for r in per_task.values() for p in r.get("videos", [])]} if videos else {}),
+    }
+
+
 def load_policy_for_eval(path: str, device: str = "cpu"):
     """A LeRobot checkpoint (pi_rl, or a plain base policy such as flow_mlp) and its processors."""
     from lerobot.configs import PreTrainedConfig
@@ -181,7 +235,7 @@ def load_policy_for_eval(path: str, device: str = "cpu"):
 
 def main(argv: list[str] | None = None) -> None:
     from lerobot_pirl.cli import run_cli
-    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+    from lerobot_pirl.envs.metaworld import metaworld_env_config
 
     protocol = EVAL_PROTOCOL
     parser = argparse.ArgumentParser(
@@ -191,7 +245,12 @@ def main(argv: list[str] | None = None) -> None:
         "seeded from the first seed (see lerobot_pirl/seeds.py)."
     )
     parser.add_argument("--policy_path", required=True, help="a LeRobot pretrained_model directory")
-    parser.add_argument("--task", default="button-press-v3")
+    parser.add_argument(
+        "--task",
+        default="button-press-v3",
+        help="a MetaWorld task; several separated by commas, or MT10 / MT50, for a multi-task policy "
+        "(--episodes per task, reported per task and averaged)",
+    )
     parser.add_argument("--episodes", type=int, default=protocol.episodes)
     parser.add_argument(
         "--num_envs", type=int, default=protocol.num_envs, help="envs per batch (part of the protocol)"
@@ -211,16 +270,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def startup():
         policy, pre, post = load_policy_for_eval(args.policy_path)
-        env_cfg = MetaWorldStateEnvConfig(
-            task=args.task,
-            num_envs=args.num_envs,
-            episode_length=args.episode_length,
-            eval_seed=args.eval_seed,
+        env_cfg = metaworld_env_config(
+            args.task, num_envs=args.num_envs, episode_length=args.episode_length, eval_seed=args.eval_seed
         )
 
         def run() -> None:
             progress = sys.stderr.isatty()
-            report = evaluate_policy(
+            report = evaluate_tasks(
                 policy,
                 pre,
                 post,

@@ -16,6 +16,7 @@ from lerobot_pirl.bench.report import (
     plot_curve,
     plot_method_comparisons,
     plot_mode_comparisons,
+    plot_per_task,
     write_results,
 )
 from lerobot_pirl.bench.setups import (
@@ -26,6 +27,7 @@ from lerobot_pirl.bench.setups import (
     MODES,
     NOISE_METHODS,
     TaskSetup,
+    mixed_task_names,
     task_setup,
 )
 from lerobot_pirl.bench.stages import (
@@ -40,6 +42,7 @@ from lerobot_pirl.bench.stages import (
     sac_budget,
     sac_stage,
     sft_stage,
+    task_dirname,
 )
 from lerobot_pirl.seeds import EVAL_PROTOCOL, VALIDATION
 
@@ -50,7 +53,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     setup that made them is unchanged."""
     t0 = time.time()
     model = opts.model
-    root = out / task if model.name == "flow_mlp" else out / model.name / task
+    root = out / task_dirname(task) if model.name == "flow_mlp" else out / model.name / task_dirname(task)
     sac = opts.algorithm == "sac"
     name = "sac" if sac else method + ("" if opts.mode == "online" else f"_{opts.mode}")
     name += "" if opts.algorithm in ("ppo", "sac") else f"_{opts.algorithm}"
@@ -110,13 +113,32 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
             for r in records
             if r["kind"] == "eval"
         ],
+        per_task=per_task_results(sft_eval, final),
     )
+    if result.per_task:
+        plot_per_task(result, run_dir / "per_task_success.png")
     print(
         f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
         f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | "
         f"{train_rate:.0f} env steps/s = {result.sim_fraction:.2f} of the raw simulator | plot {plot}"
     )
     return result
+
+
+def per_task_results(sft_eval: dict, final: dict) -> dict:
+    """A multi-task row's per-task held-out success before and after RL, with their intervals
+    (``{}`` for one task)."""
+    return {
+        task: {
+            "sft_success": sft_eval["tasks"][task]["success_rate"],
+            "sft_ci95": list(sft_eval["tasks"][task]["ci95"]),
+            "rl_success": report["success_rate"],
+            "rl_ci95": list(report["ci95"]),
+            "episodes": report["episodes"],
+        }
+        for task, report in final.get("tasks", {}).items()
+        if task in sft_eval.get("tasks", {})
+    }
 
 
 def train_stage(
@@ -166,7 +188,17 @@ def parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help=f"the embedded default: {DEFAULT_TASK}, flow_sde, outputs/demo"
     )
     p.add_argument(
-        "--task", nargs="*", default=None, help="MetaWorld v3 task names (default: the five bench tasks)"
+        "--task",
+        nargs="*",
+        default=None,
+        help="MetaWorld v3 task names (default: the five bench tasks); MT10, MT50 or names joined by commas "
+        "for one multi-task policy on the mix (evaluated per task)",
+    )
+    p.add_argument(
+        "--train_eval_episodes",
+        type=int,
+        default=None,
+        help="held-out episodes (per task of a mix) of the evaluations during RL (default: --eval_episodes)",
     )
     p.add_argument("--noise_method", nargs="*", default=list(NOISE_METHODS), choices=list(NOISE_METHODS))
     p.add_argument(
@@ -264,6 +296,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
         extra_args=tuple(args.rl_arg),
         model=MODELS[args.model],
         mode=args.mode,
+        train_eval_episodes=args.train_eval_episodes,
     )
     sac = {
         k[len("sac_") :]: getattr(args, k)
@@ -314,15 +347,16 @@ def main(argv: list[str] | None = None) -> None:
             )
 
     def startup():
+        mixed = [t for t in (args.task or []) if mixed_task_names(t)]
         for algorithm in args.algorithm:
             if algorithm == "sac":
-                if args.model != "flow_mlp" or args.mode != "online":
+                if args.model != "flow_mlp" or args.mode != "online" or mixed:
                     raise ValueError(
-                        "--algorithm sac: SAC runs on the state (flow_mlp rows), online mode only"
+                        "--algorithm sac: SAC runs on the state (flow_mlp rows) of one task, online mode only"
                     )
                 continue
             for method in args.noise_method:
-                recipe_path(method, args.model, args.mode, algorithm)
+                recipe_path(method, args.model, args.mode, algorithm, multitask=bool(mixed))
         return run
 
     run_cli(startup)

@@ -40,6 +40,9 @@ class RunResult:
     train_env_steps_per_s: float | None = None  # env steps / RL wall time (start-up and evaluations included)
     sim_fraction: float | None = None  # train_env_steps_per_s / raw_env_steps_per_s
     time_shares: dict = field(default_factory=dict)  # the actors' time per phase over the run, as shares
+    # A multi-task row (task MT10, MT50 or a comma-separated mix): each task's SFT and RL held-out success
+    # with their intervals; sft_success / rl_success are then the averages over tasks.
+    per_task: dict = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, str, str, int]:
@@ -112,6 +115,46 @@ def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Pa
         label=f"SFT checkpoint as trained / final πRL policy, {final['episodes']} episodes (95% CI)",
     )
     _finish(fig, ax, "success rate", title, path)
+
+
+def plot_per_task(result: RunResult, path: Path) -> None:
+    """A multi-task row's held-out success per task, SFT next to after RL (95 % intervals), with both
+    averages as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = list(result.per_task)
+    y = np.arange(len(tasks))
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(tasks)), dpi=120)
+    for offset, stage, color, mean in (
+        (0.2, "sft", "tab:gray", result.sft_success),
+        (-0.2, "rl", "tab:blue", result.rl_success),
+    ):
+        rates = np.array([result.per_task[t][f"{stage}_success"] for t in tasks])
+        cis = np.array([result.per_task[t][f"{stage}_ci95"] for t in tasks]).reshape(-1, 2)
+        err = np.clip(np.stack([rates - cis[:, 0], cis[:, 1] - rates]), 0.0, None)
+        name = "SFT" if stage == "sft" else "after πRL"
+        ax.barh(
+            y + offset, rates, height=0.4, color=color, xerr=err, capsize=2, label=f"{name} (mean {mean:.2f})"
+        )
+        ax.axvline(mean, color=color, ls="--", lw=1)
+    ax.set_yticks(y, tasks, fontsize=7 if len(tasks) > 20 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel(f"held-out success ({result.per_task[tasks[0]]['episodes']} episodes per task)")
+    ax.set_title(
+        f"{result.task}: one {result.model} policy, {result.demos} demos per task, "
+        f"{result.env_steps:,} env steps of πRL"
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _finish(fig, ax, ylabel: str, title: str, path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lerobot_pirl.bench.setups import MODELS, ModelSetup, TaskSetup
+from lerobot_pirl.bench.setups import MODELS, ModelSetup, TaskSetup, mixed_task_names
 from lerobot_pirl.plot import read_metrics
 from lerobot_pirl.seeds import EVAL_PROTOCOL
 
@@ -36,7 +36,14 @@ class RunOptions:
     model: ModelSetup = MODELS["flow_mlp"]  # the policy fine-tuned
     mode: str = "online"  # "online", or "hybrid": the SFT demos' flow-matching loss in every update
     algorithm: str = "ppo"  # "ppo", "grpo" (recipes/*_grpo.json) or "sac" (LeRobot's SAC, bench/sac.py)
+    # Held-out episodes (per task of a mix) of the actor's evaluations during RL (None: eval_episodes).
+    train_eval_episodes: int | None = None
     sac: dict = field(default_factory=dict)  # SACSettings overrides of a SAC run
+
+
+def task_dirname(task: str) -> str:
+    """A benchmark task as a folder / dataset name (the tasks of a comma-separated mix joined by "+")."""
+    return task.replace(",", "+")
 
 
 def _env() -> dict:
@@ -102,7 +109,7 @@ def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Pat
             *model.backbone(root),
             "--policy.device=cpu",
             "--policy.push_to_hub=false",
-            f"--dataset.repo_id=local/{task}",
+            f"--dataset.repo_id=local/{task_dirname(task)}",
             f"--dataset.root={demos}",
             f"--output_dir={out}",
             f"--steps={setup.sft_steps}",
@@ -126,17 +133,18 @@ def eval_stage(
     eval_seed: int,
     model: ModelSetup,
 ) -> dict:
-    """Held-out ODE evaluation of a checkpoint with the evaluation protocol (cached in ``cache``)."""
+    """Held-out ODE evaluation of a checkpoint with the evaluation protocol (cached in ``cache``); for a
+    multi-task mix, ``episodes`` per task and a report per task."""
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("eval_seed") == eval_seed and cached.get("episodes") == episodes:
             return cached
-    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
-    from lerobot_pirl.evaluate import evaluate_policy, load_policy_for_eval
+    from lerobot_pirl.envs.metaworld import metaworld_env_config
+    from lerobot_pirl.evaluate import evaluate_tasks, load_policy_for_eval
 
     policy, pre, post = load_policy_for_eval(str(policy_path))
-    env_cfg = MetaWorldStateEnvConfig(
-        task=task,
+    env_cfg = metaworld_env_config(
+        task,
         num_envs=EVAL_PROTOCOL.num_envs,
         episode_length=setup.episode_length,
         eval_seed=eval_seed,
@@ -144,7 +152,7 @@ def eval_stage(
         camera_every=model.camera_every,
         env_workers=os.cpu_count() or 1,  # the same episodes as in one process, on every core
     )
-    report = evaluate_policy(policy, pre, post, env_cfg, episodes, progress=True)
+    report = evaluate_tasks(policy, pre, post, env_cfg, episodes, progress=True)
     report["eval_seed"] = eval_seed
     cache.write_text(json.dumps(report))
     return report
@@ -156,13 +164,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def recipe_path(method: str, model: str = "flow_mlp", mode: str = "online", algorithm: str = "ppo") -> Path:
+def recipe_path(
+    method: str,
+    model: str = "flow_mlp",
+    mode: str = "online",
+    algorithm: str = "ppo",
+    multitask: bool = False,
+) -> Path:
     """The benchmark's recipe of a model, noise method, mode and advantage estimator
     (``recipes/metaworld_<model>_<method>.json``, ``..._<method>_hybrid.json`` for the hybrid mode,
-    ``..._<method>_grpo.json`` for GRPO)."""
+    ``..._<method>_grpo.json`` for GRPO; ``metaworld_mt_...`` for a multi-task mix)."""
     suffix = "" if mode == "online" else f"_{mode}"
     suffix += "" if algorithm == "ppo" else f"_{algorithm}"
-    recipe = REPO / "recipes" / f"metaworld_{model}_{method}{suffix}.json"
+    prefix = "metaworld_mt" if multitask else "metaworld"
+    recipe = REPO / "recipes" / f"{prefix}_{model}_{method}{suffix}.json"
     if not recipe.is_file():
         raise FileNotFoundError(f"recipe: {recipe} does not exist")
     return recipe
@@ -173,19 +188,25 @@ def rl_args(
 ) -> list[str]:
     """The learner's and the actor's arguments: the recipe, this task's setup, the evaluation protocol
     of the final evaluation (same seeds, same episode count) and, hybrid, the SFT demos as ``--dataset``."""
-    hybrid = [f"--dataset.repo_id=local/{task}", f"--dataset.root={demos}"] if opts.mode == "hybrid" else []
+    hybrid = (
+        [f"--dataset.repo_id=local/{task_dirname(task)}", f"--dataset.root={demos}"]
+        if opts.mode == "hybrid"
+        else []
+    )
+    mixed = mixed_task_names(task)
+    env_task = f"--env.tasks={','.join(mixed)}" if mixed else f"--env.task={task}"
     return [
-        f"--config_path={recipe_path(method, opts.model.name, opts.mode, opts.algorithm)}",
+        f"--config_path={recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed))}",
         f"--output_dir={rl_out}",
         f"--policy.base_policy_path={sft}",
         f"--policy.online_steps={setup.rl_updates}",
         f"--policy.actor_learner_config.learner_port={_free_port()}",
-        f"--env.task={task}",
+        env_task,
         f"--env.episode_length={setup.episode_length}",
         f"--env.eval_seed={opts.eval_seed}",
-        f"--job_name={task}_{opts.model.name}_{method}_{opts.algorithm}",
+        f"--job_name={task_dirname(task)}_{opts.model.name}_{method}_{opts.algorithm}",
         f"--policy.actor.eval_every={opts.eval_every}",
-        f"--policy.actor.eval_episodes={opts.eval_episodes}",
+        f"--policy.actor.eval_episodes={opts.train_eval_episodes or opts.eval_episodes}",
         *hybrid,
         *opts.extra_args,
     ]
@@ -288,10 +309,10 @@ def raw_rate_stage(task: str, setup: TaskSetup, seconds: float = 10.0) -> float:
     """The simulator's own env steps per second on this machine's cores: the benchmark's 16 training envs
     in one worker process per core, random actions, no policy (:mod:`lerobot_pirl.bench.throughput`)."""
     from lerobot_pirl.bench.throughput import raw_env_rate
-    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+    from lerobot_pirl.envs.metaworld import metaworld_env_config
 
-    cfg = MetaWorldStateEnvConfig(
-        task=task, num_envs=16, episode_length=setup.episode_length, env_workers=os.cpu_count() or 1
+    cfg = metaworld_env_config(
+        task, num_envs=16, episode_length=setup.episode_length, env_workers=os.cpu_count() or 1
     )
     return raw_env_rate(cfg, seconds)
 

@@ -19,6 +19,7 @@ task variations (goal / object positions). The defaults are the ranges of :mod:`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,6 +62,8 @@ class MetaWorldStateEnv(gym.Env):
         seed_limit: int | None = None,
         image_size: int | None = None,
         camera_every: int = 1,
+        task_index: int | None = None,
+        num_tasks: int = 0,
     ):
         import metaworld  # noqa: F401  (optional dependency: the `metaworld` extra)
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -72,6 +75,8 @@ class MetaWorldStateEnv(gym.Env):
         check_choice("reward_type", reward_type, REWARD_TYPES)
         if camera_every < 1:
             raise ValueError(f"camera_every must be >= 1, got {camera_every}")
+        if num_tasks and not (task_index is not None and 0 <= task_index < num_tasks):
+            raise ValueError(f"task_index must be in [0, num_tasks={num_tasks}), got {task_index}")
         env = ALL_V3_ENVIRONMENTS[task]()
         env._partially_observable = False  # the goal is part of the 39-dim state ...
         env.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a stale cached space
@@ -93,14 +98,19 @@ class MetaWorldStateEnv(gym.Env):
         self._frame: np.ndarray | None = None
         self._episodes = 0
         self._t = 0
-        spaces = {"agent_pos": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)}
+        # Multi-task: the task's one-hot (of num_tasks) follows the 39 state dims.
+        self._one_hot = np.zeros(num_tasks, dtype=np.float32)
+        if num_tasks:
+            self._one_hot[task_index] = 1.0
+        state_dim = STATE_DIM + num_tasks
+        spaces = {"agent_pos": gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)}
         if image_size:
             spaces["pixels"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
     def _obs(self, state: np.ndarray, new_frame: bool = True) -> dict[str, np.ndarray]:
-        obs = {"agent_pos": state.astype(np.float32)}
+        obs = {"agent_pos": np.concatenate([state.astype(np.float32), self._one_hot])}
         if self.image_size:
             if new_frame or self._frame is None:
                 self._frame = self.render()
@@ -245,11 +255,23 @@ class MetaWorldStateEnvConfig(EnvConfig):
             "camera_every": self.camera_every,
         }
 
+    def env_kwargs(self, env_index: int, num_envs: int) -> dict:
+        """The ``MetaWorldStateEnv`` arguments of sub-env ``env_index`` of ``num_envs`` (one task: all alike)."""
+        return self.gym_kwargs
+
     def make_env(
-        self, seed_start: int, seed_stride: int = 1, seed_limit: int | None = None
+        self,
+        seed_start: int,
+        seed_stride: int = 1,
+        seed_limit: int | None = None,
+        env_index: int = 0,
+        num_envs: int = 1,
     ) -> MetaWorldStateEnv:
         return MetaWorldStateEnv(
-            **self.gym_kwargs, seed_start=seed_start, seed_stride=seed_stride, seed_limit=seed_limit
+            **self.env_kwargs(env_index, num_envs),
+            seed_start=seed_start,
+            seed_stride=seed_stride,
+            seed_limit=seed_limit,
         )
 
     def create_envs(self, n_envs: int | None = None, use_async_envs: bool | None = None) -> dict:
@@ -261,7 +283,7 @@ class MetaWorldStateEnvConfig(EnvConfig):
         groups = max(n // self.group_size, 1)
 
         def factory(i: int):
-            return lambda: self.make_env(self.seed + i // self.group_size, groups, self.eval_seed)
+            return lambda: self.make_env(self.seed + i // self.group_size, groups, self.eval_seed, i, n)
 
         if self.env_workers > 1 and n > 1:
             return {self.type: {0: self._parallel([factory(i) for i in range(n)])}}
@@ -273,7 +295,9 @@ class MetaWorldStateEnvConfig(EnvConfig):
         """Envs for held-out evaluation (reset them with explicit seeds ``eval_seed + j``): a
         ``SyncVectorEnv``, or with ``env_workers`` > 1 (and not ``in_process``, which rendering videos
         needs) a :class:`ParallelChunkStepper`."""
-        factories = [lambda: self.make_env(self.eval_seed) for _ in range(n_envs)]
+        factories = [
+            lambda j=j: self.make_env(self.eval_seed, env_index=j, num_envs=n_envs) for j in range(n_envs)
+        ]
         if self.env_workers > 1 and n_envs > 1 and not in_process:
             return self._parallel(factories)
         return gym.vector.SyncVectorEnv(factories, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
@@ -286,3 +310,91 @@ class MetaWorldStateEnvConfig(EnvConfig):
 
         parts = np.array_split(np.arange(len(factories)), min(self.env_workers, len(factories)))
         return ParallelChunkStepper([group([factories[i] for i in part]) for part in parts])
+
+
+# MetaWorld's multi-task benchmarks (their task lists come from MetaWorld itself).
+SUITES = ("MT10", "MT50")
+
+
+def suite_tasks(suite: str) -> list[str]:
+    """The tasks of MetaWorld's ``MT10`` or ``MT50`` benchmark, in MetaWorld's order."""
+    check_choice("suite", suite, SUITES)
+    from metaworld.env_dict import MT10_V3, MT50_V3
+
+    return list((MT10_V3 if suite == "MT10" else MT50_V3).keys())
+
+
+@EnvConfig.register_subclass("pirl_metaworld_mt")
+@dataclass
+class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
+    """Several MetaWorld v3 tasks mixed in one vector env, for one multi-task policy.
+
+    The envs are split evenly over the tasks in contiguous blocks (``num_envs / len(tasks)`` per task, so a
+    GRPO group never mixes tasks). The state is the 39 MetaWorld dims followed by the task's one-hot
+    (over ``task_list``, for state policies such as ``flow_mlp``); each env's ``task_description`` is its
+    task's language instruction (for VLAs). With ``task`` set, every env plays that one task with the same
+    observation layout: the per-task held-out evaluation (:func:`lerobot_pirl.evaluate.evaluate_tasks`).
+    """
+
+    # Play only this task of the list in every env (null: the mix of every task); for per-task evaluation.
+    task: str | None = None
+    # MetaWorld's benchmark whose tasks are mixed: "MT10" or "MT50" (unused when `tasks` is given).
+    suite: str = "MT10"
+    # An explicit task list instead of the suite's: names separated by commas (e.g. "reach-v3,push-v3").
+    tasks: str | None = None
+    # Number of vectorised envs an actor steps as a batch: a multiple of the number of tasks.
+    num_envs: int = 20
+
+    def __post_init__(self) -> None:
+        check_choice("suite", self.suite, SUITES)
+        tasks = self.task_list
+        if len(set(tasks)) != len(tasks) or not tasks:
+            raise ValueError(f"tasks: a non-empty list of distinct MetaWorld tasks is expected, got {tasks}")
+        if self.task is not None and self.task not in tasks:
+            raise ValueError(f"task: {self.task!r} is not one of the mixed tasks {tasks}")
+        if self.task is None and self.num_envs % len(tasks):
+            raise ValueError(
+                f"num_envs ({self.num_envs}) must be a multiple of the number of tasks ({len(tasks)}): "
+                "each task gets the same number of envs"
+            )
+        if self.task is None and (self.num_envs // len(tasks)) % self.group_size:
+            raise ValueError(
+                f"group_size ({self.group_size}) must divide the envs per task ({self.num_envs // len(tasks)})"
+            )
+        saved, self.task = self.task, tasks[0]  # the parent's checks need one task name
+        super().__post_init__()
+        self.task = saved
+        self.features["agent_pos"] = PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM + len(tasks),))
+
+    @property
+    def task_list(self) -> list[str]:
+        """The mixed tasks: ``tasks`` when given, else the suite's."""
+        return [t.strip() for t in self.tasks.split(",")] if self.tasks else suite_tasks(self.suite)
+
+    def env_task(self, env_index: int, num_envs: int) -> str:
+        """The task sub-env ``env_index`` of ``num_envs`` plays (blocks of ``num_envs / len(tasks)``)."""
+        if self.task is not None:
+            return self.task
+        tasks = self.task_list
+        return tasks[min(env_index * len(tasks) // max(num_envs, 1), len(tasks) - 1)]
+
+    def env_kwargs(self, env_index: int, num_envs: int) -> dict:
+        task = self.env_task(env_index, num_envs)
+        tasks = self.task_list
+        return {**self.gym_kwargs, "task": task, "task_index": tasks.index(task), "num_tasks": len(tasks)}
+
+    def for_task(self, task: str) -> MetaWorldMultiTaskEnvConfig:
+        """This config with every env playing ``task`` (same one-hot layout, same seeds)."""
+        return dataclasses.replace(self, task=task, features=dict(self.features))
+
+
+def metaworld_env_config(task: str, **fields) -> MetaWorldStateEnvConfig:
+    """The env config of a task name (``pirl_metaworld``), or of a multi-task mix (``pirl_metaworld_mt``):
+    ``MT10`` / ``MT50``, or task names separated by commas. ``fields`` set the config's other fields
+    (``num_envs`` is rounded up to a multiple of the number of tasks of a mix)."""
+    if task in SUITES or "," in task:
+        tasks = suite_tasks(task) if task in SUITES else task.split(",")
+        k = len(tasks)
+        fields["num_envs"] = -(-fields.get("num_envs", k) // k) * k
+        return MetaWorldMultiTaskEnvConfig(tasks=",".join(tasks), **fields)
+    return MetaWorldStateEnvConfig(task=task, **fields)

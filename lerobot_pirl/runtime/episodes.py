@@ -30,8 +30,11 @@ class EpisodeTracker:
             "episode_chunks": self.episode_chunks.clone(),
         }
 
-    def record(self, result: ChunkResult, intervened: np.ndarray) -> list[dict]:
-        """Count an executed chunk; returns the statistics of the episodes it ended (and starts new ones)."""
+    def record(
+        self, result: ChunkResult, intervened: np.ndarray, tasks: list[str] | None = None
+    ) -> list[dict]:
+        """Count an executed chunk; returns the statistics of the episodes it ended (and starts new ones),
+        each with its env's task name when ``tasks`` (one per env) is given."""
         self.chunk_indices += 1
         self.episode_chunks += 1
         self._return += result.rewards
@@ -45,6 +48,7 @@ class EpisodeTracker:
                     "success": float(result.episode_success[i]),
                     "length": int(self._length[i]),
                     "intervention_rate": float(self._intervened[i]) / max(int(self._length[i]), 1),
+                    **({"task": tasks[i]} if tasks else {}),
                 }
             )
             self._return[i], self._length[i], self._intervened[i] = 0.0, 0, 0

@@ -84,4 +84,15 @@ class EpisodeLog:
         ]
         if rates:
             out["episode_intervention_rate"] = sum(rates) / len(rates)
-        return out
+        return {**out, **per_task_success(eps)}
+
+
+def per_task_success(episodes: list[dict], max_tasks: int = 100) -> dict[str, float]:
+    """``episode_success/<task>`` over the episodes that name their task (a multi-task env's), for at most
+    ``max_tasks`` task names (a peer cannot grow the record without bound)."""
+    by_task: dict[str, list[float]] = {}
+    for ep in episodes:
+        task = ep.get("task")
+        if isinstance(task, str) and 0 < len(task) <= 100 and (task in by_task or len(by_task) < max_tasks):
+            by_task.setdefault(task, []).append(float(ep["success"]))
+    return {f"episode_success/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())}

@@ -26,6 +26,15 @@ def env_tasks(vec) -> list[str]:
     return [""] * vec.num_envs
 
 
+def env_task_names(vec) -> list[str] | None:
+    """The task name (``task``) of every sub-env when the envs play more than one task, else ``None``."""
+    try:
+        names = [str(t) for t in vec.call("task")]
+    except (AttributeError, NotImplementedError):
+        return None
+    return names if len(set(names)) > 1 else None
+
+
 class ObservationPipeline:
     def __init__(self, env_cfg, policy_cfg, input_features: dict[str, Any]):
         self.env_pre, _ = make_env_pre_post_processors(env_cfg, policy_cfg)

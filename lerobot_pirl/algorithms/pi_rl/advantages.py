@@ -79,3 +79,17 @@ def grpo_advantages(
 def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
     """Zero mean, unit std (population std) over all elements."""
     return (x - x.mean()) / (x.std(unbiased=False) + eps)
+
+
+def normalize_per_group(x: Tensor, group_ids: Tensor, eps: float = 1e-8) -> Tensor:
+    """:func:`normalize` within each group (elements sharing a ``group_ids`` value, e.g. one task's
+    transitions), so each group has zero mean and unit std (a group of one element becomes 0)."""
+    if x.shape != group_ids.shape:
+        raise ValueError(
+            f"normalize_per_group: x {tuple(x.shape)} and group_ids {tuple(group_ids.shape)} differ"
+        )
+    out = torch.empty_like(x)
+    for gid in torch.unique(group_ids):
+        members = group_ids == gid
+        out[members] = normalize(x[members], eps)
+    return out

@@ -16,12 +16,18 @@ from lerobot.utils.constants import ACTION
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lerobot_pirl.algorithms.pi_rl.advantages import compute_gae, grpo_advantages, normalize
+from lerobot_pirl.algorithms.pi_rl.advantages import (
+    compute_gae,
+    grpo_advantages,
+    normalize,
+    normalize_per_group,
+)
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
 from lerobot_pirl.algorithms.pi_rl.losses import entropy_bonus, explained_variance, ppo_actor_loss, value_loss
 from lerobot_pirl.algorithms.pi_rl.offline import offline_loss_weight
 from lerobot_pirl.algorithms.pi_rl.rollout import TransitionBatch, TransitionSpec
 from lerobot_pirl.runtime.distributed import ChainScorer, RankGroup
+from lerobot_pirl.transition_keys import TASK
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +170,16 @@ def rollout_minibatches(
             mb = rollout.select(idx[rank::world])
             mb["epoch"], mb["global_size"] = epoch, len(idx)
             yield mb
+
+
+def task_ids(batch: TransitionBatch) -> Tensor | None:
+    """An id per transition of its task string (the observations' ``task``), or ``None`` when the batch
+    carries no task strings."""
+    tasks = batch.state.get(TASK)
+    if not isinstance(tasks, list) or len(tasks) != len(batch):
+        return None
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(t, len(index)) for t in tasks], dtype=torch.long)
 
 
 def whole_episodes(batch: TransitionBatch) -> dict[tuple[int, int, int], Tensor]:
@@ -319,7 +335,12 @@ class PiRLAlgorithm(RLAlgorithm):
         # (its rewards still train the critic through the returns); the others are normalised alone.
         policy_made = ~batch.intervention
         if self.config.normalize_advantages and int(policy_made.sum()) > 1:
-            advantages[policy_made] = normalize(advantages[policy_made])
+            tasks = task_ids(batch) if self.config.normalize_advantages_per_task else None
+            advantages[policy_made] = (
+                normalize(advantages[policy_made])
+                if tasks is None
+                else normalize_per_group(advantages[policy_made], tasks[policy_made])
+            )
         advantages = advantages.masked_fill(batch.intervention, 0.0)
         return Rollout(
             obs=obs,
