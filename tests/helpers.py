@@ -118,15 +118,16 @@ def synthetic_transitions(
     return out
 
 
-def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3) -> None:
-    """A randomly initialised flow_mlp for pirl_metaworld (39-dim state, 4-dim action) with processors,
-    saved like a lerobot-train checkpoint (stands in for an SFT policy in runtime tests)."""
+def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3, state_dim: int = 39) -> None:
+    """A randomly initialised flow_mlp for pirl_metaworld (39-dim state, or 39 + the task one-hot of a
+    multi-task mix; 4-dim action) with processors, saved like a lerobot-train checkpoint (stands in for an
+    SFT policy in runtime tests)."""
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     cfg = tiny_flow_mlp_config(
         chunk_size,
         n_action_steps,
-        state_dim=39,
+        state_dim=state_dim,
         action_dim=4,
         num_inference_steps=10,
         obs_dim=32,
@@ -134,7 +135,7 @@ def write_metaworld_base(path, chunk_size: int = 6, n_action_steps: int = 3) -> 
     )
     policy = get_policy_class("flow_mlp")(cfg)
     stats = {
-        OBS_STATE: {"mean": torch.zeros(39), "std": torch.ones(39)},
+        OBS_STATE: {"mean": torch.zeros(state_dim), "std": torch.ones(state_dim)},
         ACTION: {"mean": torch.zeros(4), "std": torch.full((4,), 0.5)},
     }
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
