@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # Headless MuJoCo rendering (LIBERO scenes) with the system's Mesa.
 export MUJOCO_GL ?= egl
 
-.PHONY: venv libero demo test test-fast lint bench bench-sampling bench-transport clean
+.PHONY: venv libero demo test test-fast lint bench bench-mt10 bench-sampling bench-transport clean
 
 venv:
 	@bash scripts/bootstrap.sh "test,metaworld"
@@ -34,6 +34,12 @@ demo: venv
 
 bench: venv
 	$(PY) -m lerobot_pirl.bench $(BENCH_ARGS)
+
+# One multi-task flow_mlp policy on MetaWorld's MT10: demos of every task -> one SFT -> πRL on the mix (60 min
+# cap) -> per-task held-out evaluation; rows in benchmarks/results_mt.json (benchmarks/README.md, "Multi-task").
+bench-mt10: venv
+	$(PY) -m lerobot_pirl.bench --task MT10 --noise_method flow_sde --eval_episodes 50 --train_eval_episodes 10 \
+		--eval_every 20 --timeout_min 60 --out outputs/bench_mt --results benchmarks/results_mt.json $(BENCH_ARGS)
 
 bench-sampling: venv
 	$(PY) -m lerobot_pirl.bench.sampling

@@ -46,12 +46,12 @@ from lerobot_pirl.runtime.observations import (
     env_task_names,
     env_tasks,
 )
-from lerobot_pirl.runtime.parallel import ParallelChunkStepper
+from lerobot_pirl.runtime.parallel import chunk_stepper
 from lerobot_pirl.runtime.security import channel_credentials, learner_channel, read_token
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
 from lerobot_pirl.runtime.timing import ACTOR_PHASES, PhaseClock
 from lerobot_pirl.runtime.transitions import chunk_transitions
-from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper, episode_step_limit
+from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ def make_actor_env(cfg: TrainRLServerPipelineConfig) -> ActorEnv:
         options = cfg.policy.actor
         envs = cfg.env.create_envs(options.num_envs, use_async_envs=options.async_envs)
     vec = next(iter(next(iter(envs.values())).values()))
-    if isinstance(vec, ParallelChunkStepper):  # env groups stepped in worker processes
-        stepper = vec
-    else:
-        stepper = ChunkStepper(vec, max_episode_steps=episode_step_limit(vec))
+    stepper = chunk_stepper(vec)
     observations = ObservationPipeline(cfg.env, cfg.policy, features)
     return ActorEnv(stepper, observations, env_tasks(vec), task_names=env_task_names(vec))
 

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lerobot_pirl.runtime.parallel import ParallelChunkStepper
-from lerobot_pirl.runtime.vector import ChunkStepper
+from lerobot_pirl.runtime.parallel import chunk_stepper
 from lerobot_pirl.seeds import EVAL_PROTOCOL, HELD_OUT, VALIDATION
 
 logger = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ def _evaluate(
     n_envs = max(1, min(episodes, num_envs))
     vec = env_cfg.make_eval_env(n_envs, in_process=bool(videos))
     recorder = EpisodeVideos(vec, videos, Path(videos_dir or "videos"))
-    stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, on_step=recorder.capture)
+    stepper = chunk_stepper(vec, on_step=recorder.capture)
     observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
     tasks = env_tasks(vec)
     successes, returns, lengths = [], [], []

@@ -257,12 +257,11 @@ class SACRun:
 
     def run(self, timeout_s: float | None = None) -> list[dict]:
         """Until the env-step budget (or ``timeout_s``); then the final policy under ``out/pretrained_model``."""
-        from lerobot_pirl.runtime.parallel import ParallelChunkStepper
-        from lerobot_pirl.runtime.vector import ChunkStepper, episode_step_limit
+        from lerobot_pirl.runtime.parallel import chunk_stepper
 
         settings = self.settings
         vec = self.env_cfg.create_envs(settings.num_envs)[self.env_cfg.type][0]
-        stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, episode_step_limit(vec))
+        stepper = chunk_stepper(vec)
         next_eval, next_log = settings.eval_every_steps, 5000
         bar = tqdm(total=settings.env_steps, desc="SAC", unit="step")
         try:

@@ -317,7 +317,11 @@ def raw_rate_stage(task: str, setup: TaskSetup, seconds: float = 10.0) -> float:
     return raw_env_rate(cfg, seconds)
 
 
-def sac_budget(setup: TaskSetup, rollout_size: int = 1024, chunk: int = 5) -> int:
+# A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
+ROLLOUT_CHUNKS, CHUNK_STEPS = 1024, 5
+
+
+def sac_budget(setup: TaskSetup, rollout_size: int = ROLLOUT_CHUNKS, chunk: int = CHUNK_STEPS) -> int:
     """A SAC run's env steps: the πRL budget of the task (``rl_updates`` rollouts of ``rollout_size`` chunks
     of ``chunk`` steps; 307,200 for 60 updates, 1,024,000 for 200)."""
     return setup.rl_updates * rollout_size * chunk
@@ -337,7 +341,7 @@ def sac_stage(
     overrides = dict(opts.sac)
     budget = overrides.pop("env_steps", None) or sac_budget(setup)
     settings = SACSettings(
-        env_steps=budget, eval_every_steps=opts.eval_every * 1024 * 5 if opts.eval_every else 0, **overrides
+        env_steps=budget, eval_every_steps=opts.eval_every * ROLLOUT_CHUNKS * CHUNK_STEPS, **overrides
     )
     env_cfg = MetaWorldStateEnvConfig(
         task=task,

@@ -13,8 +13,7 @@ import time
 
 import numpy as np
 
-from lerobot_pirl.runtime.parallel import ParallelChunkStepper
-from lerobot_pirl.runtime.vector import ChunkStepper, episode_step_limit
+from lerobot_pirl.runtime.parallel import chunk_stepper
 
 
 def raw_env_rate(env_cfg, seconds: float = 10.0, chunk: int = 5, seed: int = 0) -> float:
@@ -22,7 +21,7 @@ def raw_env_rate(env_cfg, seconds: float = 10.0, chunk: int = 5, seed: int = 0) 
     random ``chunk``-step chunks for about ``seconds`` (after one warm-up chunk), ended episodes reset as
     the actor resets them."""
     vec = env_cfg.create_envs()[env_cfg.type][0]
-    stepper = vec if isinstance(vec, ParallelChunkStepper) else ChunkStepper(vec, episode_step_limit(vec))
+    stepper = chunk_stepper(vec)
     rng = np.random.default_rng(seed)
     try:
         stepper.reset()

@@ -165,3 +165,12 @@ class ParallelChunkStepper:
         for conn in self._conns:
             conn.close()
         self._conns, self._procs = [], []
+
+
+def chunk_stepper(vec, on_step: Callable[[int], None] | None = None) -> ChunkStepper | ParallelChunkStepper:
+    """What steps a vector env chunk by chunk: a :class:`ParallelChunkStepper` is one already (its workers
+    step their groups); any other vector env gets a :class:`ChunkStepper` that ends episodes at the envs'
+    own step limit (``on_step``: called with an env's index after each of its steps)."""
+    if isinstance(vec, ParallelChunkStepper):
+        return vec
+    return ChunkStepper(vec, max_episode_steps=episode_step_limit(vec), on_step=on_step)
