@@ -173,6 +173,31 @@ def test_each_model_and_mode_has_its_recipe_and_hybrid_runs_get_the_sft_demos(tm
         recipe_path("flow_noise", "smolvla_tiny", "hybrid")
 
 
+@pytest.mark.parametrize(
+    ("task", "num_envs"), [("MT10", 20), ("MT50", 50), ("reach-v3,push-v3,door-open-v3", 18)]
+)
+def test_a_multitask_run_gets_the_mt_recipe_its_tasks_and_the_same_envs_per_task(tmp_path, task, num_envs):
+    from lerobot_pirl.bench.setups import mixed_task_names
+    from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
+
+    opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, train_eval_episodes=10)
+    args = rl_args(task, TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos")
+    assert f"--config_path={recipe_path('flow_sde', multitask=True)}" in args
+    assert "--policy.actor.eval_episodes=10" in args and not any(a.startswith("--env.task=") for a in args)
+    import draccus
+    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+
+    import lerobot_pirl  # noqa: F401  (registers the envs)
+
+    recipe = recipe_path("flow_sde", multitask=True)
+    with draccus.config_type("json"):
+        cfg = draccus.parse(
+            TrainRLServerPipelineConfig, str(recipe), args=[a for a in args if a.startswith("--env.")]
+        )
+    assert cfg.env.type == "pirl_metaworld_mt" and cfg.env.task is None
+    assert cfg.env.task_list == mixed_task_names(task) and cfg.env.num_envs == num_envs
+
+
 def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
     from lerobot_pirl.bench.report import plot_mode_comparisons
 

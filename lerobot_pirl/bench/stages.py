@@ -23,6 +23,11 @@ from lerobot_pirl.seeds import EVAL_PROTOCOL
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Envs an actor steps for a multi-task mix (rounded down to a multiple of its tasks; MT50: one each).
+MIX_ENVS = 20
+# A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
+ROLLOUT_CHUNKS, CHUNK_STEPS = 1024, 5
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -194,14 +199,17 @@ def rl_args(
         else []
     )
     mixed = mixed_task_names(task)
-    env_task = f"--env.tasks={','.join(mixed)}" if mixed else f"--env.task={task}"
+    env_task = [f"--env.task={task}"]
+    if mixed:  # the same envs per task: as many as fit in MIX_ENVS (at least one each)
+        per_task = max(1, MIX_ENVS // len(mixed))
+        env_task = [f"--env.tasks={','.join(mixed)}", f"--env.num_envs={per_task * len(mixed)}"]
     return [
         f"--config_path={recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed))}",
         f"--output_dir={rl_out}",
         f"--policy.base_policy_path={sft}",
         f"--policy.online_steps={setup.rl_updates}",
         f"--policy.actor_learner_config.learner_port={_free_port()}",
-        env_task,
+        *env_task,
         f"--env.episode_length={setup.episode_length}",
         f"--env.eval_seed={opts.eval_seed}",
         f"--job_name={task_dirname(task)}_{opts.model.name}_{method}_{opts.algorithm}",
@@ -315,10 +323,6 @@ def raw_rate_stage(task: str, setup: TaskSetup, seconds: float = 10.0) -> float:
         task, num_envs=16, episode_length=setup.episode_length, env_workers=os.cpu_count() or 1
     )
     return raw_env_rate(cfg, seconds)
-
-
-# A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
-ROLLOUT_CHUNKS, CHUNK_STEPS = 1024, 5
 
 
 def sac_budget(setup: TaskSetup, rollout_size: int = ROLLOUT_CHUNKS, chunk: int = CHUNK_STEPS) -> int:
