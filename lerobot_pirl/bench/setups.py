@@ -57,7 +57,7 @@ TASKS: dict[str, TaskSetup] = {
 # (MT10, MT50). The same demos and noise for all, the noise on the xyz commands only (gripper noise breaks
 # the grasping tasks' grasps); chosen on validation seeds so MT10's SFT average lands near the paper's
 # few-shot start (about 0.5): see benchmarks/README.md, "Multi-task".
-RULE = TaskSetup(demos=5, action_noise=0.5, noise_gripper=False)
+RULE = TaskSetup(demos=5, action_noise=1.0, noise_gripper=False)
 # A mix of K tasks: SFT_STEPS_PER_TASK * K lerobot-train steps (at least the rule's), and K times the rule's
 # πRL updates (the same env steps per task as a single-task run; a wall-time cap usually ends it first).
 SFT_STEPS_PER_TASK = 200
