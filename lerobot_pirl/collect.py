@@ -23,6 +23,7 @@ from lerobot_pirl.envs.metaworld import (
     STATE_DIM,
     SUITES,
     MetaWorldStateEnv,
+    mix_descriptions,
     suite_tasks,
     task_description,
 )
@@ -124,6 +125,7 @@ def collect_dataset(
             raise FileExistsError(f"root: {root} exists (pass --overwrite)")
         shutil.rmtree(root)
     eps, descriptions, stats = [], [], {"episodes": 0, "attempts": 0, "frames": 0}
+    instructions = mix_descriptions(tasks) if multi else {tasks[0]: task_description(tasks[0])}
     for k, name in enumerate(tasks):
         task_eps, task_stats = collect_episodes(
             name,
@@ -138,7 +140,7 @@ def collect_dataset(
             num_tasks=len(tasks) if multi else 0,
         )
         eps += task_eps
-        descriptions += [task_description(name)] * len(task_eps)
+        descriptions += [instructions[name]] * len(task_eps)
         stats = {key: stats[key] + task_stats[key] for key in stats}
     features = state_action_features(STATE_DIM + (len(tasks) if multi else 0), ACTION_DIM)
     if image_size:
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def startup():
-        tasks = suite_tasks(args.task) if args.task in SUITES else args.task.split(",")
+        tasks = suite_tasks(args.task) if args.task in SUITES else [t.strip() for t in args.task.split(",")]
         for task in tasks:
             expert_policy(task)  # an unknown task is a one-line error
         return lambda: print(

@@ -198,6 +198,24 @@ def test_a_multitask_run_gets_the_mt_recipe_its_tasks_and_the_same_envs_per_task
     assert cfg.env.task_list == mixed_task_names(task) and cfg.env.num_envs == num_envs
 
 
+def test_a_mix_reuses_its_cached_evaluation_of_the_same_episodes_per_task(tmp_path, monkeypatch):
+    import lerobot_pirl.evaluate
+    from lerobot_pirl.bench.setups import MODELS
+    from lerobot_pirl.bench.stages import eval_stage
+
+    def evaluate_again(path):
+        raise RuntimeError("evaluated again")
+
+    monkeypatch.setattr(lerobot_pirl.evaluate, "load_policy_for_eval", evaluate_again)
+    cache = tmp_path / "sft_eval.json"
+    cached = {"success_rate": 0.5, "episodes": 500, "episodes_per_task": 50, "eval_seed": 7, "tasks": {}}
+    cache.write_text(json.dumps(cached))
+    missing = tmp_path / "no_checkpoint"
+    assert eval_stage(missing, "MT10", TaskSetup(), 50, cache, 7, MODELS["flow_mlp"]) == cached
+    with pytest.raises(RuntimeError, match="evaluated again"):  # other episodes per task: evaluated again
+        eval_stage(missing, "MT10", TaskSetup(), 20, cache, 7, MODELS["flow_mlp"])
+
+
 def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
     from lerobot_pirl.bench.report import plot_mode_comparisons
 

@@ -59,6 +59,7 @@ def test_mixed_env_splits_envs_over_tasks_in_blocks_with_the_task_one_hot():
         ({"tasks": TWO, "num_envs": 2, "task": "push-v3"}, "not one of the mixed tasks"),
         ({"tasks": TWO, "num_envs": 4, "group_size": 4}, "envs per task"),
         ({"suite": "MT5"}, "suite"),
+        ({"tasks": ""}, "non-empty list"),
         ({"tasks": "reach-v3,no-such-task", "num_envs": 2}, None),
     ],
 )
@@ -70,6 +71,26 @@ def test_mixed_env_config_refuses_bad_fields(fields, message):
         return
     with pytest.raises(ValueError, match=message):
         MetaWorldMultiTaskEnvConfig(**fields)
+
+
+def test_a_mix_refuses_envs_that_cannot_split_evenly_over_its_tasks():
+    cfg = MetaWorldMultiTaskEnvConfig(tasks=TWO, num_envs=2)
+    with pytest.raises(ValueError, match="multiple of the number of mixed tasks"):
+        cfg.create_envs(3)
+
+
+def test_instructions_are_unique_within_a_mix():
+    from lerobot_pirl.envs.metaworld import mix_descriptions, task_description
+
+    mt50 = mix_descriptions(suite_tasks("MT50"))
+    assert len(set(mt50.values())) == 50
+    assert task_description("push-v3") == task_description("push-back-v3")  # LeRobot's table shares one
+    assert mt50["push-back-v3"] == f"{task_description('push-back-v3')} (push-back-v3)"
+    assert mt50["reach-v3"] == task_description("reach-v3")  # the others are LeRobot's own
+    cfg = MetaWorldMultiTaskEnvConfig(tasks="push-v3,push-back-v3", num_envs=2)
+    vec = cfg.create_envs()["pirl_metaworld_mt"][0]
+    assert len(set(vec.call("task_description"))) == 2
+    vec.close()
 
 
 def test_env_config_of_a_task_name_or_a_mix():
@@ -125,6 +146,30 @@ def test_per_task_evaluation_is_each_tasks_own_evaluation_and_their_average(tmp_
     # A single task config is evaluated as one.
     single = evaluate_tasks(policy, pre, post, cfg.for_task("reach-v3"), episodes=2)
     assert "tasks" not in single and single == report["tasks"]["reach-v3"]
+
+
+def test_the_mix_average_is_the_mean_of_the_tasks_own_rates(monkeypatch):
+    import lerobot_pirl.evaluate as evaluation
+
+    rates = {"reach-v3": 0.25, "drawer-close-v3": 0.75}
+
+    def one_task(policy, pre, post, env_cfg, episodes, *args):
+        k = round(rates[env_cfg.task] * episodes)
+        return {
+            "success_rate": k / episodes,
+            "ci95": evaluation.wilson_interval(k, episodes),
+            "episodes": episodes,
+            "mean_return": float(k),
+            "mean_length": 10.0,
+        }
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", one_task)
+    cfg = MetaWorldMultiTaskEnvConfig(tasks=TWO, num_envs=2)
+    report = evaluation.evaluate_tasks(None, None, None, cfg, episodes=8)
+    assert report["success_rate"] == 0.5 and report["episodes"] == 16
+    assert report["ci95"] == evaluation.wilson_interval(8, 16)
+    assert {t: r["success_rate"] for t, r in report["tasks"].items()} == rates
+    assert report["mean_return"] == 4.0
 
 
 def test_normalize_per_group_is_normalize_within_each_group():

@@ -113,6 +113,7 @@ def test_multitask_pipeline_end_to_end(tmp_path):
             "--rl_arg=--algorithm.rollout_size=48",
             "--rl_arg=--algorithm.minibatch_size=24",
             "--rl_arg=--env.num_envs=6",
+            "--rl_arg=--env.episode_length=20",  # training episodes end within the two updates
         ]
     )
     root = tmp_path / "bench" / tasks.replace(",", "+")
@@ -124,7 +125,10 @@ def test_multitask_pipeline_end_to_end(tmp_path):
     records = [
         json.loads(line) for line in (root / "flow_sde" / "rl" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert sum(r["kind"] == "update" for r in records) >= 2
+    updates = [r for r in records if r["kind"] == "update"]
+    assert len(updates) >= 2
+    # Training success per task, from the actor's env workers' task names.
+    assert any(all(f"episode_success/{t}" in r for t in tasks.split(",")) for r in updates)
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals and all(f"eval_success_rate/{t}" in evals[0] for t in tasks.split(","))
     assert evals[0]["eval_episodes"] == 3 * 2  # per-task evaluation during training

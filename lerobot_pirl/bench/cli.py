@@ -225,7 +225,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--results",
         default=None,
-        help="results JSON, updated row by row (default benchmarks/results.json; none for --demo)",
+        help="results JSON, updated row by row (default benchmarks/results.json, results_mt.json for a "
+        "multi-task mix; none for --demo)",
     )
     p.add_argument("--demos", type=int, default=None, help="override the per-task number of demos")
     p.add_argument("--action_noise", type=float, default=None, help="override the demos' action noise")
@@ -286,7 +287,12 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
     both = args.noise_method == list(NOISE_METHODS)
     methods = ["flow_sde"] if args.demo and both else args.noise_method
     out = Path(args.out or ("outputs/demo" if args.demo else "outputs/bench"))
-    default_results = None if args.demo else REPO / "benchmarks" / "results.json"
+    mixes = any(
+        mixed_task_names(t) for t in tasks
+    )  # multi-task rows have their own file (no five-task means)
+    default_results = (
+        None if args.demo else REPO / "benchmarks" / ("results_mt.json" if mixes else "results.json")
+    )
     results_path = Path(args.results) if args.results else default_results
     opts = RunOptions(
         eval_episodes=args.eval_episodes,

@@ -71,9 +71,9 @@ class RunResult:
 def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Path) -> None:
     """Success vs env steps: training episodes, the actor's held-out evaluations of the πRL policy
     during training, and the SFT checkpoint and the final policy with their 95 % intervals. Every
-    held-out point is measured with one protocol (same seeds, episodes, batches and ODE noise); the SFT
-    point is the checkpoint as trained (its own number of denoising steps), the πRL points deploy with
-    the recipe's."""
+    held-out point is measured with one protocol (same seeds, batches and ODE noise; the same episodes unless
+    the bench's ``--train_eval_episodes`` made the training evaluations' fewer); the SFT point is the
+    checkpoint as trained (its own number of denoising steps), the πRL points deploy with the recipe's."""
     import matplotlib
 
     matplotlib.use("Agg")

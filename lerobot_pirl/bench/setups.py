@@ -70,7 +70,7 @@ def mixed_task_names(task: str) -> list[str]:
 
     if task in SUITES:
         return suite_tasks(task)
-    return task.split(",") if "," in task else []
+    return [t.strip() for t in task.split(",")] if "," in task else []
 
 
 def task_setup(task: str, **overrides) -> TaskSetup:

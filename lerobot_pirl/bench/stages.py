@@ -23,7 +23,8 @@ from lerobot_pirl.seeds import EVAL_PROTOCOL
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Envs an actor steps for a multi-task mix (rounded down to a multiple of its tasks; MT50: one each).
+# Envs an actor steps for a multi-task mix: the most envs per task that fit in MIX_ENVS, at least one each
+# (MT10: 2 each, 20 envs; MT50: 1 each, 50 envs).
 MIX_ENVS = 20
 # A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
 ROLLOUT_CHUNKS, CHUNK_STEPS = 1024, 5
@@ -142,7 +143,8 @@ def eval_stage(
     multi-task mix, ``episodes`` per task and a report per task."""
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if cached.get("eval_seed") == eval_seed and cached.get("episodes") == episodes:
+        per_task = cached.get("episodes_per_task", cached.get("episodes"))
+        if cached.get("eval_seed") == eval_seed and per_task == episodes:
             return cached
     from lerobot_pirl.envs.metaworld import metaworld_env_config
     from lerobot_pirl.evaluate import evaluate_tasks, load_policy_for_eval
@@ -159,6 +161,7 @@ def eval_stage(
     )
     report = evaluate_tasks(policy, pre, post, env_cfg, episodes, progress=True)
     report["eval_seed"] = eval_seed
+    report["episodes_per_task"] = episodes
     cache.write_text(json.dumps(report))
     return report
 
@@ -192,7 +195,8 @@ def rl_args(
     task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions, demos: Path
 ) -> list[str]:
     """The learner's and the actor's arguments: the recipe, this task's setup, the evaluation protocol
-    of the final evaluation (same seeds, same episode count) and, hybrid, the SFT demos as ``--dataset``."""
+    of the final evaluation (same seeds; the same episode count unless ``train_eval_episodes`` sets a smaller
+    one), a mix's tasks and envs and, hybrid, the SFT demos as ``--dataset``."""
     hybrid = (
         [f"--dataset.repo_id=local/{task_dirname(task)}", f"--dataset.root={demos}"]
         if opts.mode == "hybrid"
@@ -314,8 +318,9 @@ def _stop(proc: subprocess.Popen, sig, timeout: float) -> None:
 
 
 def raw_rate_stage(task: str, setup: TaskSetup, seconds: float = 10.0) -> float:
-    """The simulator's own env steps per second on this machine's cores: the benchmark's 16 training envs
-    in one worker process per core, random actions, no policy (:mod:`lerobot_pirl.bench.throughput`)."""
+    """The simulator's own env steps per second on this machine's cores: 16 training envs (a mix: rounded
+    up to a multiple of its tasks) in one worker process per core, random actions, no policy
+    (:mod:`lerobot_pirl.bench.throughput`)."""
     from lerobot_pirl.bench.throughput import raw_env_rate
     from lerobot_pirl.envs.metaworld import metaworld_env_config
 

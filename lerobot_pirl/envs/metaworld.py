@@ -45,6 +45,15 @@ def task_description(task: str) -> str:
     return TASK_DESCRIPTIONS.get(task, task)
 
 
+def mix_descriptions(tasks: list[str]) -> dict[str, str]:
+    """Each task's instruction within a mix, unique: tasks that share LeRobot's description (MT50's push-v3 and
+    push-back-v3) get their task name appended, so neither a language policy nor the per-task statistics and
+    advantages (grouped by instruction) can mix them up."""
+    plain = {t: task_description(t) for t in tasks}
+    shared = {d for d in plain.values() if list(plain.values()).count(d) > 1}
+    return {t: f"{d} ({t})" if d in shared else d for t, d in plain.items()}
+
+
 class MetaWorldStateEnv(gym.Env):
     """One MetaWorld v3 task with explicit per-episode seeds, success in ``info["is_success"]``."""
 
@@ -64,6 +73,7 @@ class MetaWorldStateEnv(gym.Env):
         camera_every: int = 1,
         task_index: int | None = None,
         num_tasks: int = 0,
+        description: str | None = None,
     ):
         import metaworld  # noqa: F401  (optional dependency: the `metaworld` extra)
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
@@ -86,7 +96,7 @@ class MetaWorldStateEnv(gym.Env):
         env.max_path_length = episode_length + 512  # the actor may step an ended env until its chunk ends
         self._env = env
         self.task = task
-        self.task_description = task_description(task)
+        self.task_description = description or task_description(task)
         self.episode_length = episode_length
         self.reward_type = reward_type
         self.reward_scale = reward_scale
@@ -348,7 +358,7 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
     def __post_init__(self) -> None:
         check_choice("suite", self.suite, SUITES)
         tasks = self.task_list
-        if len(set(tasks)) != len(tasks) or not tasks:
+        if len(set(tasks)) != len(tasks) or not all(tasks):
             raise ValueError(f"tasks: a non-empty list of distinct MetaWorld tasks is expected, got {tasks}")
         if self.task is not None and self.task not in tasks:
             raise ValueError(f"task: {self.task!r} is not one of the mixed tasks {tasks}")
@@ -369,7 +379,9 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
     @property
     def task_list(self) -> list[str]:
         """The mixed tasks: ``tasks`` when given, else the suite's."""
-        return [t.strip() for t in self.tasks.split(",")] if self.tasks else suite_tasks(self.suite)
+        return (
+            [t.strip() for t in self.tasks.split(",")] if self.tasks is not None else suite_tasks(self.suite)
+        )
 
     def env_task(self, env_index: int, num_envs: int) -> str:
         """The task sub-env ``env_index`` of ``num_envs`` plays (blocks of ``num_envs / len(tasks)``)."""
@@ -381,7 +393,21 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
     def env_kwargs(self, env_index: int, num_envs: int) -> dict:
         task = self.env_task(env_index, num_envs)
         tasks = self.task_list
-        return {**self.gym_kwargs, "task": task, "task_index": tasks.index(task), "num_tasks": len(tasks)}
+        return {
+            **self.gym_kwargs,
+            "task": task,
+            "task_index": tasks.index(task),
+            "num_tasks": len(tasks),
+            "description": mix_descriptions(tasks)[task],
+        }
+
+    def create_envs(self, n_envs: int | None = None, use_async_envs: bool | None = None) -> dict:
+        n = n_envs if n_envs is not None else self.num_envs
+        if self.task is None and n % len(self.task_list):
+            raise ValueError(
+                f"n_envs ({n}) must be a multiple of the number of mixed tasks ({len(self.task_list)})"
+            )
+        return super().create_envs(n, use_async_envs)
 
     def for_task(self, task: str) -> MetaWorldMultiTaskEnvConfig:
         """This config with every env playing ``task`` (same one-hot layout, same seeds)."""
@@ -393,7 +419,7 @@ def metaworld_env_config(task: str, **fields) -> MetaWorldStateEnvConfig:
     ``MT10`` / ``MT50``, or task names separated by commas. ``fields`` set the config's other fields
     (``num_envs`` is rounded up to a multiple of the number of tasks of a mix)."""
     if task in SUITES or "," in task:
-        tasks = suite_tasks(task) if task in SUITES else task.split(",")
+        tasks = suite_tasks(task) if task in SUITES else [t.strip() for t in task.split(",")]
         k = len(tasks)
         fields["num_envs"] = -(-fields.get("num_envs", k) // k) * k
         return MetaWorldMultiTaskEnvConfig(tasks=",".join(tasks), **fields)

@@ -48,7 +48,7 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
     normalize_advantages: bool = True
     # Normalise them within each task (the transitions' task strings) instead of over the whole rollout, so
     # every task of a multi-task mix weighs alike in the update (one task: the same as over the rollout).
-    normalize_advantages_per_task: bool = True
+    normalize_advantages_per_task: bool = False
     # Learning rate of the base policy's trainable parameters.
     actor_lr: float = 5e-6
     # Learning rate of the value head.

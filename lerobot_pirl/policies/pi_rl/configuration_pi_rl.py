@@ -32,10 +32,10 @@ class PiRLActorConfig:
     chunks_per_version: int | None = None
     # Policy versions between held-out ODE evaluations run by the actor (0 = never).
     eval_every: int = 0
-    # Episodes per held-out evaluation.
+    # Episodes per held-out evaluation (per task of a multi-task env).
     eval_episodes: int = 30
-    # Episodes of each held-out evaluation rendered to MP4 under <output_dir>/videos/v<version>/ (and sent
-    # to wandb by a learner on the same machine); 0 = none.
+    # Episodes of each held-out evaluation rendered to MP4 under <output_dir>/videos/v<version>/ (per task of
+    # a multi-task env: .../v<version>/<task>/; sent to wandb by a learner on the same machine); 0 = none.
     eval_videos: int = 0
     # Seconds between episode-statistics messages to the learner.
     stats_period_s: float = 1.0
