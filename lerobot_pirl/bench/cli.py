@@ -17,6 +17,7 @@ from lerobot_pirl.bench.report import (
     plot_method_comparisons,
     plot_mode_comparisons,
     plot_per_task,
+    plot_task_curves,
     write_results,
 )
 from lerobot_pirl.bench.setups import (
@@ -117,6 +118,9 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     )
     if result.per_task:
         plot_per_task(result, run_dir / "per_task_success.png")
+        plot_task_curves(
+            records, f"{task}: held-out success per task during πRL", run_dir / "per_task_curves.png"
+        )
     print(
         f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
         f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | "

@@ -157,8 +157,39 @@ def plot_per_task(result: RunResult, path: Path) -> None:
     plt.close(fig)
 
 
-def _finish(fig, ax, ylabel: str, title: str, path: Path) -> None:
-    """Axes, grid, title and legend of a success-vs-env-steps figure; written to ``path`` and closed."""
+def plot_task_curves(records: list[dict], title: str, path: Path) -> None:
+    """A multi-task run's held-out success of every task (``eval_success_rate/<task>``) and their average
+    against env steps, from the actor's evaluations during training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [r for r in records if r["kind"] == "eval"]
+    prefix = "eval_success_rate/"
+    tasks = sorted({k[len(prefix) :] for r in evals for k in r if k.startswith(prefix)})
+    fig, ax = plt.subplots(figsize=(9.5, 4.6), dpi=120)
+    many = len(tasks) > 10
+    colors = [plt.get_cmap("viridis")(i / len(tasks)) if many else f"C{i}" for i in range(len(tasks))]
+    for i, task in enumerate(tasks):
+        points = [(r["env_steps"], r[prefix + task]) for r in evals if prefix + task in r]
+        label = task if len(tasks) <= 12 else None  # MT50: a 50-line legend would hide the curves
+        ax.plot(
+            *zip(*points, strict=True), lw=1, alpha=0.8, color=colors(i / max(len(tasks) - 1, 1)), label=label
+        )
+    ax.plot(
+        [r["env_steps"] for r in evals],
+        [r["eval_success_rate"] for r in evals],
+        "k-o",
+        lw=2.5,
+        label="average",
+    )
+    _finish(fig, ax, "held-out success", title, path, legend_outside=True)
+
+
+def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_outside: bool = False) -> None:
+    """Axes, grid, title and legend (inside, or right of the axes) of a success-vs-env-steps figure; written
+    to ``path`` and closed."""
     import matplotlib.pyplot as plt
 
     ax.set_xlabel("environment steps")
@@ -166,7 +197,10 @@ def _finish(fig, ax, ylabel: str, title: str, path: Path) -> None:
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    if legend_outside:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
