@@ -140,3 +140,4 @@ def test_multitask_pipeline_end_to_end(tmp_path):
     mean = sum(r["rl_success"] for r in row["per_task"].values()) / 3
     assert abs(row["rl_success"] - mean) < 1e-9
     assert (root / "flow_sde" / "per_task_success.png").stat().st_size > 10_000
+    assert (root / "flow_sde" / "per_task_curves.png").stat().st_size > 10_000

@@ -174,9 +174,7 @@ def plot_task_curves(records: list[dict], title: str, path: Path) -> None:
     for i, task in enumerate(tasks):
         points = [(r["env_steps"], r[prefix + task]) for r in evals if prefix + task in r]
         label = task if len(tasks) <= 12 else None  # MT50: a 50-line legend would hide the curves
-        ax.plot(
-            *zip(*points, strict=True), lw=1, alpha=0.8, color=colors(i / max(len(tasks) - 1, 1)), label=label
-        )
+        ax.plot(*zip(*points, strict=True), lw=1, alpha=0.8, color=colors[i], label=label)
     ax.plot(
         [r["env_steps"] for r in evals],
         [r["eval_success_rate"] for r in evals],
