@@ -77,18 +77,29 @@ def evaluate_policy(
     num_envs: int = EVAL_PROTOCOL.num_envs,
     videos: int = 0,
     videos_dir: str | Path | None = None,
+    in_process: bool = False,
 ) -> dict:
     """Run ``episodes`` episodes on seeds ``env_cfg.eval_seed + j`` with the policy's deterministic
     ``predict_action_chunk`` (executing its whole returned chunk), ``num_envs`` envs at a time (not the
     training env's ``num_envs``: the batch decides which noise each episode draws). The ODE's initial
     noise is drawn from torch's generator seeded with ``eval_seed`` (forked: the caller's random stream
     is left as it was), so evaluating one checkpoint twice gives one result. With ``videos``, the first
-    ``videos`` episodes are also rendered and written to ``videos_dir`` (their paths: ``report["videos"]``)."""
+    ``videos`` episodes are also rendered and written to ``videos_dir`` (their paths: ``report["videos"]``).
+    ``in_process`` steps the envs in this process even when the config has ``env_workers`` (same episodes)."""
     device = next(policy.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(env_cfg.eval_seed)
         return _evaluate(
-            policy, preprocessor, postprocessor, env_cfg, episodes, progress, num_envs, videos, videos_dir
+            policy,
+            preprocessor,
+            postprocessor,
+            env_cfg,
+            episodes,
+            progress,
+            num_envs,
+            videos,
+            videos_dir,
+            in_process,
         )
 
 
@@ -102,6 +113,7 @@ def _evaluate(
     num_envs: int,
     videos: int = 0,
     videos_dir: str | Path | None = None,
+    in_process: bool = False,
 ) -> dict:
     from lerobot_pirl.runtime.observations import ObservationPipeline, env_tasks
 
@@ -110,7 +122,7 @@ def _evaluate(
     was_training = policy.training
     policy.eval()
     n_envs = max(1, min(episodes, num_envs))
-    vec = env_cfg.make_eval_env(n_envs, in_process=bool(videos))
+    vec = env_cfg.make_eval_env(n_envs, in_process=in_process or bool(videos))
     recorder = EpisodeVideos(vec, videos, Path(videos_dir or "videos"))
     stepper = chunk_stepper(vec, on_step=recorder.capture)
     observations = ObservationPipeline(env_cfg, policy.config, policy.config.input_features)
@@ -191,6 +203,8 @@ def evaluate_tasks(
     per_task = {}
     for task in tqdm(tasks, desc="eval tasks", unit="task", disable=not progress, leave=False):
         folder = Path(videos_dir or "videos") / task
+        # In this process: worker processes started for every task cost more than they save (measured on
+        # MT10, 10 episodes per task: ~200 s with 2 workers per task).
         per_task[task] = evaluate_policy(
             policy,
             preprocessor,
@@ -201,6 +215,7 @@ def evaluate_tasks(
             num_envs,
             videos,
             folder,
+            in_process=True,
         )
     total = sum(r["episodes"] for r in per_task.values())
     successes = round(sum(r["success_rate"] * r["episodes"] for r in per_task.values()))

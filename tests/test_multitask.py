@@ -153,7 +153,7 @@ def test_the_mix_average_is_the_mean_of_the_tasks_own_rates(monkeypatch):
 
     rates = {"reach-v3": 0.25, "drawer-close-v3": 0.75}
 
-    def one_task(policy, pre, post, env_cfg, episodes, *args):
+    def one_task(policy, pre, post, env_cfg, episodes, *args, **kwargs):
         k = round(rates[env_cfg.task] * episodes)
         return {
             "success_rate": k / episodes,
