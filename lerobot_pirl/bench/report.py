@@ -128,7 +128,7 @@ def plot_per_task(result: RunResult, path: Path) -> None:
 
     tasks = list(result.per_task)
     y = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(tasks)), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 2.0 + 0.28 * len(tasks)), dpi=120)
     for offset, stage, color, mean in (
         (0.2, "sft", "tab:gray", result.sft_success),
         (-0.2, "rl", "tab:blue", result.rl_success),
@@ -146,10 +146,11 @@ def plot_per_task(result: RunResult, path: Path) -> None:
     ax.set_xlim(0, 1.02)
     ax.set_xlabel(f"held-out success ({result.per_task[tasks[0]]['episodes']} episodes per task)")
     ax.set_title(
-        f"{result.task}: one {result.model} policy, {result.demos} demos per task, "
-        f"{result.env_steps:,} env steps of πRL"
+        f"{result.task}: one {result.model} policy, {result.demos} demos per task,\n"
+        f"{result.env_steps:,} env steps of πRL",
+        fontsize=10,
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.5 / (len(tasks) + 4)), ncol=2, fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
