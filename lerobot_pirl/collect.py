@@ -21,10 +21,9 @@ from lerobot_pirl.datasets import image_feature, state_action_features, write_da
 from lerobot_pirl.envs.metaworld import (
     ACTION_DIM,
     STATE_DIM,
-    SUITES,
     MetaWorldStateEnv,
     mix_descriptions,
-    suite_tasks,
+    mixed_task_names,
     task_description,
 )
 from lerobot_pirl.seeds import DEMOS
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def startup():
-        tasks = suite_tasks(args.task) if args.task in SUITES else [t.strip() for t in args.task.split(",")]
+        tasks = mixed_task_names(args.task) or [args.task]
         for task in tasks:
             expert_policy(task)  # an unknown task is a one-line error
         return lambda: print(

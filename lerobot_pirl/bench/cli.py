@@ -291,9 +291,8 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
     both = args.noise_method == list(NOISE_METHODS)
     methods = ["flow_sde"] if args.demo and both else args.noise_method
     out = Path(args.out or ("outputs/demo" if args.demo else "outputs/bench"))
-    mixes = any(
-        mixed_task_names(t) for t in tasks
-    )  # multi-task rows have their own file (no five-task means)
+    # Multi-task rows have their own file (they take no part in the five-task means).
+    mixes = any(mixed_task_names(t) for t in tasks)
     default_results = (
         None if args.demo else REPO / "benchmarks" / ("results_mt.json" if mixes else "results.json")
     )

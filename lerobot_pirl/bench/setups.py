@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lerobot_pirl.envs.metaworld import mixed_task_names
 from lerobot_pirl.seeds import EVAL_PROTOCOL
 
 DEFAULT_TASK = "button-press-v3"
@@ -61,16 +62,6 @@ RULE = TaskSetup(demos=5, action_noise=1.0, noise_gripper=False)
 # A mix of K tasks: SFT_STEPS_PER_TASK * K lerobot-train steps (at least the rule's), and K times the rule's
 # πRL updates (the same env steps per task as a single-task run; a wall-time cap usually ends it first).
 SFT_STEPS_PER_TASK = 200
-
-
-def mixed_task_names(task: str) -> list[str]:
-    """The tasks of a benchmark "task" that names a mix (``MT10``, ``MT50`` or names joined by commas),
-    else ``[]``."""
-    from lerobot_pirl.envs.metaworld import SUITES, suite_tasks
-
-    if task in SUITES:
-        return suite_tasks(task)
-    return [t.strip() for t in task.split(",")] if "," in task else []
 
 
 def task_setup(task: str, **overrides) -> TaskSetup:

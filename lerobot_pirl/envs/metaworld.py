@@ -414,12 +414,20 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
         return dataclasses.replace(self, task=task, features=dict(self.features))
 
 
+def mixed_task_names(task: str) -> list[str]:
+    """The tasks a task argument names when it names a mix (``MT10``, ``MT50`` or names joined by commas),
+    else ``[]``."""
+    if task in SUITES:
+        return suite_tasks(task)
+    return [t.strip() for t in task.split(",")] if "," in task else []
+
+
 def metaworld_env_config(task: str, **fields) -> MetaWorldStateEnvConfig:
     """The env config of a task name (``pirl_metaworld``), or of a multi-task mix (``pirl_metaworld_mt``):
     ``MT10`` / ``MT50``, or task names separated by commas. ``fields`` set the config's other fields
     (``num_envs`` is rounded up to a multiple of the number of tasks of a mix)."""
-    if task in SUITES or "," in task:
-        tasks = suite_tasks(task) if task in SUITES else [t.strip() for t in task.split(",")]
+    tasks = mixed_task_names(task)
+    if tasks:
         k = len(tasks)
         fields["num_envs"] = -(-fields.get("num_envs", k) // k) * k
         return MetaWorldMultiTaskEnvConfig(tasks=",".join(tasks), **fields)
