@@ -26,6 +26,7 @@ from lerobot_pirl.envs.metaworld import (
     mixed_task_names,
     task_description,
 )
+from lerobot_pirl.envs.task_order import one_hot_names
 from lerobot_pirl.seeds import DEMOS
 
 DEMO_SEED = DEMOS.start
@@ -141,7 +142,8 @@ def collect_dataset(
         eps += task_eps
         descriptions += [instructions[name]] * len(task_eps)
         stats = {key: stats[key] + task_stats[key] for key in stats}
-    features = state_action_features(STATE_DIM + (len(tasks) if multi else 0), ACTION_DIM)
+    # A mix's one-hot dims are named after their tasks: the order travels with the dataset.
+    features = state_action_features(STATE_DIM, ACTION_DIM, one_hot_names(tasks) if multi else ())
     if image_size:
         features.update(image_feature(image_size))
     repo_id = repo_id or f"local/{tasks[0] if not multi else f'{len(tasks)}_tasks'}"

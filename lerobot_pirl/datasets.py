@@ -10,10 +10,12 @@ from lerobot.datasets import LeRobotDataset
 from lerobot.utils.constants import ACTION, OBS_IMAGE, OBS_STATE
 
 
-def state_action_features(state_dim: int, action_dim: int) -> dict:
-    """LeRobotDataset features of a state-only dataset: ``observation.state`` and ``action``."""
+def state_action_features(state_dim: int, action_dim: int, extra_state_names: Sequence[str] = ()) -> dict:
+    """LeRobotDataset features of a state-only dataset: ``observation.state`` (``state_dim`` dims named
+    ``s<i>``, then one dim per ``extra_state_names``, e.g. a task one-hot) and ``action``."""
+    names = [f"s{i}" for i in range(state_dim)] + list(extra_state_names)
     return {
-        OBS_STATE: {"dtype": "float32", "shape": (state_dim,), "names": [f"s{i}" for i in range(state_dim)]},
+        OBS_STATE: {"dtype": "float32", "shape": (len(names),), "names": names},
         ACTION: {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]},
     }
 

@@ -250,6 +250,7 @@ def load_policy_for_eval(path: str, device: str = "cpu"):
 def main(argv: list[str] | None = None) -> None:
     from lerobot_pirl.cli import run_cli
     from lerobot_pirl.envs.metaworld import metaworld_env_config
+    from lerobot_pirl.envs.task_order import check_task_order
 
     protocol = EVAL_PROTOCOL
     parser = argparse.ArgumentParser(
@@ -283,10 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def startup():
-        policy, pre, post = load_policy_for_eval(args.policy_path)
         env_cfg = metaworld_env_config(
             args.task, num_envs=args.num_envs, episode_length=args.episode_length, eval_seed=args.eval_seed
         )
+        check_task_order(args.policy_path, env_cfg)
+        policy, pre, post = load_policy_for_eval(args.policy_path)
 
         def run() -> None:
             progress = sys.stderr.isatty()

@@ -3,6 +3,8 @@ statistics, and the one setup rule for tasks nobody tuned."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from lerobot_pirl.envs.metaworld import (
     metaworld_env_config,
     suite_tasks,
 )
+from lerobot_pirl.envs.task_order import check_task_order, trained_task_order
 from tests.helpers import write_metaworld_base
 
 TWO = "reach-v3,drawer-close-v3"
@@ -118,6 +121,48 @@ def test_multitask_demos_carry_each_tasks_one_hot_and_instruction(tmp_path):
         last["observation.state"][STATE_DIM:].tolist() == [0.0, 1.0]
         and last["task"] == "Push and close a drawer"
     )
+    # The one-hot's order travels with the dataset, and an SFT checkpoint trained on it reads it back.
+    assert ds.meta.features["observation.state"]["names"][STATE_DIM:] == [
+        "task:reach-v3",
+        "task:drawer-close-v3",
+    ]
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "train_config.json").write_text(json.dumps({"dataset": {"root": str(tmp_path / "demos")}}))
+    assert trained_task_order(sft) == TWO.split(",")
+
+
+def _rl_checkpoint(folder, env: dict):
+    folder.mkdir(parents=True)
+    (folder / "train_config.json").write_text(json.dumps({"env": env, "dataset": None}))
+    return folder
+
+
+def test_a_policy_runs_only_on_the_one_hot_order_it_was_trained_with(tmp_path):
+    trained = _rl_checkpoint(tmp_path / "rl", {"type": "pirl_metaworld_mt", "suite": "MT10", "tasks": TWO})
+    assert trained_task_order(trained) == TWO.split(",")
+    check_task_order(trained, MetaWorldMultiTaskEnvConfig(tasks=TWO, num_envs=2))
+    swapped = MetaWorldMultiTaskEnvConfig(tasks="drawer-close-v3,reach-v3", num_envs=2)
+    with pytest.raises(ValueError, match=r"env.tasks: .* --env.tasks=reach-v3,drawer-close-v3"):
+        check_task_order(trained, swapped)
+    with pytest.raises(ValueError, match=r"env\.tasks"):  # another mix entirely
+        check_task_order(trained, MetaWorldMultiTaskEnvConfig(suite="MT10", num_envs=10))
+    # The suite's own order when the run named only the suite.
+    suite = _rl_checkpoint(tmp_path / "mt10", {"type": "pirl_metaworld_mt", "suite": "MT10", "tasks": None})
+    check_task_order(suite, MetaWorldMultiTaskEnvConfig(suite="MT10", num_envs=10))
+    # Nothing to check: a single-task env, a checkpoint that does not say, a Hub id.
+    check_task_order(trained, MetaWorldStateEnvConfig(task="reach-v3"))
+    check_task_order(_rl_checkpoint(tmp_path / "single", {"type": "pirl_metaworld"}), swapped)
+    check_task_order("lerobot/some-policy", swapped)
+
+
+def test_eval_refuses_a_mix_in_another_order_before_loading_the_policy(tmp_path, capsys):
+    from lerobot_pirl.evaluate import main
+
+    trained = _rl_checkpoint(tmp_path / "rl", {"type": "pirl_metaworld_mt", "tasks": TWO})
+    with pytest.raises(SystemExit) as e:
+        main(["--policy_path", str(trained), "--task", "drawer-close-v3,reach-v3"])
+    assert e.value.code == 2 and "error: env.tasks:" in capsys.readouterr().err
 
 
 def test_write_dataset_needs_one_task_string_per_episode(tmp_path):
@@ -259,3 +304,16 @@ def test_tasks_nobody_tuned_get_the_one_rule_and_mixes_scale_it():
         RULE.sft_steps, 10 * SFT_STEPS_PER_TASK
     )
     assert task_setup(TWO, demos=2).demos == 2
+
+
+def test_a_run_refuses_a_mix_in_another_order_than_its_base_policy(tmp_path):
+    from tests.helpers import parse_run_config
+
+    base = _rl_checkpoint(tmp_path / "base", {"type": "pirl_metaworld_mt", "tasks": TWO})
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "policy": {"type": "pi_rl", "base_policy_path": str(base), "device": "cpu", "push_to_hub": False},
+        "env": {"type": "pirl_metaworld_mt", "tasks": "drawer-close-v3,reach-v3", "num_envs": 2},
+    }
+    with pytest.raises(ValueError, match=r"env\.tasks: the policy at .* was trained with"):
+        parse_run_config(tmp_path, cfg)

@@ -8,6 +8,7 @@ from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 from lerobot.utils.constants import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK
 
 from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+from lerobot_pirl.envs.task_order import check_task_order
 from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLConfig
 
 
@@ -48,6 +49,7 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
             f"env.group_size ({env_group}) must equal algorithm.grpo_group_size "
             f"({cfg.algorithm.grpo_group_size}): GRPO compares the envs of a group, which share reset states"
         )
+    check_task_order(cfg.policy.base_policy_path, cfg.env)
     if not cfg.job_name:
         cfg.job_name = f"{cfg.env.type}_pi_rl"
     if cfg.output_dir is None:
