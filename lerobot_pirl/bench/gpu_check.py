@@ -121,8 +121,9 @@ def timed(fn, device: str, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def one_update(policy: PiRLPolicy, obs: dict, minibatch: int, device: str) -> tuple[float, float]:
-    """Seconds and peak memory (GiB; NaN on the CPU) of one PPO update on one minibatch."""
+def update_inputs(policy: PiRLPolicy, obs: dict, minibatch: int, device: str):
+    """The algorithm (one epoch, one minibatch of ``minibatch``) and a rollout sampled on ``obs``: the
+    inputs of one PPO update."""
     algo = PiRLAlgorithm(
         policy,
         PiRLAlgorithmConfig(
@@ -133,6 +134,12 @@ def one_update(policy: PiRLPolicy, obs: dict, minibatch: int, device: str) -> tu
     with torch.no_grad():
         out = policy.sample_chain(obs)
     rollout = Rollout.from_sample(obs, out, torch.randn(minibatch, device=device))
+    return algo, rollout
+
+
+def one_update(policy: PiRLPolicy, obs: dict, minibatch: int, device: str) -> tuple[float, float]:
+    """Seconds and peak memory (GiB; NaN on the CPU) of one PPO update on one minibatch."""
+    algo, rollout = update_inputs(policy, obs, minibatch, device)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -1,0 +1,46 @@
+"""The CPU sizing of one πRL update (lerobot_pirl.bench.cpu_sizing): its extrapolation and one measurement."""
+
+from __future__ import annotations
+
+import pytest
+
+from lerobot_pirl.bench.cpu_sizing import extrapolate, run_row, table
+
+
+def _row(minibatch: int, peak: float, setting: str = "recipe") -> dict:
+    return {
+        "model": "pi0",
+        "setting": setting,
+        "minibatch": minibatch,
+        "params": 3_300_000_000,
+        "trainable": 300_000_000,
+        "trainable_bytes": 600_000_000,
+        "weights_gib": 6.2,
+        "peak_gib": peak,
+        "update_s": 60.0,
+    }
+
+
+def test_the_peak_is_extrapolated_along_the_per_sample_slope():
+    slope, peak = extrapolate(_row(1, 10.0), _row(3, 11.0), 129)
+    assert slope == pytest.approx(0.5) and peak == pytest.approx(10.0 + 128 * 0.5)
+
+
+def test_the_table_gives_each_setting_its_peak_at_the_recipe_minibatch_and_per_ddp_rank():
+    lines = table([_row(1, 10.0), _row(2, 10.5), _row(1, 8.0, "lora"), _row(2, 8.25, "lora")], 64, (2, 4))
+    recipe, lora = lines.splitlines()[2:]
+    cells = [c.strip() for c in recipe.split("|")[1:-1]]
+    assert cells[:2] == ["pi0", "recipe"] and cells[2] == "3.30B (300M)"
+    assert cells[6:] == [
+        "0.500",
+        f"{10.0 + 63 * 0.5:.1f}",
+        f"{10.0 + 31 * 0.5:.1f}",
+        f"{10.0 + 15 * 0.5:.1f}",
+    ]
+    assert lora.split("|")[2].strip() == "lora r16"
+
+
+def test_one_measurement_runs_an_update_in_its_own_process_and_reads_its_peak():
+    row = run_row("pi0", "recipe", 2, tiny=True)
+    assert row["minibatch"] == 2 and 0 < row["trainable"] < row["params"]
+    assert row["update_s"] > 0 and row["peak_gib"] > 0 and row["weights_gib"] >= 0
