@@ -163,11 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         for setting in args.setting:
             for m in sorted(set(args.minibatch)):
                 rows.append(run_row(family, setting, m, args.tiny))
-                print(
-                    f"done: {family} {setting} m={m}: {rows[-1]['peak_gib']:.2f} GiB",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"done: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     print(f"\nπRL update memory on the CPU, torch {torch.__version__}\n")
     print(table(rows, args.recipe_minibatch, tuple(args.ranks)))
 
