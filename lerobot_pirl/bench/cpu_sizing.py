@@ -31,17 +31,15 @@ from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import RolloutSource
 from lerobot_pirl.bench.gpu_check import (
     FAMILIES,
     LORA_RANK,
-    REPO,
+    base_config,
     build,
     observation,
-    real_base_config,
-    tiny_base_config,
+    tiny_models,
     update_inputs,
 )
 
 # (name, LeRobot gradient checkpointing, LoRA): the Flow-SDE recipe's settings measured.
 SETTINGS = {"recipe": (False, False), "grad_ckpt": (True, False), "lora": (False, True)}
-GIB = 2**30
 
 
 def _proc_kib(field: str) -> int:
@@ -63,15 +61,13 @@ def measure(family: str, setting: str, minibatch: int, tiny: bool = False) -> di
     """One update in this process: resident GiB after building, the update's peak GiB and seconds, and
     the parameter counts (total, trainable) with their bytes."""
     checkpointing, lora = SETTINGS[setting]
-    base_cfg = (
-        tiny_base_config(family, checkpointing) if tiny else real_base_config(family, "cpu", checkpointing)
-    )
+    base_cfg, vocab = base_config(family, "cpu", checkpointing, tiny)
     before = _proc_kib("VmRSS")
     policy, _ = build(family, "flow_sde", base_cfg, "cpu", lora)
     built = _proc_kib("VmRSS")
     params = list(policy.parameters())
     trainable = [p for p in params if p.requires_grad]
-    obs = observation(base_cfg, minibatch, "cpu", 60 if tiny else 1000)
+    obs = observation(base_cfg, minibatch, "cpu", vocab)
     algo, rollout = update_inputs(policy, obs, minibatch, "cpu")
     _reset_peak()
     start = time.perf_counter()
@@ -149,14 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.row:
         family, setting, minibatch = args.row.split(":")
-        if args.tiny:
-            sys.path.insert(0, str(REPO))
-            from tests.vla_helpers import tiny_paligemma
-
-            with tiny_paligemma():
-                print(json.dumps(measure(family, setting, int(minibatch), tiny=True)))
-        else:
-            print(json.dumps(measure(family, setting, int(minibatch))))
+        with tiny_models(args.tiny):
+            print(json.dumps(measure(family, setting, int(minibatch), tiny=args.tiny)))
         return
     rows = []
     for family in args.model:

@@ -77,6 +77,24 @@ def tiny_base_config(family: str, checkpointing: bool):
     return tiny_pi_config(family, gradient_checkpointing=checkpointing, chunk_size=10, n_action_steps=5)
 
 
+def base_config(family: str, device: str, checkpointing: bool, tiny: bool):
+    """The base config of a row (real size, or the tests' tiny one) and the vocabulary its random language
+    tokens are drawn from."""
+    if tiny:
+        return tiny_base_config(family, checkpointing), 60
+    return real_base_config(family, device, checkpointing), 1000
+
+
+def tiny_models(tiny: bool):
+    """The context the tiny configs build in (the tests' tiny PaliGemma from a source checkout), or none."""
+    if not tiny:
+        return contextlib.nullcontext()
+    sys.path.insert(0, str(REPO))
+    from tests.vla_helpers import tiny_paligemma
+
+    return tiny_paligemma()
+
+
 def observation(base_cfg, batch: int, device: str, vocab: int) -> dict[str, torch.Tensor]:
     """A preprocessed observation batch: images in [0, 1], a normalised state, random language tokens."""
     obs: dict[str, torch.Tensor] = {}
@@ -153,14 +171,9 @@ def one_update(policy: PiRLPolicy, obs: dict, minibatch: int, device: str) -> tu
 
 def row(family: str, method: str, checkpointing: bool, lora: bool, args) -> dict:
     """One line of the table: build, time sampling, run one update."""
-    base_cfg = (
-        tiny_base_config(family, checkpointing)
-        if args.dry_run
-        else real_base_config(family, args.device, checkpointing)
-    )
+    base_cfg, vocab = base_config(family, args.device, checkpointing, args.dry_run)
     policy, minibatch = build(family, method, base_cfg, args.device, lora)
     minibatch = min(minibatch, args.max_minibatch)
-    vocab = 60 if args.dry_run else 1000
     obs = observation(base_cfg, args.sample_batch, args.device, vocab)
     with torch.no_grad():
         ode = timed(lambda: policy.base.predict_action_chunk(obs), args.device, args.calls)
@@ -208,13 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         args.device = "cuda"
     rows = []
-    swap = contextlib.nullcontext()
-    if args.dry_run:
-        sys.path.insert(0, str(REPO))
-        from tests.vla_helpers import tiny_paligemma
-
-        swap = tiny_paligemma()
-    with swap:
+    with tiny_models(args.dry_run):
         for family in FAMILIES:
             for method, checkpointing, lora in SETTINGS:
                 rows.append(row(family, method, checkpointing, lora, args))

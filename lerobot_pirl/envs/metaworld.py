@@ -379,9 +379,7 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
     @property
     def task_list(self) -> list[str]:
         """The mixed tasks: ``tasks`` when given, else the suite's."""
-        return (
-            [t.strip() for t in self.tasks.split(",")] if self.tasks is not None else suite_tasks(self.suite)
-        )
+        return mix_task_list(self.tasks, self.suite)
 
     def env_task(self, env_index: int, num_envs: int) -> str:
         """The task sub-env ``env_index`` of ``num_envs`` plays (blocks of ``num_envs / len(tasks)``)."""
@@ -414,12 +412,21 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
         return dataclasses.replace(self, task=task, features=dict(self.features))
 
 
+def _split_task_names(names: str) -> list[str]:
+    return [t.strip() for t in names.split(",")]
+
+
+def mix_task_list(tasks: str | None, suite: str) -> list[str]:
+    """A mix's tasks from its config fields: the comma-separated ``tasks`` when given, else ``suite``'s."""
+    return _split_task_names(tasks) if tasks is not None else suite_tasks(suite)
+
+
 def mixed_task_names(task: str) -> list[str]:
     """The tasks a task argument names when it names a mix (``MT10``, ``MT50`` or names joined by commas),
     else ``[]``."""
     if task in SUITES:
         return suite_tasks(task)
-    return [t.strip() for t in task.split(",")] if "," in task else []
+    return _split_task_names(task) if "," in task else []
 
 
 def metaworld_env_config(task: str, **fields) -> MetaWorldStateEnvConfig:

@@ -32,10 +32,9 @@ def one_hot_names(tasks: list[str]) -> list[str]:
 def _env_order(env: dict) -> list[str] | None:
     if env.get("type") != MT_ENV_TYPE:
         return None
-    from lerobot_pirl.envs.metaworld import suite_tasks
+    from lerobot_pirl.envs.metaworld import MetaWorldMultiTaskEnvConfig, mix_task_list
 
-    tasks = env.get("tasks")
-    return [t.strip() for t in tasks.split(",")] if tasks else suite_tasks(env.get("suite", "MT10"))
+    return mix_task_list(env.get("tasks"), env.get("suite", MetaWorldMultiTaskEnvConfig.suite))
 
 
 def _dataset_order(dataset: dict) -> list[str] | None:
