@@ -228,7 +228,7 @@ def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
 
 
 def test_a_task_run_with_several_methods_gets_one_plot_and_grpo_its_recipe(tmp_path):
-    from lerobot_pirl.bench.report import plot_method_comparisons
+    from lerobot_pirl.bench.report import methods_title, plot_method_comparisons
     from lerobot_pirl.bench.stages import recipe_path, sac_budget
 
     ppo = _push_row(rl_success=0.4, curve=[{"env_steps": 0, "eval_success": 0.2}])
@@ -237,6 +237,8 @@ def test_a_task_run_with_several_methods_gets_one_plot_and_grpo_its_recipe(tmp_p
     alone = dataclasses.replace(ppo, task="door-open-v3")
     written = plot_method_comparisons([ppo, sac, grpo, alone], tmp_path / "images")
     assert [p.name for p in written] == ["push-v3_methods.png"] and written[0].stat().st_size > 10_000
+    assert methods_title("push-v3", [ppo, grpo]) == "push-v3: πRL PPO vs πRL GRPO, same demos and env steps"
+    assert "LeRobot SAC" in methods_title("push-v3", [ppo, sac])
     assert recipe_path("flow_sde", algorithm="grpo").name == "metaworld_flow_mlp_flow_sde_grpo.json"
     assert (
         sac_budget(TaskSetup(rl_updates=60)) == 307_200 and sac_budget(TaskSetup(rl_updates=200)) == 1_024_000
@@ -255,3 +257,48 @@ def test_time_shares_of_pirl_and_sac_records():
     sac = [{"kind": "update", "time_act_s": 1.0, "time_env_s": 1.0, "time_learn_s": 8.0}]
     assert time_shares(sac) == {"act": 0.1, "env": 0.1, "learn": 0.8}
     assert time_shares([]) == {}
+
+
+def test_the_raw_simulator_rate_is_a_median_of_windows_and_refuses_no_window():
+    from lerobot_pirl.bench.throughput import raw_env_rate
+    from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
+
+    cfg = MetaWorldStateEnvConfig(task="reach-v3", num_envs=2, episode_length=20)
+    assert raw_env_rate(cfg, seconds=0.6, windows=3) > 0
+    with pytest.raises(ValueError, match="windows"):
+        raw_env_rate(cfg, seconds=0.6, windows=0)
+
+
+def test_a_mixs_envs_by_sft_failure_give_each_task_one_and_the_rest_by_its_failure_rate(tmp_path):
+    import draccus
+    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+
+    import lerobot_pirl  # noqa: F401  (registers the envs)
+    from lerobot_pirl.bench.stages import RunOptions, allocate_envs, recipe_path, rl_args
+
+    # 20 envs, 4 tasks: one each, then 16 by failure 0 / 1 / 0.5 / 0.5 -> 0 / 8 / 4 / 4.
+    assert allocate_envs([0.0, 1.0, 0.5, 0.5], 20) == [1, 9, 5, 5]
+    # Largest remainders: shares 7/3 each of 7 spare envs over three equal tasks -> 3, 2, 2 (ties: earlier).
+    assert allocate_envs([0.2, 0.2, 0.2], 10) == [4, 3, 3]
+    assert allocate_envs([0.0, 0.0], 6) == [3, 3]  # nothing fails: an even split
+    assert sum(allocate_envs([0.6, 1.0, 1.0, 0.15, 0.65, 0.15, 0.0, 1.0, 0.0, 0.0], 20)) == 20
+    with pytest.raises(ValueError, match="cannot give each"):
+        allocate_envs([0.5, 0.5, 0.5], 2)
+    task = "reach-v3,push-v3,door-open-v3"
+    opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, env_counts=(2, 12, 4))
+    args = rl_args(task, TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos")
+    with draccus.config_type("json"):
+        cfg = draccus.parse(
+            TrainRLServerPipelineConfig,
+            str(recipe_path("flow_sde", multitask=True)),
+            args=[a for a in args if a.startswith("--env.")],
+        )
+    assert cfg.env.num_envs == 18 and cfg.env.task_env_counts() == [2, 12, 4]
+    assert [cfg.env.env_task(i, 18) for i in (0, 1, 2, 13, 14, 17)] == [
+        "reach-v3",
+        "reach-v3",
+        "push-v3",
+        "push-v3",
+        "door-open-v3",
+        "door-open-v3",
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lerobot_pirl.bench.cpu_sizing import extrapolate, run_row, table
+from lerobot_pirl.bench.cpu_sizing import extrapolate, load_rows, main, run_row, save_row, table
 
 
 def _row(minibatch: int, peak: float, setting: str = "recipe") -> dict:
@@ -44,3 +44,29 @@ def test_one_measurement_runs_an_update_in_its_own_process_and_reads_its_peak():
     row = run_row("pi0", "recipe", 2, tiny=True)
     assert row["minibatch"] == 2 and 0 < row["trainable"] < row["params"]
     assert row["update_s"] > 0 and row["peak_gib"] > 0 and row["weights_gib"] >= 0
+
+
+def test_measurements_accumulate_in_the_results_file_and_a_repeat_replaces_its_row(tmp_path):
+    path = tmp_path / "sizing.json"
+    save_row(path, _row(1, 10.0))
+    save_row(path, _row(1, 8.0, "lora"))
+    rows = save_row(path, _row(1, 9.5))  # the same model, setting and minibatch, measured again
+    assert [(r["setting"], r["peak_gib"]) for r in rows] == [("lora", 8.0), ("recipe", 9.5)]
+    assert load_rows(path) == rows and all(r["date"] and r["machine"] for r in rows)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_table_is_printed_from_a_results_file_without_measuring(tmp_path, capsys):
+    path = tmp_path / "sizing.json"
+    save_row(path, _row(1, 10.0))
+    save_row(path, _row(2, 10.5))
+    main(["--results", str(path), "--table", "--recipe_minibatch", "3", "--ranks", "2"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert [c.strip() for c in line.split("|")[1:-1]][6:] == ["0.500", "11.0", "10.0"]
+
+
+def test_a_results_file_of_another_shape_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "sizing.json"
+    path.write_text('{"tasks": []}')
+    with pytest.raises(ValueError, match=r"sizing\.json"):
+        load_rows(path)

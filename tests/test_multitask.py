@@ -60,7 +60,12 @@ def test_mixed_env_splits_envs_over_tasks_in_blocks_with_the_task_one_hot():
         ({"tasks": TWO, "num_envs": 3}, "multiple of the number of tasks"),
         ({"tasks": "reach-v3,reach-v3", "num_envs": 2}, "distinct"),
         ({"tasks": TWO, "num_envs": 2, "task": "push-v3"}, "not one of the mixed tasks"),
-        ({"tasks": TWO, "num_envs": 4, "group_size": 4}, "envs per task"),
+        ({"tasks": TWO, "num_envs": 4, "group_size": 4}, "envs of every task"),
+        ({"tasks": TWO, "num_envs": 4, "envs_per_task": "1,2"}, "sum of envs_per_task"),
+        ({"tasks": TWO, "num_envs": 3, "envs_per_task": "1,1,1"}, "envs_per_task: 2 positive integers"),
+        ({"tasks": TWO, "num_envs": 3, "envs_per_task": "3,0"}, "envs_per_task"),
+        ({"tasks": TWO, "num_envs": 3, "envs_per_task": "one,two"}, "envs_per_task"),
+        ({"tasks": TWO, "num_envs": 6, "envs_per_task": "3,3", "group_size": 2}, "envs of every task"),
         ({"suite": "MT5"}, "suite"),
         ({"tasks": ""}, "non-empty list"),
         ({"tasks": "reach-v3,no-such-task", "num_envs": 2}, None),
@@ -74,6 +79,16 @@ def test_mixed_env_config_refuses_bad_fields(fields, message):
         return
     with pytest.raises(ValueError, match=message):
         MetaWorldMultiTaskEnvConfig(**fields)
+
+
+def test_a_mix_gives_each_task_the_envs_of_envs_per_task():
+    cfg = MetaWorldMultiTaskEnvConfig(
+        tasks="reach-v3,push-v3,drawer-close-v3", num_envs=5, envs_per_task="1,3,1"
+    )
+    assert [cfg.env_task(i, 5) for i in range(5)] == ["reach-v3"] + ["push-v3"] * 3 + ["drawer-close-v3"]
+    assert cfg.task_env_counts() == [1, 3, 1]
+    with pytest.raises(ValueError, match="n_envs"):
+        cfg.create_envs(3)
 
 
 def test_a_mix_refuses_envs_that_cannot_split_evenly_over_its_tasks():

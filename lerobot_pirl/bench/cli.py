@@ -32,10 +32,14 @@ from lerobot_pirl.bench.setups import (
     task_setup,
 )
 from lerobot_pirl.bench.stages import (
+    MIX_ALLOCATIONS,
+    MIX_VALIDATION_EPISODES,
     REPO,
     RunOptions,
+    allocate_envs,
     collect_stage,
     eval_stage,
+    mix_envs_total,
     raw_rate_stage,
     recipe_path,
     reuse_or_clear_sft,
@@ -76,13 +80,19 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     sft_eval = eval_stage(sft, task, setup, opts.eval_episodes, root / "sft_eval.json", opts.eval_seed, model)
     lo, hi = sft_eval["ci95"]
     print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
-    raw_rate = raw_rate_stage(task, setup)
-    print(
-        f"   raw simulator rate: {raw_rate:.0f} env steps/s (random actions, {os.cpu_count()} worker processes)"
-    )
+    if opts.mix_envs == "failure" and mixed_task_names(task) and not sac:
+        opts = dataclasses.replace(opts, env_counts=tuple(mix_env_counts(task, setup, sft, root, model)))
+    raw_before = raw_rate_stage(task, setup)
     t_rl = time.time()
     records, final, title = train_stage(task, method, setup, sft, demos, run_dir, opts)
     rl_wall = time.time() - t_rl
+    # The simulator's limit, measured before and after the run with the cores otherwise idle: whatever else
+    # the machine does can only slow a measurement down, so the higher one is the closer to the limit.
+    raw_rate = max(raw_before, raw_rate_stage(task, setup))
+    print(
+        f"   raw simulator rate: {raw_rate:.0f} env steps/s (random actions, {os.cpu_count()} worker processes; "
+        f"the higher of {raw_before:.0f} before and the rate after the run)"
+    )
     plot = run_dir / "success_vs_env_steps.png"
     plot_curve(records, sft_eval, final, title, plot)
     env_steps = int(max((r["env_steps"] for r in records), default=0))
@@ -115,6 +125,10 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
             if r["kind"] == "eval"
         ],
         per_task=per_task_results(sft_eval, final),
+        env_allocation=opts.mix_envs if mixed_task_names(task) else "even",
+        envs_per_task=dict(zip(mixed_task_names(task), opts.env_counts, strict=True))
+        if opts.env_counts
+        else {},
     )
     if result.per_task:
         plot_per_task(result, run_dir / "per_task_success.png")
@@ -127,6 +141,22 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         f"{train_rate:.0f} env steps/s = {result.sim_fraction:.2f} of the raw simulator | plot {plot}"
     )
     return result
+
+
+def mix_env_counts(task: str, setup: TaskSetup, sft: Path, root: Path, model) -> list[int]:
+    """A mix's envs per task by SFT failure (``--mix_envs failure``): the SFT checkpoint evaluated on the
+    validation seeds (never the held-out ones; cached in ``root``), then :func:`allocate_envs`."""
+    tasks = mixed_task_names(task)
+    val = eval_stage(
+        sft, task, setup, MIX_VALIDATION_EPISODES, root / "sft_validation_eval.json", VALIDATION.start, model
+    )
+    rates = [val["tasks"][t]["success_rate"] for t in tasks]
+    counts = allocate_envs([1.0 - r for r in rates], mix_envs_total(len(tasks)))
+    print(
+        "   envs per task by SFT failure on validation seeds: "
+        + ", ".join(f"{t} {c} ({r:.2f})" for t, c, r in zip(tasks, counts, rates, strict=True))
+    )
+    return counts
 
 
 def per_task_results(sft_eval: dict, final: dict) -> dict:
@@ -225,6 +255,13 @@ def parser() -> argparse.ArgumentParser:
         choices=list(MODES),
         help="online: πRL alone; hybrid: πRL + the demos' flow-matching loss (recipes/*_hybrid.json)",
     )
+    p.add_argument(
+        "--mix_envs",
+        default="even",
+        choices=list(MIX_ALLOCATIONS),
+        help="a multi-task mix's envs per task: even, or failure (one each, the rest by the SFT's failure rate "
+        f"on {MIX_VALIDATION_EPISODES} validation episodes per task)",
+    )
     p.add_argument("--out", default=None, help="output folder (default outputs/bench, or outputs/demo)")
     p.add_argument(
         "--results",
@@ -306,6 +343,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
         model=MODELS[args.model],
         mode=args.mode,
         train_eval_episodes=args.train_eval_episodes,
+        mix_envs=args.mix_envs,
     )
     sac = {
         k[len("sac_") :]: getattr(args, k)

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -101,6 +104,42 @@ def extrapolate(small: dict, large: dict, minibatch: int) -> tuple[float, float]
     return slope, small["peak_gib"] + (minibatch - small["minibatch"]) * slope
 
 
+def _key(row: dict) -> tuple:
+    return row["model"], row["setting"], row["minibatch"]
+
+
+def load_rows(path: Path) -> list[dict]:
+    """The measurements stored in ``path`` (``[]`` when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())["rows"]
+        for row in rows:
+            _key(row)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path}: expected a cpu_sizing results file ({{'rows': [{{'model', 'setting', 'minibatch', ...}}]}}): {err}"
+        ) from err
+    return rows
+
+
+def save_row(path: Path, row: dict) -> list[dict]:
+    """Add one measurement to ``path`` (replacing an earlier one of the same model, setting and minibatch),
+    written atomically so an interrupted run never loses the rows already measured; returns every row."""
+    rows = {_key(r): r for r in load_rows(path)}
+    rows[_key(row)] = {**row, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
+    ordered = sorted(rows.values(), key=_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"rows": ordered}, indent=2))
+    os.replace(tmp, path)
+    return ordered
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
 def table(rows: list[dict], recipe_minibatch: int, ranks: tuple[int, ...]) -> str:
     """One line per (model, setting): the measured figures and the extrapolated peaks."""
     ddp = " | ".join(f"DDP x{n} (M / {n})" for n in ranks)
@@ -141,6 +180,15 @@ def main(argv: list[str] | None = None) -> None:
         "--ranks", nargs="*", type=int, default=[2, 4, 8], help="DDP process counts to extrapolate"
     )
     p.add_argument("--tiny", action="store_true", help="the tests' tiny models (a source checkout)")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="JSON file that keeps every measurement (added row by row; the table covers all its rows)",
+    )
+    p.add_argument(
+        "--table", action="store_true", help="only print the table of the rows in --results (measure nothing)"
+    )
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = p.parse_args(argv)
     if args.row:
@@ -148,12 +196,15 @@ def main(argv: list[str] | None = None) -> None:
         with tiny_models(args.tiny):
             print(json.dumps(measure(family, setting, int(minibatch), tiny=args.tiny)))
         return
-    rows = []
-    for family in args.model:
+    if args.table and args.results is None:
+        p.error("--table needs --results")
+    rows = load_rows(args.results) if args.results else []
+    for family in [] if args.table else args.model:
         for setting in args.setting:
             for m in sorted(set(args.minibatch)):
-                rows.append(run_row(family, setting, m, args.tiny))
-                print(f"done: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+                row = run_row(family, setting, m, args.tiny)
+                print(f"done: {json.dumps(row)}", file=sys.stderr, flush=True)
+                rows = save_row(args.results, row) if args.results else [*rows, row]
     print(f"\nπRL update memory on the CPU, torch {torch.__version__}\n")
     print(table(rows, args.recipe_minibatch, tuple(args.ranks)))
 

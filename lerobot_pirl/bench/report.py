@@ -43,11 +43,23 @@ class RunResult:
     # A multi-task row (task MT10, MT50 or a comma-separated mix): each task's SFT and RL held-out success
     # with their intervals; sft_success / rl_success are then the averages over tasks.
     per_task: dict = field(default_factory=dict)
+    # How a mix's envs were shared among its tasks ("even" or "failure", the bench's --mix_envs) and, when
+    # not evenly, each task's envs.
+    env_allocation: str = "even"
+    envs_per_task: dict = field(default_factory=dict)
 
     @property
-    def key(self) -> tuple[str, str, str, str, str, int]:
-        """What a row is the result of: (policy, mode, method, noise method, task, demos)."""
-        return (self.model, self.mode, self.method, self.noise_method, self.task, self.demos)
+    def key(self) -> tuple[str, str, str, str, str, int, str]:
+        """What a row is the result of: (policy, mode, method, noise method, task, demos, env allocation)."""
+        return (
+            self.model,
+            self.mode,
+            self.method,
+            self.noise_method,
+            self.task,
+            self.demos,
+            self.env_allocation,
+        )
 
     @property
     def standard(self) -> bool:
@@ -65,6 +77,7 @@ class RunResult:
             text = f"{self.method} {text}"
         extras = [self.model] if self.model != "flow_mlp" else []
         extras += [] if self.standard else [f"{self.demos} demos"]
+        extras += [] if self.env_allocation == "even" else [f"envs by SFT {self.env_allocation}"]
         return f"{text} ({', '.join(extras)})" if extras else text
 
 
@@ -267,6 +280,7 @@ def _row_order(r: RunResult) -> tuple:
         task,
         r.task,
         r.demos,
+        r.env_allocation,
     )
 
 
@@ -332,6 +346,14 @@ def write_results(results: list[RunResult], path: Path) -> None:
     path.with_suffix(".md").write_text(markdown_table(results))
 
 
+def methods_title(task: str, rows: list[RunResult]) -> str:
+    """A method comparison's title, naming the methods its rows hold (e.g. ``push-v3: πRL PPO vs πRL GRPO,
+    same demos and env steps``)."""
+    names = {"ppo": "πRL PPO", "grpo": "πRL GRPO", "sac": "LeRobot SAC"}
+    methods = dict.fromkeys(names.get(r.method, r.method) for r in rows)
+    return f"{task}: {' vs '.join(methods)}, same demos and env steps"
+
+
 def plot_method_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
     """For every task with rows of more than one method (online mode, ``flow_mlp``, standard demos): one
     PNG with every method's held-out success against env steps on shared axes (evaluations during training,
@@ -346,6 +368,6 @@ def plot_method_comparisons(results: list[RunResult], folder: Path) -> list[Path
         if len({r.method for r in rows}) < 2:
             continue
         curves = [(r, r.label, c) for r, c in zip(rows, colors, strict=False)]
-        title = f"{task}: πRL (PPO, GRPO) vs LeRobot SAC, same demos and env steps"
+        title = methods_title(task, rows)
         written.append(_comparison_plot(curves, rows[0].sft_success, title, folder / f"{task}_methods.png"))
     return written

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from lerobot_pirl.bench.setups import MODELS, ModelSetup, TaskSetup, mixed_task_names
@@ -26,6 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 # Envs an actor steps for a multi-task mix: the most envs per task that fit in MIX_ENVS, at least one each
 # (MT10: 2 each, 20 envs; MT50: 1 each, 50 envs).
 MIX_ENVS = 20
+# How a mix's envs are shared among its tasks: "even" (the same number each), or "failure" (at least one
+# each, the rest in proportion to each task's SFT failure rate on MIX_VALIDATION_EPISODES validation episodes,
+# so the tasks the SFT solves keep a foothold and the env steps go where there is something to learn).
+MIX_ALLOCATIONS = ("even", "failure")
+MIX_VALIDATION_EPISODES = 20
 # A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
 ROLLOUT_CHUNKS, CHUNK_STEPS = 1024, 5
 
@@ -45,6 +51,8 @@ class RunOptions:
     # Held-out episodes (per task of a mix) of the actor's evaluations during RL (None: eval_episodes).
     train_eval_episodes: int | None = None
     sac: dict = field(default_factory=dict)  # SACSettings overrides of a SAC run
+    mix_envs: str = "even"  # a mix's envs per task: "even" or "failure" (see MIX_ALLOCATIONS)
+    env_counts: tuple[int, ...] | None = None  # a mix's envs of each task (None: as many each)
 
 
 def task_dirname(task: str) -> str:
@@ -191,6 +199,28 @@ def recipe_path(
     return recipe
 
 
+def mix_envs_total(num_tasks: int) -> int:
+    """The envs an actor steps for a mix of ``num_tasks``: the most envs per task that fit in MIX_ENVS, at
+    least one each."""
+    return max(1, MIX_ENVS // num_tasks) * num_tasks
+
+
+def allocate_envs(failure_rates: list[float], total: int) -> list[int]:
+    """``total`` envs over tasks with these failure rates: one each, the rest in proportion to the rates
+    (largest remainders, ties to the earlier task); an even split when no task fails."""
+    k = len(failure_rates)
+    if k == 0 or total < k:
+        raise ValueError(f"allocate_envs: {total} envs cannot give each of {k} tasks one")
+    rates = np.clip(np.asarray(failure_rates, dtype=float), 0.0, 1.0)
+    if rates.sum() == 0:
+        rates = np.ones(k)
+    shares = (total - k) * rates / rates.sum()
+    counts = np.floor(shares).astype(int)
+    for i in sorted(range(k), key=lambda i: (counts[i] - shares[i], i))[: total - k - counts.sum()]:
+        counts[i] += 1
+    return [int(c) + 1 for c in counts]
+
+
 def rl_args(
     task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions, demos: Path
 ) -> list[str]:
@@ -204,9 +234,13 @@ def rl_args(
     )
     mixed = mixed_task_names(task)
     env_task = [f"--env.task={task}"]
-    if mixed:  # the same envs per task: as many as fit in MIX_ENVS (at least one each)
-        per_task = max(1, MIX_ENVS // len(mixed))
-        env_task = [f"--env.tasks={','.join(mixed)}", f"--env.num_envs={per_task * len(mixed)}"]
+    if mixed:
+        counts = opts.env_counts or [mix_envs_total(len(mixed)) // len(mixed)] * len(mixed)
+        env_task = [
+            f"--env.tasks={','.join(mixed)}",
+            f"--env.num_envs={sum(counts)}",
+            *([f"--env.envs_per_task={','.join(map(str, counts))}"] if opts.env_counts else []),
+        ]
     return [
         f"--config_path={recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed))}",
         f"--output_dir={rl_out}",

@@ -16,10 +16,13 @@ import numpy as np
 from lerobot_pirl.runtime.parallel import chunk_stepper
 
 
-def raw_env_rate(env_cfg, seconds: float = 10.0, chunk: int = 5, seed: int = 0) -> float:
+def raw_env_rate(env_cfg, seconds: float = 10.0, chunk: int = 5, seed: int = 0, windows: int = 5) -> float:
     """Env steps per second of ``env_cfg``'s training envs (its ``num_envs`` and ``env_workers``) stepping
     random ``chunk``-step chunks for about ``seconds`` (after one warm-up chunk), ended episodes reset as
-    the actor resets them."""
+    the actor resets them: the median rate of ``windows`` equal windows, so a short stall of the machine
+    does not set the figure."""
+    if windows < 1 or seconds <= 0:
+        raise ValueError(f"windows must be >= 1 and seconds > 0, got {windows} and {seconds}")
     vec = env_cfg.create_envs()[env_cfg.type][0]
     stepper = chunk_stepper(vec)
     rng = np.random.default_rng(seed)
@@ -34,10 +37,13 @@ def raw_env_rate(env_cfg, seconds: float = 10.0, chunk: int = 5, seed: int = 0) 
             return int(result.steps.sum())
 
         one_chunk()
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            steps += one_chunk()
-        return steps / (time.perf_counter() - start)
+        rates = []
+        for _ in range(windows):
+            steps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / windows:
+                steps += one_chunk()
+            rates.append(steps / (time.perf_counter() - start))
+        return float(np.median(rates))
     finally:
         stepper.close()
 

@@ -339,8 +339,8 @@ def suite_tasks(suite: str) -> list[str]:
 class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
     """Several MetaWorld v3 tasks mixed in one vector env, for one multi-task policy.
 
-    The envs are split evenly over the tasks in contiguous blocks (``num_envs / len(tasks)`` per task, so a
-    GRPO group never mixes tasks). The state is the 39 MetaWorld dims followed by the task's one-hot
+    The envs are split over the tasks in contiguous blocks (``num_envs / len(tasks)`` per task, or the counts
+    of ``envs_per_task``; a GRPO group never mixes tasks). The state is the 39 MetaWorld dims followed by the task's one-hot
     (over ``task_list``, for state policies such as ``flow_mlp``); each env's ``task_description`` is its
     task's language instruction (for VLAs). With ``task`` set, every env plays that one task with the same
     observation layout: the per-task held-out evaluation (:func:`lerobot_pirl.evaluate.evaluate_tasks`).
@@ -352,8 +352,11 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
     suite: str = "MT10"
     # An explicit task list instead of the suite's: names separated by commas (e.g. "reach-v3,push-v3").
     tasks: str | None = None
-    # Number of vectorised envs an actor steps as a batch: a multiple of the number of tasks.
+    # Number of vectorised envs an actor steps as a batch: a multiple of the number of tasks (or, with
+    # envs_per_task, their sum).
     num_envs: int = 20
+    # Envs of each task, comma-separated in task-list order (e.g. "1,3,2"; null: num_envs split evenly).
+    envs_per_task: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("suite", self.suite, SUITES)
@@ -362,15 +365,16 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
             raise ValueError(f"tasks: a non-empty list of distinct MetaWorld tasks is expected, got {tasks}")
         if self.task is not None and self.task not in tasks:
             raise ValueError(f"task: {self.task!r} is not one of the mixed tasks {tasks}")
-        if self.task is None and self.num_envs % len(tasks):
+        counts = self.task_env_counts()
+        if self.task is None and sum(counts) != self.num_envs:
             raise ValueError(
                 f"num_envs ({self.num_envs}) must be a multiple of the number of tasks ({len(tasks)}): "
                 "each task gets the same number of envs"
+                if self.envs_per_task is None
+                else f"num_envs ({self.num_envs}) must equal the sum of envs_per_task ({sum(counts)})"
             )
-        if self.task is None and (self.num_envs // len(tasks)) % self.group_size:
-            raise ValueError(
-                f"group_size ({self.group_size}) must divide the envs per task ({self.num_envs // len(tasks)})"
-            )
+        if self.task is None and any(c % self.group_size for c in counts):
+            raise ValueError(f"group_size ({self.group_size}) must divide the envs of every task ({counts})")
         saved, self.task = self.task, tasks[0]  # the parent's checks need one task name
         super().__post_init__()
         self.task = saved
@@ -381,11 +385,31 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
         """The mixed tasks: ``tasks`` when given, else the suite's."""
         return mix_task_list(self.tasks, self.suite)
 
+    def task_env_counts(self) -> list[int]:
+        """The number of envs of each task, in task-list order (``envs_per_task``, or an even split)."""
+        tasks = self.task_list
+        if self.envs_per_task is None:
+            return [self.num_envs // len(tasks)] * len(tasks)
+        try:
+            counts = [int(c) for c in _split_task_names(self.envs_per_task)]
+        except ValueError:
+            counts = []
+        if len(counts) != len(tasks) or min(counts) < 1:
+            raise ValueError(
+                f"envs_per_task: {len(tasks)} positive integers separated by commas are expected (one per "
+                f"task of {tasks}), got {self.envs_per_task!r}"
+            )
+        return counts
+
     def env_task(self, env_index: int, num_envs: int) -> str:
-        """The task sub-env ``env_index`` of ``num_envs`` plays (blocks of ``num_envs / len(tasks)``)."""
+        """The task sub-env ``env_index`` of ``num_envs`` plays: contiguous blocks, ``num_envs / len(tasks)``
+        each, or ``envs_per_task``'s counts when ``num_envs`` is theirs."""
         if self.task is not None:
             return self.task
         tasks = self.task_list
+        counts = self.task_env_counts()
+        if self.envs_per_task is not None and num_envs == sum(counts):
+            return tasks[int(np.searchsorted(np.cumsum(counts), env_index, side="right"))]
         return tasks[min(env_index * len(tasks) // max(num_envs, 1), len(tasks) - 1)]
 
     def env_kwargs(self, env_index: int, num_envs: int) -> dict:
@@ -401,7 +425,9 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
 
     def create_envs(self, n_envs: int | None = None, use_async_envs: bool | None = None) -> dict:
         n = n_envs if n_envs is not None else self.num_envs
-        if self.task is None and n % len(self.task_list):
+        if self.task is None and self.envs_per_task is not None and n != self.num_envs:
+            raise ValueError(f"n_envs ({n}) must be num_envs ({self.num_envs}) when envs_per_task is set")
+        if self.task is None and self.envs_per_task is None and n % len(self.task_list):
             raise ValueError(
                 f"n_envs ({n}) must be a multiple of the number of mixed tasks ({len(self.task_list)})"
             )
