@@ -39,7 +39,7 @@ bench: venv
 # cap) -> per-task held-out evaluation; rows in benchmarks/results_mt.json (benchmarks/README.md, "Multi-task").
 bench-mt10: venv
 	$(PY) -m lerobot_pirl.bench --task MT10 --noise_method flow_sde --eval_episodes 50 --train_eval_episodes 10 \
-		--eval_every 20 --timeout_min 60 --out outputs/bench_mt --results benchmarks/results_mt.json $(BENCH_ARGS)
+		--eval_every 20 --timeout_min 60 --mix_envs failure --out outputs/bench_mt --results benchmarks/results_mt.json $(BENCH_ARGS)
 
 bench-sampling: venv
 	$(PY) -m lerobot_pirl.bench.sampling

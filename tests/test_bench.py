@@ -118,6 +118,21 @@ def test_results_json_and_table(tmp_path):
     assert "| **mean (1 tasks)** | smolvla_tiny | online | ppo | flow_sde | | 0.10 | 0.40 |" in table
     assert "| 150 (0.25 of 600) |" in table  # training env steps/s as a share of the raw simulator
 
+    # A mix's rows with envs by SFT failure sit beside the even split's, each with its own mean.
+    mix_path = tmp_path / "results_mt.json"
+    even = dataclasses.replace(row, task="MT10", demos=5, rl_success=0.74)
+    failure = dataclasses.replace(
+        even, rl_success=0.78, env_allocation="failure", envs_per_task={"reach-v3": 2}
+    )
+    write_results(merge_results([even, failure], mix_path), mix_path)
+    assert [r.label for r in merge_results([], mix_path)] == ["flow_sde", "flow_sde (envs by SFT failure)"]
+    mix_table = mix_path.with_suffix(".md").read_text()
+    assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.74 |" in mix_table
+    assert (
+        "| **mean (1 tasks)** | flow_mlp | online, envs by SFT failure | ppo | flow_sde | | 0.10 | 0.78 |"
+        in mix_table
+    )
+
 
 def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
     def make_stage_outputs():

@@ -300,6 +300,10 @@ def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
     return sorted(rows.values(), key=_row_order)
 
 
+def _mode_text(mode: str, env_allocation: str) -> str:
+    return mode if env_allocation == "even" else f"{mode}, envs by SFT {env_allocation}"
+
+
 def markdown_table(results: list[RunResult]) -> str:
     """The results as a markdown table, one row per task, policy, mode, noise method and number of demos,
     and a mean per policy, mode and method over the rows with their task's standard demos."""
@@ -315,19 +319,24 @@ def markdown_table(results: list[RunResult]) -> str:
             else ""
         )
         lines.append(
-            f"| {r.task} | {r.model} | {r.mode} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
+            f"| {r.task} | {r.model} | {_mode_text(r.mode, r.env_allocation)} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
             f"| {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
     standard = [r for r in results if r.standard]
-    for case in dict.fromkeys((r.model, r.mode, r.method, r.noise_method) for r in standard):
-        rows = [r for r in standard if (r.model, r.mode, r.method, r.noise_method) == case]
+
+    def cases(r: RunResult) -> tuple:
+        return r.model, r.mode, r.method, r.noise_method, r.env_allocation
+
+    for case in dict.fromkeys(cases(r) for r in standard):
+        rows = [r for r in standard if cases(r) == case]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
-        model, mode, algorithm, method = case
+        model, mode, algorithm, method, allocation = case
         lines.append(
-            f"| **mean ({len(rows)} tasks)** | {model} | {mode} | {algorithm} | {method} | | {mean_sft:.2f} "
+            f"| **mean ({len(rows)} tasks)** | {model} | {_mode_text(mode, allocation)} | {algorithm} | {method} "
+            f"| | {mean_sft:.2f} "
             f"| {mean_rl:.2f} | | | | |"
         )
     return "\n".join(lines) + "\n"
