@@ -130,17 +130,23 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         if opts.env_counts
         else {},
     )
+    report_row(result, records, run_dir)
+    return result
+
+
+def report_row(result: RunResult, records: list[dict], run_dir: Path) -> None:
+    """A finished row's per-task plots (a mix) and its summary line."""
     if result.per_task:
         plot_per_task(result, run_dir / "per_task_success.png")
         plot_task_curves(
-            records, f"{task}: held-out success per task during πRL", run_dir / "per_task_curves.png"
+            records, f"{result.task}: held-out success per task during πRL", run_dir / "per_task_curves.png"
         )
     print(
         f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
         f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | "
-        f"{train_rate:.0f} env steps/s = {result.sim_fraction:.2f} of the raw simulator | plot {plot}"
+        f"{result.train_env_steps_per_s:.0f} env steps/s = {result.sim_fraction:.2f} of the raw simulator "
+        f"| plot {result.plot}"
     )
-    return result
 
 
 def mix_env_counts(task: str, setup: TaskSetup, sft: Path, root: Path, model) -> list[int]:
@@ -228,12 +234,7 @@ def parser() -> argparse.ArgumentParser:
         help="MetaWorld v3 task names (default: the five bench tasks); MT10, MT50 or names joined by commas "
         "for one multi-task policy on the mix (evaluated per task)",
     )
-    p.add_argument(
-        "--train_eval_episodes",
-        type=int,
-        default=None,
-        help="held-out episodes (per task of a mix) of the evaluations during RL (default: --eval_episodes)",
-    )
+    add_mix_arguments(p)
     p.add_argument("--noise_method", nargs="*", default=list(NOISE_METHODS), choices=list(NOISE_METHODS))
     p.add_argument(
         "--algorithm",
@@ -254,13 +255,6 @@ def parser() -> argparse.ArgumentParser:
         default="online",
         choices=list(MODES),
         help="online: πRL alone; hybrid: πRL + the demos' flow-matching loss (recipes/*_hybrid.json)",
-    )
-    p.add_argument(
-        "--mix_envs",
-        default="even",
-        choices=list(MIX_ALLOCATIONS),
-        help="a multi-task mix's envs per task: even, or failure (one each, the rest by the SFT's failure rate "
-        f"on {MIX_VALIDATION_EPISODES} validation episodes per task)",
     )
     p.add_argument("--out", default=None, help="output folder (default outputs/bench, or outputs/demo)")
     p.add_argument(
@@ -297,6 +291,23 @@ def parser() -> argparse.ArgumentParser:
     )
     add_sac_arguments(p)
     return p
+
+
+def add_mix_arguments(p: argparse.ArgumentParser) -> None:
+    """The knobs of multi-task mixes and of the evaluations during RL."""
+    p.add_argument(
+        "--train_eval_episodes",
+        type=int,
+        default=None,
+        help="held-out episodes (per task of a mix) of the evaluations during RL (default: --eval_episodes)",
+    )
+    p.add_argument(
+        "--mix_envs",
+        default="even",
+        choices=list(MIX_ALLOCATIONS),
+        help="a multi-task mix's envs per task: even, or failure (one each, the rest by the SFT's failure rate "
+        f"on {MIX_VALIDATION_EPISODES} validation episodes per task)",
+    )
 
 
 def add_sac_arguments(p: argparse.ArgumentParser) -> None:
