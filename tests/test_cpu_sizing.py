@@ -38,6 +38,8 @@ def test_the_table_gives_each_setting_its_peak_at_the_recipe_minibatch_and_per_d
         f"{10.0 + 15 * 0.5:.1f}",
     ]
     assert lora.split("|")[2].strip() == "lora r16"
+    alone = table([_row(1, 9.0, "lora")], 64, (2,)).splitlines()[2]  # one point: nothing to extrapolate
+    assert [c.strip() for c in alone.split("|")[1:-1]][6:] == ["-", "-", "-"]
 
 
 def test_one_measurement_runs_an_update_in_its_own_process_and_reads_its_peak():

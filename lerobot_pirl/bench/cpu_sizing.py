@@ -163,7 +163,7 @@ def table(rows: list[dict], recipe_minibatch: int, ranks: tuple[int, ...]) -> st
             + " / ".join(f"{r['peak_gib']:.1f} ({r['minibatch']})" for r in pair)
             + " | "
             + " / ".join(f"{r['update_s']:.0f} ({r['minibatch']})" for r in pair)
-            + f" | {slope:.3f} | {full:.1f} | {per_rank} |"
+            + (f" | {slope:.3f} | {full:.1f} | {per_rank} |" if len(pair) > 1 else f" | - | - | {per_rank} |")
         )
     return "\n".join(lines)
 
