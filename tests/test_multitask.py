@@ -89,6 +89,8 @@ def test_a_mix_gives_each_task_the_envs_of_envs_per_task():
     assert cfg.task_env_counts() == [1, 3, 1]
     with pytest.raises(ValueError, match="n_envs"):
         cfg.create_envs(3)
+    with pytest.raises(ValueError, match="a split of 5 envs, not of 4"):
+        cfg.env_task(0, 4)
 
 
 def test_a_mix_refuses_envs_that_cannot_split_evenly_over_its_tasks():

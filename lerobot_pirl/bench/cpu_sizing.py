@@ -151,11 +151,12 @@ def table(rows: list[dict], recipe_minibatch: int, ranks: tuple[int, ...]) -> st
     for key in dict.fromkeys((r["model"], r["setting"]) for r in rows):
         pair = sorted((r for r in rows if (r["model"], r["setting"]) == key), key=lambda r: r["minibatch"])
         small, large = pair[0], pair[-1]
-        slope, full = extrapolate(small, large, recipe_minibatch) if len(pair) > 1 else (float("nan"),) * 2
-        per_rank = " | ".join(
-            f"{extrapolate(small, large, max(recipe_minibatch // n, 1))[1]:.1f}" if len(pair) > 1 else "-"
-            for n in ranks
-        )
+        if len(pair) > 1:
+            slope, full = extrapolate(small, large, recipe_minibatch)
+            per_rank = [extrapolate(small, large, max(recipe_minibatch // n, 1))[1] for n in ranks]
+            extrapolated = f"{slope:.3f} | {full:.1f} | " + " | ".join(f"{v:.1f}" for v in per_rank)
+        else:  # one minibatch size: no slope to extrapolate along
+            extrapolated = " | ".join("-" for _ in range(2 + len(ranks)))
         label = key[1] + (f" r{LORA_RANK}" if key[1] == "lora" else "")
         lines.append(
             f"| {key[0]} | {label} | {small['params'] / 1e9:.2f}B ({small['trainable'] / 1e6:.0f}M) "
@@ -163,7 +164,7 @@ def table(rows: list[dict], recipe_minibatch: int, ranks: tuple[int, ...]) -> st
             + " / ".join(f"{r['peak_gib']:.1f} ({r['minibatch']})" for r in pair)
             + " | "
             + " / ".join(f"{r['update_s']:.0f} ({r['minibatch']})" for r in pair)
-            + (f" | {slope:.3f} | {full:.1f} | {per_rank} |" if len(pair) > 1 else f" | - | - | {per_rank} |")
+            + f" | {extrapolated} |"
         )
     return "\n".join(lines)
 

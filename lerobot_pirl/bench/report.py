@@ -77,7 +77,7 @@ class RunResult:
             text = f"{self.method} {text}"
         extras = [self.model] if self.model != "flow_mlp" else []
         extras += [] if self.standard else [f"{self.demos} demos"]
-        extras += [] if self.env_allocation == "even" else [f"envs by SFT {self.env_allocation}"]
+        extras += [_allocation_text(self.env_allocation)] if self.env_allocation != "even" else []
         return f"{text} ({', '.join(extras)})" if extras else text
 
 
@@ -300,8 +300,12 @@ def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
     return sorted(rows.values(), key=_row_order)
 
 
+def _allocation_text(env_allocation: str) -> str:
+    return f"envs by SFT {env_allocation}"
+
+
 def _mode_text(mode: str, env_allocation: str) -> str:
-    return mode if env_allocation == "even" else f"{mode}, envs by SFT {env_allocation}"
+    return mode if env_allocation == "even" else f"{mode}, {_allocation_text(env_allocation)}"
 
 
 def markdown_table(results: list[RunResult]) -> str:

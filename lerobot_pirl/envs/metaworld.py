@@ -391,7 +391,7 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
         if self.envs_per_task is None:
             return [self.num_envs // len(tasks)] * len(tasks)
         try:
-            counts = [int(c) for c in _split_task_names(self.envs_per_task)]
+            counts = [int(c) for c in _split_commas(self.envs_per_task)]
         except ValueError:
             counts = []
         if len(counts) != len(tasks) or min(counts) < 1:
@@ -403,12 +403,16 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
 
     def env_task(self, env_index: int, num_envs: int) -> str:
         """The task sub-env ``env_index`` of ``num_envs`` plays: contiguous blocks, ``num_envs / len(tasks)``
-        each, or ``envs_per_task``'s counts when ``num_envs`` is theirs."""
+        each, or ``envs_per_task``'s counts."""
         if self.task is not None:
             return self.task
         tasks = self.task_list
-        counts = self.task_env_counts()
-        if self.envs_per_task is not None and num_envs == sum(counts):
+        if self.envs_per_task is not None:
+            counts = self.task_env_counts()
+            if num_envs != sum(counts):
+                raise ValueError(
+                    f"envs_per_task {counts} is a split of {sum(counts)} envs, not of {num_envs}"
+                )
             return tasks[int(np.searchsorted(np.cumsum(counts), env_index, side="right"))]
         return tasks[min(env_index * len(tasks) // max(num_envs, 1), len(tasks) - 1)]
 
@@ -438,13 +442,13 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
         return dataclasses.replace(self, task=task, features=dict(self.features))
 
 
-def _split_task_names(names: str) -> list[str]:
+def _split_commas(names: str) -> list[str]:
     return [t.strip() for t in names.split(",")]
 
 
 def mix_task_list(tasks: str | None, suite: str) -> list[str]:
     """A mix's tasks from its config fields: the comma-separated ``tasks`` when given, else ``suite``'s."""
-    return _split_task_names(tasks) if tasks is not None else suite_tasks(suite)
+    return _split_commas(tasks) if tasks is not None else suite_tasks(suite)
 
 
 def mixed_task_names(task: str) -> list[str]:
@@ -452,7 +456,7 @@ def mixed_task_names(task: str) -> list[str]:
     else ``[]``."""
     if task in SUITES:
         return suite_tasks(task)
-    return _split_task_names(task) if "," in task else []
+    return _split_commas(task) if "," in task else []
 
 
 def metaworld_env_config(task: str, **fields) -> MetaWorldStateEnvConfig:
