@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, write_results
+from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, readme_table, write_results
 from lerobot_pirl.bench.setups import TaskSetup
 from lerobot_pirl.bench.stages import reuse_or_clear_sft
 from lerobot_pirl.evaluate import wilson_interval
@@ -103,12 +103,24 @@ def test_results_json_and_table(tmp_path):
     assert labels == [
         "flow_sde",
         "flow_sde",
-        "flow_sde (1 demos)",
+        "flow_sde (1 demo)",
         "flow_noise",
         "grpo flow_sde",
         "LeRobot SAC",
         "flow_sde hybrid",
         "flow_sde (smolvla_tiny)",
+    ]
+    # README's short table: a line per task setting, a column per method / mode / policy, the means over
+    # the single-task rows with standard demos (the 1-demo row is not in the flow_sde mean).
+    assert readme_table(merge_results([], path)).splitlines() == [
+        "| task | flow_sde | flow_noise | grpo flow_sde | LeRobot SAC | flow_sde hybrid | flow_sde (smolvla_tiny) |",
+        "|---|---|---|---|---|---|---|",
+        "| button-press-v3 | 0.10 -> 0.90 (1k) |  |  |  |  |  |",
+        "| push-v3 | 0.10 -> 0.70 (1k) | 0.10 -> 0.30 (1k) | 0.10 -> 0.35 (1k) | 0.10 -> 0.15 (1k) "
+        "| 0.10 -> 0.60 (1k) | 0.10 -> 0.40 (1k) |",
+        "| push-v3, 1 demo | 0.10 -> 0.20 (1k) |  |  |  |  |  |",
+        "| **mean** | **0.10 -> 0.80** (2 tasks) | **0.10 -> 0.30** (1 task) | **0.10 -> 0.35** (1 task) "
+        "| **0.10 -> 0.15** (1 task) | **0.10 -> 0.60** (1 task) | **0.10 -> 0.40** (1 task) |",
     ]
     table = (tmp_path / "results.md").read_text()
     assert "| **mean (2 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.80 |" in table
@@ -120,12 +132,18 @@ def test_results_json_and_table(tmp_path):
 
     # A mix's rows with envs by SFT failure sit beside the even split's, each with its own mean.
     mix_path = tmp_path / "results_mt.json"
-    even = dataclasses.replace(row, task="MT10", demos=5, rl_success=0.74)
+    per_task = {"reach-v3": {"sft_success": 0.1, "rl_success": 0.74}}
+    even = dataclasses.replace(row, task="MT10", demos=5, rl_success=0.74, per_task=per_task)
     failure = dataclasses.replace(
         even, rl_success=0.78, env_allocation="failure", envs_per_task={"reach-v3": 2}
     )
     write_results(merge_results([even, failure], mix_path), mix_path)
     assert [r.label for r in merge_results([], mix_path)] == ["flow_sde", "flow_sde (envs by SFT failure)"]
+    # README shows each allocation on its own line; a mix is never in a single-task mean.
+    assert readme_table(merge_results([], mix_path)).splitlines()[2:] == [
+        "| MT10 | 0.10 -> 0.74 (1k) |",
+        "| MT10, envs by SFT failure | 0.10 -> 0.78 (1k) |",
+    ]
     mix_table = mix_path.with_suffix(".md").read_text()
     assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.74 |" in mix_table
     assert (

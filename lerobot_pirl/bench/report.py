@@ -67,17 +67,28 @@ class RunResult:
         return self.demos == task_setup(self.task).demos
 
     @property
-    def label(self) -> str:
-        """The method as README's short table names it, e.g. ``flow_sde``, ``flow_sde hybrid``,
-        ``flow_sde (smolvla_tiny)``, ``flow_sde hybrid (1 demos)``."""
+    def column(self) -> str:
+        """What README's results table shows a row under: the method, mode and policy, e.g. ``flow_sde``,
+        ``grpo flow_sde``, ``flow_sde hybrid``, ``LeRobot SAC``, ``flow_sde (smolvla_tiny)``."""
         text = self.noise_method if self.mode == "online" else f"{self.noise_method} {self.mode}"
         if self.method == "sac":
             text = "LeRobot SAC"
         elif self.method != "ppo":
             text = f"{self.method} {text}"
-        extras = [self.model] if self.model != "flow_mlp" else []
-        extras += [] if self.standard else [f"{self.demos} demos"]
-        extras += [_allocation_text(self.env_allocation)] if self.env_allocation != "even" else []
+        return f"{text} ({self.model})" if self.model != "flow_mlp" else text
+
+    @property
+    def setting(self) -> list[str]:
+        """How the row's task setting departs from the standard: its demos, a mix's env allocation."""
+        extras = [] if self.standard else [_count(self.demos, "demo")]
+        return extras + ([_allocation_text(self.env_allocation)] if self.env_allocation != "even" else [])
+
+    @property
+    def label(self) -> str:
+        """The method and setting in one name, e.g. ``flow_sde``, ``flow_sde hybrid``,
+        ``flow_sde (smolvla_tiny)``, ``flow_sde hybrid (1 demo)``."""
+        text = self.column if self.model == "flow_mlp" else self.column.removesuffix(f" ({self.model})")
+        extras = ([self.model] if self.model != "flow_mlp" else []) + self.setting
         return f"{text} ({', '.join(extras)})" if extras else text
 
 
@@ -300,6 +311,10 @@ def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
     return sorted(rows.values(), key=_row_order)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _allocation_text(env_allocation: str) -> str:
     return f"envs by SFT {env_allocation}"
 
@@ -346,6 +361,41 @@ def markdown_table(results: list[RunResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_table(results: list[RunResult]) -> str:
+    """README's short results table: one line per task setting (a task, with its demos when not the
+    standard and a mix's env allocation when not even), one column per method / mode / policy, each cell
+    ``SFT -> πRL (env steps)``, and a last line with each column's mean over the single-task rows with
+    standard demos."""
+    ordered = sorted(results, key=_row_order)
+    columns = list(dict.fromkeys(r.column for r in ordered))
+
+    def line_of(r: RunResult) -> str:
+        return ", ".join([r.task, *r.setting])
+
+    def line_order(r: RunResult) -> tuple:
+        task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
+        return bool(r.per_task), bool(r.setting), task, r.task, r.demos, r.env_allocation
+
+    cells: dict[str, dict[str, str]] = {}
+    for r in sorted(ordered, key=line_order):
+        steps = (
+            f"{r.env_steps / 1e6:.2f}M" if round(r.env_steps / 1e3) >= 1000 else f"{r.env_steps / 1e3:.0f}k"
+        )
+        cell = f"{r.sft_success:.2f} -> {r.rl_success:.2f} ({steps})"
+        cells.setdefault(line_of(r), {})[r.column] = cell
+    means = {}
+    for column in columns:
+        mine = [r for r in results if r.column == column and not r.per_task and not r.setting]
+        if mine:
+            sft = sum(r.sft_success for r in mine) / len(mine)
+            rl = sum(r.rl_success for r in mine) / len(mine)
+            means[column] = f"**{sft:.2f} -> {rl:.2f}** ({_count(len(mine), 'task')})"
+    lines = ["| task | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in [*cells.items(), *([("**mean**", means)] if means else [])]:
+        lines.append(f"| {name} | " + " | ".join(row.get(c, "") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(results: list[RunResult], path: Path) -> None:
     """``path`` (JSON: machine, date, one row per task and noise method) and its markdown table."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,3 +434,10 @@ def plot_method_comparisons(results: list[RunResult], folder: Path) -> list[Path
         title = methods_title(task, rows)
         written.append(_comparison_plot(curves, rows[0].sft_success, title, folder / f"{task}_methods.png"))
     return written
+
+
+if __name__ == "__main__":
+    # README's results table from the committed results (single-task and multi-task rows).
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    rows = merge_results([], folder / "results.json") + merge_results([], folder / "results_mt.json")
+    print(readme_table(rows), end="")
