@@ -3,6 +3,7 @@ early-stop decisions, no rank left waiting in a collective."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -24,6 +25,8 @@ SETTINGS = {
     # approx_kl far above 1.5 * target_kl after the first epoch: every rank must stop there, together.
     "target_kl": dict(estimator="gae", target_kl=1e-9, update_epochs=3),
     "critic_warmup": dict(estimator="gae", critic_warmup_updates=1),
+    # Hybrid: rank 0 alone holds the offline data; 8 chunks per minibatch, shared by the ranks.
+    "hybrid": dict(estimator="gae", offline_loss_coef=0.5, offline_ratio=0.5),
 }
 
 
@@ -44,10 +47,37 @@ def _one_update(setting: str, accelerator=None):
     with torch.no_grad():
         sample = policy.sample_chain(batch, generator=torch.Generator().manual_seed(7))
     rollout = Rollout.from_sample(batch, sample, torch.randn(48, generator=torch.Generator().manual_seed(9)))
+    if kw.get("offline_loss_coef") and (accelerator is None or accelerator.is_main_process):
+        offline = torch.Generator().manual_seed(11)
+
+        def source(n: int) -> dict:
+            seed = int(torch.randint(1 << 30, (1,), generator=offline))
+            return {**obs_batch(n, seed=seed), "action": torch.randn(n, 4, 3, generator=offline)}
+
+        algo.offline_source = source
     if accelerator is not None:
         algo.distribute(accelerator)
-    stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+    with _same_flow_noise_for_every_chunk(enabled="offline_loss_coef" in kw):
+        stats = algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
     return policy, stats
+
+
+@contextlib.contextmanager
+def _same_flow_noise_for_every_chunk(enabled: bool):
+    """The flow-matching loss draws its noise and time per process: ranks sharing an offline batch draw
+    other noise than one process does for the whole batch (as ``lerobot-train`` under DDP does). Fixed
+    noise and time make the offline loss a function of each chunk alone, so a 2-rank update can be
+    compared with one process exactly."""
+    from lerobot_pirl.policies.flow_mlp import modeling_flow_mlp as module
+
+    saved = module.sample_noise, module.sample_time_beta
+    if enabled:
+        module.sample_noise = lambda shape, device: torch.full(shape, 0.5, device=device)
+        module.sample_time_beta = lambda bsz, device, **_: torch.full((bsz,), 0.3, device=device)
+    try:
+        yield
+    finally:
+        module.sample_noise, module.sample_time_beta = saved
 
 
 def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -101,7 +131,9 @@ def test_two_gloo_ranks_update_like_one_process(setting, two_ranks):
             got = result["params"][key]
             scale = expected.abs().max().clamp_min(1e-6)
             assert (got - expected).abs().max() / scale <= 1e-5, f"rank {r}: {key} differs from one process"
-        for key in ("epochs_run", "minibatches", "early_stopped", "approx_kl", "clip_fraction", "ratio_max"):
+        keys = ["epochs_run", "minibatches", "early_stopped", "approx_kl", "clip_fraction", "ratio_max"]
+        keys += ["offline_batch_size", "offline_grad_norm"] if setting == "hybrid" else []
+        for key in keys:
             assert result["extra"][key] == pytest.approx(ref_stats.extra[key], rel=1e-4, abs=1e-7), (r, key)
     fresh = tiny_pi_rl(
         *(("flow_noise", "all") if "noise" in setting else ("flow_sde", None)), seed=3
@@ -179,3 +211,15 @@ def test_bf16_from_the_launcher_scores_chains_under_autocast(monkeypatch):
         assert all(torch.isfinite(torch.tensor(v)) for v in stats.losses.values())
     finally:
         AcceleratorState._reset_state(True)
+
+
+def test_hybrid_needs_an_offline_chunk_per_process():
+    """Every rank must get part of each offline batch: fewer chunks than processes fail at start-up."""
+    from types import SimpleNamespace
+
+    four_ranks = SimpleNamespace(
+        distributed_type=SimpleNamespace(value="MULTI_CPU"), num_processes=4, process_index=0
+    )
+    algo = make_algo(tiny_pi_rl(seed=0), minibatch_size=4, offline_loss_coef=1.0, offline_ratio=0.5)
+    with pytest.raises(ValueError, match=r"algorithm\.offline_ratio: 2 offline chunks"):
+        algo.distribute(four_ranks)

@@ -111,6 +111,24 @@ class RankGroup:
         broadcast_object_list(box, from_process=0)
         return box[0]
 
+    def mean_gradients(
+        self, params: list[torch.nn.Parameter], grads: tuple[torch.Tensor | None, ...]
+    ) -> list[torch.Tensor | None]:
+        """Gradients computed outside the engine's wrapper (the hybrid mode's offline loss), averaged over
+        all ranks in one collective. A parameter a rank's loss did not reach counts there as a zero
+        gradient; one that no rank's loss reached stays without a gradient (None), as in one process."""
+        if not self.distributed:
+            return list(grads)
+        local = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        reached = torch.tensor([float(g is not None) for g in grads], device=local[0].device)
+        flat = torch.cat([*(g.reshape(-1).to(reached.dtype) for g in local), reached])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        parts = torch.split(flat, [g.numel() for g in local] + [len(local)])
+        return [
+            part.view_as(g).to(g.dtype) if seen > 0 else None
+            for part, g, seen in zip(parts[:-1], local, parts[-1].tolist(), strict=True)
+        ]
+
     def combine(self, step: dict[str, float], count: int) -> dict[str, float]:
         """A minibatch's diagnostics over all ranks (see :func:`combine_diagnostics`)."""
         if not self.distributed:

@@ -84,6 +84,10 @@ def _take(v, idx: Tensor):
     return v[idx] if isinstance(v, Tensor) else [v[i] for i in idx.tolist()]
 
 
+def _to(v, device):
+    return v.to(device) if isinstance(v, Tensor) else v
+
+
 def _policy_inputs(processed: dict, device) -> dict[str, Tensor]:
     """The tensors a preprocessor produced (features, language tokens), on the policy's device."""
     return {k: v.to(device) for k, v in processed.items() if isinstance(v, Tensor)}
@@ -229,10 +233,10 @@ class PiRLAlgorithm(RLAlgorithm):
                 "DeepSpeed shard the parameters its per-group optimisers hold); launch with DDP, and for VLAs use "
                 "--mixed_precision bf16, gradient checkpointing or --peft.*"
             )
-        if self.ranks.distributed and self.config.offline_loss_coef > 0:
+        if self.config.offline_loss_coef > 0 and self.config.offline_batch_size < self.ranks.world:
             raise ValueError(
-                "algorithm.offline_loss_coef: hybrid (offline) updates run in one learner process for now; "
-                f"launch the learner with 1 process, not {self.ranks.world}"
+                f"algorithm.offline_ratio: {self.config.offline_batch_size} offline chunks per minibatch cannot "
+                f"be shared by {self.ranks.world} learner processes; raise offline_ratio or minibatch_size"
             )
         self._score = accelerator.prepare(ChainScorer(self.policy))
         logger.info(
@@ -568,13 +572,32 @@ class PiRLAlgorithm(RLAlgorithm):
         """The base's flow-matching loss on a fresh offline batch, its weight and the batch size; None
         when hybrid is off, its weight has decayed to 0 or the buffer is still empty."""
         weight = self.offline_weight()
-        if weight <= 0 or self.offline_source is None:
+        if weight <= 0:
             return None
-        batch = self.offline_source(self.config.offline_batch_size)
+        batch, total = self._offline_share()
         if batch is None:
             return None
         loss, _ = self.policy.forward(batch)
-        return loss, weight, int(batch[ACTION].shape[0])
+        # As for the online minibatch: weighted by this process's share, the mean over the processes of
+        # the offline gradients (see _add_offline_gradient) is the gradient of the whole batch's mean loss.
+        share = int(batch[ACTION].shape[0]) * self.ranks.world / total
+        return share * loss, weight, total
+
+    def _offline_share(self) -> tuple[dict[str, Any] | None, int]:
+        """This process's share of a fresh offline batch, and the batch's size. Rank 0 alone holds the
+        offline buffer: it draws the batch and, run as several processes, broadcasts it; every rank then
+        keeps every ``world``-th chunk from its rank on, as with the online minibatches."""
+        batch = self.offline_source(self.config.offline_batch_size) if self.offline_source else None
+        if not self.ranks.distributed:
+            return batch, 0 if batch is None else int(batch[ACTION].shape[0])
+        on_cpu = None if batch is None else {k: _to(v, "cpu") for k, v in batch.items()}
+        on_cpu = self.ranks.broadcast(on_cpu)
+        if on_cpu is None:
+            return None, 0
+        total = int(on_cpu[ACTION].shape[0])
+        idx = torch.arange(self.ranks.rank, total, self.ranks.world)
+        device = next(self.policy.parameters()).device
+        return {k: _to(_take(v, idx), device) for k, v in on_cpu.items()}, total
 
     def offline_parameters(self) -> list[torch.nn.Parameter]:
         """What the offline loss may move: PPO's trainable base parameters, or only the action expert's."""
@@ -591,6 +614,7 @@ class PiRLAlgorithm(RLAlgorithm):
         if not params:
             return {}
         grads = torch.autograd.grad(weighted_loss, params, allow_unused=True)
+        grads = self.ranks.mean_gradients(params, grads)  # over the processes, when there are several
         online = [p.grad for p in params if p.grad is not None]
         offline = [g for g in grads if g is not None]
         on_norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in online]))) if online else 0.0
