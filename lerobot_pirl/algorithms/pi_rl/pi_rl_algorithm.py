@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from lerobot.rl.algorithms.base import RLAlgorithm
@@ -98,6 +98,17 @@ SUPPORTED_ENGINES = ("NO", "MULTI_GPU", "MULTI_CPU")
 
 # Per-minibatch diagnostics of the offline (hybrid) loss, averaged into an update's extras.
 OFFLINE_DIAGNOSTICS = ("offline_weight", "offline_batch_size", "offline_grad_norm", "offline_grad_share")
+
+
+class OfflineTerm(NamedTuple):
+    """The hybrid mode's offline loss in one minibatch."""
+
+    loss: Tensor  # the base's flow-matching loss, mean over this process's offline chunks
+    weight: float  # the scheduled weight of this update
+    batch_size: int  # chunks in the whole offline batch (all processes)
+    # This process's chunks x processes / batch_size: weighted by it, the engine's mean over the processes
+    # of the offline gradients is the gradient of the whole batch's mean loss (1 in one process).
+    share: float
 
 
 @dataclass
@@ -506,10 +517,12 @@ class PiRLAlgorithm(RLAlgorithm):
         else:
             loss = actor_loss + cfg.value_loss_coef * critic_loss - cfg.entropy_coef * entropy
             offline = self._offline_loss()
+            weighted = None
             if offline is not None:
-                diagnostics["offline_loss"] = offline[0].item()
-                diagnostics["offline_weight"], diagnostics["offline_batch_size"] = offline[1], offline[2]
-            weighted = None if offline is None else offline[1] * offline[0]
+                diagnostics["offline_loss"] = offline.loss.item()
+                diagnostics["offline_weight"] = offline.weight
+                diagnostics["offline_batch_size"] = offline.batch_size
+                weighted = offline.weight * offline.share * offline.loss
             diagnostics.update(self._gradient_step(share * loss, offline=weighted))
         diagnostics.update(
             actor_loss=actor_loss.item(),
@@ -568,9 +581,9 @@ class PiRLAlgorithm(RLAlgorithm):
             self.optimization_step,
         )
 
-    def _offline_loss(self) -> tuple[Tensor, float, int] | None:
-        """The base's flow-matching loss on a fresh offline batch, its weight and the batch size; None
-        when hybrid is off, its weight has decayed to 0 or the buffer is still empty."""
+    def _offline_loss(self) -> OfflineTerm | None:
+        """The base's flow-matching loss on (this process's share of) a fresh offline batch; None when
+        hybrid is off, its weight has decayed to 0 or the buffer is still empty."""
         weight = self.offline_weight()
         if weight <= 0:
             return None
@@ -578,10 +591,7 @@ class PiRLAlgorithm(RLAlgorithm):
         if batch is None:
             return None
         loss, _ = self.policy.forward(batch)
-        # As for the online minibatch: weighted by this process's share, the mean over the processes of
-        # the offline gradients (see _add_offline_gradient) is the gradient of the whole batch's mean loss.
-        share = int(batch[ACTION].shape[0]) * self.ranks.world / total
-        return share * loss, weight, total
+        return OfflineTerm(loss, weight, total, int(batch[ACTION].shape[0]) * self.ranks.world / total)
 
     def _offline_share(self) -> tuple[dict[str, Any] | None, int]:
         """This process's share of a fresh offline batch, and the batch's size. Rank 0 alone holds the
