@@ -117,10 +117,9 @@ def test_modules_have_docstrings_and_short_functions(path):
 
 
 def test_readme_results_are_the_benchmark_results():
-    from lerobot_pirl.bench.report import merge_results, readme_table
+    from lerobot_pirl.bench.report import committed_results, readme_table
 
-    folder = REPO / "benchmarks"
-    rows = merge_results([], folder / "results.json") + merge_results([], folder / "results_mt.json")
+    rows = committed_results(REPO / "benchmarks")
     assert len(rows) > 1
     table = readme_table(rows)
     assert table in (REPO / "README.md").read_text(), (

@@ -67,15 +67,18 @@ class RunResult:
         return self.demos == task_setup(self.task).demos
 
     @property
-    def column(self) -> str:
-        """What README's results table shows a row under: the method, mode and policy, e.g. ``flow_sde``,
-        ``grpo flow_sde``, ``flow_sde hybrid``, ``LeRobot SAC``, ``flow_sde (smolvla_tiny)``."""
+    def method_text(self) -> str:
+        """The method and mode, e.g. ``flow_sde``, ``grpo flow_sde``, ``flow_sde hybrid``, ``LeRobot SAC``."""
         text = self.noise_method if self.mode == "online" else f"{self.noise_method} {self.mode}"
         if self.method == "sac":
-            text = "LeRobot SAC"
-        elif self.method != "ppo":
-            text = f"{self.method} {text}"
-        return f"{text} ({self.model})" if self.model != "flow_mlp" else text
+            return "LeRobot SAC"
+        return text if self.method == "ppo" else f"{self.method} {text}"
+
+    @property
+    def column(self) -> str:
+        """What README's results table shows a row under: the method, mode and policy, e.g. ``flow_sde``,
+        ``grpo flow_sde``, ``flow_sde (smolvla_tiny)``."""
+        return self.method_text if self.model == "flow_mlp" else f"{self.method_text} ({self.model})"
 
     @property
     def setting(self) -> list[str]:
@@ -87,9 +90,8 @@ class RunResult:
     def label(self) -> str:
         """The method and setting in one name, e.g. ``flow_sde``, ``flow_sde hybrid``,
         ``flow_sde (smolvla_tiny)``, ``flow_sde hybrid (1 demo)``."""
-        text = self.column if self.model == "flow_mlp" else self.column.removesuffix(f" ({self.model})")
         extras = ([self.model] if self.model != "flow_mlp" else []) + self.setting
-        return f"{text} ({', '.join(extras)})" if extras else text
+        return f"{self.method_text} ({', '.join(extras)})" if extras else self.method_text
 
 
 def plot_curve(records: list[dict], sft: dict, final: dict, title: str, path: Path) -> None:
@@ -366,8 +368,7 @@ def readme_table(results: list[RunResult]) -> str:
     standard and a mix's env allocation when not even), one column per method / mode / policy, each cell
     ``SFT -> πRL (env steps)``, and a last line with each column's mean over the single-task rows with
     standard demos."""
-    ordered = sorted(results, key=_row_order)
-    columns = list(dict.fromkeys(r.column for r in ordered))
+    columns = list(dict.fromkeys(r.column for r in sorted(results, key=_row_order)))
 
     def line_of(r: RunResult) -> str:
         return ", ".join([r.task, *r.setting])
@@ -377,7 +378,7 @@ def readme_table(results: list[RunResult]) -> str:
         return bool(r.per_task), bool(r.setting), task, r.task, r.demos, r.env_allocation
 
     cells: dict[str, dict[str, str]] = {}
-    for r in sorted(ordered, key=line_order):
+    for r in sorted(results, key=line_order):
         steps = (
             f"{r.env_steps / 1e6:.2f}M" if round(r.env_steps / 1e3) >= 1000 else f"{r.env_steps / 1e3:.0f}k"
         )
@@ -394,6 +395,12 @@ def readme_table(results: list[RunResult]) -> str:
     for name, row in [*cells.items(), *([("**mean**", means)] if means else [])]:
         lines.append(f"| {name} | " + " | ".join(row.get(c, "") for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def committed_results(folder: Path) -> list[RunResult]:
+    """The rows README's results table shows: ``folder``'s single-task (``results.json``) and multi-task
+    (``results_mt.json``) results."""
+    return merge_results([], folder / "results.json") + merge_results([], folder / "results_mt.json")
 
 
 def write_results(results: list[RunResult], path: Path) -> None:
@@ -438,6 +445,4 @@ def plot_method_comparisons(results: list[RunResult], folder: Path) -> list[Path
 
 if __name__ == "__main__":
     # README's results table from the committed results (single-task and multi-task rows).
-    folder = Path(__file__).resolve().parents[2] / "benchmarks"
-    rows = merge_results([], folder / "results.json") + merge_results([], folder / "results_mt.json")
-    print(readme_table(rows), end="")
+    print(readme_table(committed_results(Path(__file__).resolve().parents[2] / "benchmarks")), end="")
