@@ -485,3 +485,18 @@ def test_critic_warmup_moves_only_the_value_head_then_ppo_takes_over():
 def test_critic_warmup_needs_a_critic():
     with pytest.raises(ValueError, match="critic_warmup_updates"):
         PiRLAlgorithmConfig(estimator="grpo", critic_warmup_updates=3)
+
+
+@pytest.mark.parametrize(("success_filter", "kept"), [(False, 4), (True, 0)])
+def test_grpo_logs_how_many_groups_its_success_filter_kept(success_filter, kept):
+    """Two groups of two envs, two whole episodes each: the first all succeed, the second all fail, so the
+    [0.1, 0.9] success filter drops every group and no chunk keeps an advantage."""
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy, estimator="grpo", grpo_group_size=2, grpo_success_filter=success_filter)
+    buffer = RolloutBuffer(algo.transition_spec())
+    buffer.add(synthetic_transitions(policy, n_envs=4, n_chunks=8, episode_len=4))
+    batch, _ = buffer.take(0, 1)
+    stats = algo.rollout_stats(algo.prepare_rollout(batch), batch, 0)
+    assert stats["grpo_episodes"] == 8 and stats["grpo_groups"] == 4
+    assert stats["grpo_groups_kept"] == kept and stats["grpo_groups_kept_fraction"] == kept / 4
+    assert stats["advantage_nonzero_fraction"] == (1.0 if kept else 0.0)

@@ -230,6 +230,8 @@ class PiRLAlgorithm(RLAlgorithm):
         # The update's processes; the chain re-scoring call (DDP-wrapped when there are several).
         self.ranks = RankGroup()
         self._score = policy.score_chain
+        # What the advantage estimator reports about the last prepared rollout (GRPO: groups kept).
+        self._estimator_stats: dict[str, float] = {}
 
     def distribute(self, accelerator) -> None:
         """Run the update as one of ``accelerator``'s processes: the chain re-scoring goes through the
@@ -342,6 +344,7 @@ class PiRLAlgorithm(RLAlgorithm):
         chain, denoise_index = batch.chain.to(device), batch.denoise_index.to(device)
         values = self._in_minibatches(self.policy.chain_value, obs, chain, denoise_index).cpu()
 
+        self._estimator_stats = {}
         if self.config.estimator == "gae":
             advantages, returns = self._gae(batch, values, norm)
         else:
@@ -415,6 +418,8 @@ class PiRLAlgorithm(RLAlgorithm):
         cfg = self.config
         episodes = whole_episodes(batch)
         advantages = torch.zeros(len(batch))
+        self._estimator_stats = dict.fromkeys(("grpo_groups", "grpo_groups_kept", "grpo_groups_kept_fraction"), 0.0)
+        self._estimator_stats["grpo_episodes"] = float(len(episodes))
         if not episodes:
             return advantages, values.clone()
         keys = list(episodes)
@@ -429,6 +434,12 @@ class PiRLAlgorithm(RLAlgorithm):
         for j, key in enumerate(keys):
             if keep_ep[j]:
                 advantages[episodes[key]] = adv_ep[j]
+        kept = len({g for g, k in zip(group_ids, keep_ep.tolist(), strict=True) if k})
+        self._estimator_stats.update(
+            grpo_groups=float(len(groups)),
+            grpo_groups_kept=float(kept),
+            grpo_groups_kept_fraction=kept / len(groups),
+        )
         return advantages, values.clone()
 
     # ------------------------------------------------------------------ the update
@@ -640,10 +651,13 @@ class PiRLAlgorithm(RLAlgorithm):
         }
 
     def rollout_stats(self, rollout: Rollout, batch: TransitionBatch, dropped: int) -> dict[str, float]:
-        """Diagnostics of a prepared rollout (logged next to the update's TrainingStats)."""
+        """Diagnostics of a prepared rollout (logged next to the update's TrainingStats); with GRPO also how
+        many whole episodes and groups the rollout held and the share of groups its success filter kept."""
         return {
+            **self._estimator_stats,
             "advantage_mean": float(rollout.advantages.mean()),
             "advantage_std": float(rollout.advantages.std(unbiased=False)),
+            "advantage_nonzero_fraction": float((rollout.advantages != 0).float().mean()),
             "value_mean": float(rollout.old_values.mean()),
             "return_mean": float(rollout.returns.mean()),
             "explained_variance": explained_variance(rollout.old_values, rollout.returns),
