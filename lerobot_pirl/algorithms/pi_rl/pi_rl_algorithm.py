@@ -418,7 +418,9 @@ class PiRLAlgorithm(RLAlgorithm):
         cfg = self.config
         episodes = whole_episodes(batch)
         advantages = torch.zeros(len(batch))
-        self._estimator_stats = dict.fromkeys(("grpo_groups", "grpo_groups_kept", "grpo_groups_kept_fraction"), 0.0)
+        self._estimator_stats = dict.fromkeys(
+            ("grpo_groups", "grpo_groups_kept", "grpo_groups_kept_fraction"), 0.0
+        )
         self._estimator_stats["grpo_episodes"] = float(len(episodes))
         if not episodes:
             return advantages, values.clone()
