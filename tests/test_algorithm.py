@@ -500,3 +500,29 @@ def test_grpo_logs_how_many_groups_its_success_filter_kept(success_filter, kept)
     assert stats["grpo_episodes"] == 8 and stats["grpo_groups"] == 4
     assert stats["grpo_groups_kept"] == kept and stats["grpo_groups_kept_fraction"] == kept / 4
     assert stats["advantage_nonzero_fraction"] == (1.0 if kept else 0.0)
+
+
+def test_grpo_chunks_of_dropped_groups_keep_exactly_zero_advantage_after_normalisation():
+    """Group 0's first episodes are mixed (one member fails): kept; the other groups all succeed or all
+    fail: dropped. Normalising over the rollout must neither hand the dropped chunks ``-mean / std`` nor
+    count them in the std (which would scale the graded chunks' advantages up by sqrt(all / graded))."""
+    from lerobot_pirl.transition_keys import ENV_ID, EPISODE_ID, SUCCESS
+
+    policy = tiny_pi_rl("flow_sde")
+    algo = make_algo(policy, estimator="grpo", grpo_group_size=2)
+    transitions = synthetic_transitions(policy, n_envs=4, n_chunks=8, episode_len=4)
+    for t in transitions:
+        info = t["complementary_info"]
+        if int(info[ENV_ID]) == 0 and int(info[EPISODE_ID]) == 0:
+            info[SUCCESS] = torch.zeros_like(torch.as_tensor(info[SUCCESS]))
+    buffer = RolloutBuffer(algo.transition_spec())
+    buffer.add(transitions)
+    batch, _ = buffer.take(0, 1)
+    rollout = algo.prepare_rollout(batch)
+    kept = (batch.env_id < 2) & (batch.episode_id == 0)
+    assert (rollout.advantages[~kept] == 0).all()
+    assert (rollout.advantages[kept] != 0).all()
+    assert float(rollout.advantages[kept].mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(rollout.advantages[kept].std(unbiased=False)) == pytest.approx(1.0, rel=1e-4)
+    stats = algo.rollout_stats(rollout, batch, 0)
+    assert stats["grpo_groups_kept"] == 1 and stats["advantage_nonzero_fraction"] == pytest.approx(0.25)

@@ -193,7 +193,7 @@ def test_grpo_on_pirl_metaworld_compares_the_envs_that_share_reset_states(tmp_pa
         "minibatch_size": 16,
     }
     env = {"type": "pirl_metaworld", "task": "reach-v3", "num_envs": 4, "group_size": 2, "episode_length": 9}
-    env["reward_type"] = "dense"  # returns differ within a group
+    env.update(reward_type="dense", terminate_on_success=False)  # returns differ within a group
     cfg = metaworld_run_config(tmp_path, algorithm=algorithm, env=env)
     actor = PiRLActor(cfg, threading.Event())
     actor.algorithm.policy_version = 0
@@ -224,13 +224,15 @@ def test_grpo_on_pirl_metaworld_compares_the_envs_that_share_reset_states(tmp_pa
     buffer.add(transitions)
     batch, _ = buffer.take(0, 1)
     rollout = actor.algorithm.prepare_rollout(batch, actor.pre)
-    expected = set()
+    expected = []
     for pair in returns.values():
         r = torch.tensor(pair, dtype=torch.float64)
-        for a in ((r - r.mean()) / (r.std(unbiased=False) + 1e-6)).tolist():
-            expected.add(round(a, 3))
-    got = {round(float(a), 3) for a in rollout.advantages}
-    assert len(returns) == 8 and got == expected
+        expected += ((r - r.mean()) / (r.std(unbiased=False) + 1e-6)).tolist()
+    got = rollout.advantages.double()
+    assert len(returns) == 8
+    # every chunk carries one of its group's advantages, and every episode's advantage is carried
+    assert all(float((got - e).abs().min()) < 1e-3 for e in expected)
+    assert all(min(abs(float(a) - e) for e in expected) < 1e-3 for a in got)
 
 
 def test_grpo_groups_must_be_the_envs_that_share_reset_states(tmp_path):
@@ -241,3 +243,26 @@ def test_grpo_groups_must_be_the_envs_that_share_reset_states(tmp_path):
         metaworld_run_config(
             tmp_path, algorithm=algorithm, env={"type": "pirl_metaworld", "num_envs": 4, "group_size": 2}
         )
+
+
+@pytest.mark.parametrize(
+    ("env", "rollout_size", "error"),
+    [
+        ({"terminate_on_success": True}, 60, r"env.terminate_on_success: GRPO needs false"),
+        # 4 envs, 60 chunks: 15 per env, episodes of 150 / 3 = 50 chunks
+        ({"terminate_on_success": False}, 60, r"algorithm.rollout_size \(60\).*a multiple of 200"),
+        ({"terminate_on_success": False}, 200, None),
+    ],
+)
+def test_grpo_groups_must_end_their_episodes_together_and_fit_a_rollout(tmp_path, env, rollout_size, error):
+    """Ended on success, a group's episodes drift apart; cut by a rollout boundary, they are never graded."""
+    from tests.helpers import metaworld_run_config
+
+    algorithm = {"type": "pi_rl", "estimator": "grpo", "grpo_group_size": 2, "value_loss_coef": 0.0}
+    algorithm.update(rollout_size=rollout_size, minibatch_size=20)
+    env = {"type": "pirl_metaworld", "num_envs": 4, "group_size": 2, "episode_length": 150, **env}
+    if error is None:
+        metaworld_run_config(tmp_path, algorithm=algorithm, env=env)
+        return
+    with pytest.raises(ValueError, match=error):
+        metaworld_run_config(tmp_path, algorithm=algorithm, env=env)

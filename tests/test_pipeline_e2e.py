@@ -36,8 +36,9 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
             str(tmp_path / "bench"),
             "--results",
             str(results),
-            "--rl_arg=--algorithm.rollout_size=64",
-            "--rl_arg=--algorithm.minibatch_size=32",
+            # 4 envs x 30 chunks: one whole 150-step episode per env and rollout (GRPO grades whole ones)
+            "--rl_arg=--algorithm.rollout_size=120",
+            "--rl_arg=--algorithm.minibatch_size=40",
             "--rl_arg=--env.num_envs=4",
             # PPO, GRPO (groups of 2 envs that share reset states) and LeRobot's SAC on a tiny budget.
             "--algorithm",

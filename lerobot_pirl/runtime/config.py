@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
@@ -39,16 +40,8 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
         cfg.policy.peft = cfg.peft
     if cfg.env is None:
         raise ValueError("env: pi_rl needs an environment (e.g. --env.type=pirl_metaworld)")
-    env_group = getattr(cfg.env, "group_size", None)
-    if (
-        cfg.algorithm.estimator == "grpo"
-        and env_group is not None
-        and env_group != cfg.algorithm.grpo_group_size
-    ):
-        raise ValueError(
-            f"env.group_size ({env_group}) must equal algorithm.grpo_group_size "
-            f"({cfg.algorithm.grpo_group_size}): GRPO compares the envs of a group, which share reset states"
-        )
+    if cfg.algorithm.estimator == "grpo":
+        check_grpo_groups(cfg)
     check_task_order(cfg.policy.base_policy_path, cfg.env)
     if not cfg.job_name:
         cfg.job_name = f"{cfg.env.type}_pi_rl"
@@ -60,6 +53,50 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
             "policy.repo_id: set it to push the final policy to the Hub, or --policy.push_to_hub=false"
         )
     return cfg
+
+
+def check_grpo_groups(cfg: TrainRLServerPipelineConfig) -> None:
+    """GRPO compares the episodes of envs that share reset states (an env with ``group_size``): the
+    members of a group must start and end their episodes together, and a rollout must hold them whole;
+    otherwise groups fall apart over rollouts and most episodes are never graded."""
+    env, alg = cfg.env, cfg.algorithm
+    group = getattr(env, "group_size", None)
+    if group is None:
+        return
+    if group != alg.grpo_group_size:
+        raise ValueError(
+            f"env.group_size ({group}) must equal algorithm.grpo_group_size "
+            f"({alg.grpo_group_size}): GRPO compares the envs of a group, which share reset states"
+        )
+    if getattr(env, "terminate_on_success", False):
+        raise ValueError(
+            "env.terminate_on_success: GRPO needs false: ended on success, a group's episodes end at "
+            "different steps and its members drift apart (reward and success are still recorded)"
+        )
+    length, num_envs = getattr(env, "episode_length", None), getattr(env, "num_envs", None)
+    steps = executed_steps_per_chunk(cfg.policy)
+    if not length or not num_envs or not steps:
+        return
+    episode_chunks = -(-length // steps)
+    per_env = -(-alg.rollout_size // num_envs)  # the actor's chunks per env and policy version
+    if per_env % episode_chunks:
+        raise ValueError(
+            f"algorithm.rollout_size ({alg.rollout_size}): {per_env} chunks per env per rollout do not hold "
+            f"whole episodes of {episode_chunks} chunks (env.episode_length {length} / {steps} executed "
+            f"actions per chunk); GRPO grades whole episodes only: use a multiple of {num_envs * episode_chunks}"
+        )
+
+
+def executed_steps_per_chunk(policy: PiRLConfig) -> int | None:
+    """Env steps one sampled chunk runs: ``sampler.action_chunk``, else the base policy's ``n_action_steps``
+    (from its local ``config.json``; None when that is not on this machine)."""
+    if policy.sampler.action_chunk is not None:
+        return int(policy.sampler.action_chunk)
+    try:
+        base = json.loads((Path(policy.base_policy_path) / "config.json").read_text())
+        return int(base["n_action_steps"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def check_fresh_output_dir(cfg: TrainRLServerPipelineConfig) -> None:

@@ -347,19 +347,21 @@ class PiRLAlgorithm(RLAlgorithm):
         self._estimator_stats = {}
         if self.config.estimator == "gae":
             advantages, returns = self._gae(batch, values, norm)
+            graded = torch.ones(len(batch), dtype=torch.bool)
         else:
-            advantages, returns = self._grpo(batch, values)
-        # A chunk a human teleoperated says nothing about the sampled chain: no policy-gradient credit
-        # (its rewards still train the critic through the returns); the others are normalised alone.
-        policy_made = ~batch.intervention
-        if self.config.normalize_advantages and int(policy_made.sum()) > 1:
+            advantages, returns, graded = self._grpo(batch, values)
+        # A chunk a human teleoperated says nothing about the sampled chain, nor does one GRPO could not
+        # grade (its group was dropped or its episode cut): no policy-gradient credit, exactly 0 (their
+        # rewards still train the critic through the returns); the graded chunks are normalised alone.
+        graded &= ~batch.intervention
+        if self.config.normalize_advantages and int(graded.sum()) > 1:
             tasks = task_ids(batch) if self.config.normalize_advantages_per_task else None
-            advantages[policy_made] = (
-                normalize(advantages[policy_made])
+            advantages[graded] = (
+                normalize(advantages[graded])
                 if tasks is None
-                else normalize_per_group(advantages[policy_made], tasks[policy_made])
+                else normalize_per_group(advantages[graded], tasks[graded])
             )
-        advantages = advantages.masked_fill(batch.intervention, 0.0)
+        advantages = advantages.masked_fill(~graded, 0.0)
         return Rollout(
             obs=obs,
             chain=chain,
@@ -408,22 +410,24 @@ class PiRLAlgorithm(RLAlgorithm):
         advantages[cols[~pad]] = adv_tb[~pad]
         return advantages, advantages + values
 
-    def _grpo(self, batch: TransitionBatch, values: Tensor) -> tuple[Tensor, Tensor]:
+    def _grpo(self, batch: TransitionBatch, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Group-relative advantages; every chunk of an episode gets its episode's advantage.
 
         Only episodes the rollout holds whole (see :func:`whole_episodes`) take part. A group is the
         episodes with one episode id of ``grpo_group_size`` consecutive env ids of one actor: envs that
         reset together (``env.group_size``). Returns are left to the values: GRPO trains no critic.
+        Also returns which chunks were graded (their episode is whole and its group kept).
         """
         cfg = self.config
         episodes = whole_episodes(batch)
         advantages = torch.zeros(len(batch))
+        graded = torch.zeros(len(batch), dtype=torch.bool)
         self._estimator_stats = dict.fromkeys(
             ("grpo_groups", "grpo_groups_kept", "grpo_groups_kept_fraction"), 0.0
         )
         self._estimator_stats["grpo_episodes"] = float(len(episodes))
         if not episodes:
-            return advantages, values.clone()
+            return advantages, values.clone(), graded
         keys = list(episodes)
         groups: dict[tuple[int, int, int], int] = {}
         group_ids = [groups.setdefault((a, e // cfg.grpo_group_size, ep), len(groups)) for a, e, ep in keys]
@@ -436,13 +440,14 @@ class PiRLAlgorithm(RLAlgorithm):
         for j, key in enumerate(keys):
             if keep_ep[j]:
                 advantages[episodes[key]] = adv_ep[j]
+                graded[episodes[key]] = True
         kept = len({g for g, k in zip(group_ids, keep_ep.tolist(), strict=True) if k})
         self._estimator_stats.update(
             grpo_groups=float(len(groups)),
             grpo_groups_kept=float(kept),
             grpo_groups_kept_fraction=kept / len(groups),
         )
-        return advantages, values.clone()
+        return advantages, values.clone(), graded
 
     # ------------------------------------------------------------------ the update
     def configure_data_iterator(
