@@ -262,7 +262,7 @@ def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
 
 def test_a_task_run_with_several_methods_gets_one_plot_and_grpo_its_recipe(tmp_path):
     from lerobot_pirl.bench.report import methods_title, plot_method_comparisons
-    from lerobot_pirl.bench.stages import recipe_path, sac_budget
+    from lerobot_pirl.bench.stages import recipe_path, sac_budget, updates_for_budget
 
     ppo = _push_row(rl_success=0.4, curve=[{"env_steps": 0, "eval_success": 0.2}])
     sac = dataclasses.replace(ppo, method="sac", noise_method="-", rl_success=0.1)
@@ -276,6 +276,10 @@ def test_a_task_run_with_several_methods_gets_one_plot_and_grpo_its_recipe(tmp_p
     assert (
         sac_budget(TaskSetup(rl_updates=60)) == 307_200 and sac_budget(TaskSetup(rl_updates=200)) == 1_024_000
     )
+    # GRPO's rollouts of 960 chunks (whole episodes) get the PPO recipe's env-step budget: 60 x 1024 = 64 x 960
+    assert updates_for_budget(60, recipe_path("flow_sde", algorithm="grpo")) == 64
+    assert updates_for_budget(200, recipe_path("flow_sde", algorithm="grpo")) == 214
+    assert updates_for_budget(60, recipe_path("flow_sde")) == 60
 
 
 def test_time_shares_of_pirl_and_sac_records():

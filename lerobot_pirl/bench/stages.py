@@ -4,6 +4,7 @@ demos (``lerobot-pirl-collect``), SFT (vanilla ``lerobot-train``), held-out eval
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -199,6 +200,13 @@ def recipe_path(
     return recipe
 
 
+def updates_for_budget(rl_updates: int, recipe: Path) -> int:
+    """A recipe's updates for the env-step budget of ``rl_updates`` rollouts of ROLLOUT_CHUNKS chunks: the same
+    for the PPO recipes; more for GRPO's rollouts of 960 chunks (whole episodes), rounded up."""
+    rollout = int(json.loads(recipe.read_text())["algorithm"].get("rollout_size", ROLLOUT_CHUNKS))
+    return -(-rl_updates * ROLLOUT_CHUNKS // rollout)
+
+
 def mix_envs_total(num_tasks: int) -> int:
     """The envs an actor steps for a mix of ``num_tasks``: the most envs per task that fit in MIX_ENVS, at
     least one each."""
@@ -267,6 +275,8 @@ def rl_stage(
         shutil.rmtree(rl_out)
     for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
         (run_dir / stale).unlink(missing_ok=True)
+    recipe = recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed_task_names(task)))
+    setup = dataclasses.replace(setup, rl_updates=updates_for_budget(setup.rl_updates, recipe))
     args = rl_args(task, setup, method, sft, rl_out, opts, demos)
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
