@@ -356,18 +356,22 @@ def run_actor(actor: PiRLActor) -> None:
     client = services_pb2_grpc.LearnerServiceStub(channel)
     guard = StreamGuard(actor.shutdown_event, actor.options.max_reconnects)
     timeout = acfg.queue_get_timeout
-    for name, stream, q in (
-        ("parameters", receive_parameters, actor.parameters_queue),
-        ("transitions", send_transitions, actor.transitions_queue),
-        ("interactions", send_interactions, actor.interactions_queue),
-    ):
+    threads = [
         guard.start(name, lambda f=stream, q=q: f(client, q, actor.shutdown_event, timeout))
+        for name, stream, q in (
+            ("parameters", receive_parameters, actor.parameters_queue),
+            ("transitions", send_transitions, actor.transitions_queue),
+            ("interactions", send_interactions, actor.interactions_queue),
+        )
+    ]
     try:
         actor.run()
     finally:
         actor.shutdown_event.set()
         time.sleep(0.2)
-        channel.close()
+        channel.close()  # cancels the streams' open calls ...
+        for thread in threads:  # ... so they return: none may still be inside gRPC when the process exits
+            thread.join(timeout=5.0)
         logger.info("[ACTOR] stopped")
     if guard.gave_up:
         raise SystemExit(1)

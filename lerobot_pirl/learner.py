@@ -465,6 +465,7 @@ class PiRLLearner:
                 # The other processes stop after their last update. (After an error they are not told:
                 # the launcher ends them when this process exits.)
                 self.algorithm.ranks.broadcast(None)
+                self.algorithm.ranks.close()
         finally:
             if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
                 self.save()
@@ -513,6 +514,7 @@ class UpdateFollower:
         ranks = self.algorithm.ranks
         while (rollout := ranks.broadcast(None)) is not None:
             self.algorithm.update_on(rollout.to(self.device))
+        ranks.close()
         logger.info("[LEARNER rank %d] rank 0 finished: done", ranks.rank)
 
 

@@ -111,6 +111,12 @@ class RankGroup:
         broadcast_object_list(box, from_process=0)
         return box[0]
 
+    def close(self) -> None:
+        """Leave the process group (every rank, after the last collective): a group left to the interpreter's
+        exit can abort the process ("terminate called without an active exception")."""
+        if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def mean_gradients(
         self, params: list[torch.nn.Parameter], grads: tuple[torch.Tensor | None, ...]
     ) -> list[torch.Tensor | None]:
