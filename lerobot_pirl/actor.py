@@ -189,9 +189,7 @@ class PiRLActor:
 
     # ------------------------------------------------------------------ pacing by policy version
     def chunks_per_version(self, num_envs: int) -> int:
-        if self.options.chunks_per_version is not None:
-            return self.options.chunks_per_version
-        return -(-self.cfg.algorithm.rollout_size // num_envs)
+        return self.options.chunks_per_env(self.cfg.algorithm.rollout_size, num_envs)
 
     def take_chunk_budget(self, budget: int, may_swap: bool) -> bool:
         """Whether the next chunk may be sampled now. New weights (or the same version sent again by a

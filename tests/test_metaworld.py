@@ -252,6 +252,9 @@ def test_grpo_groups_must_be_the_envs_that_share_reset_states(tmp_path):
         # 4 envs, 60 chunks: 15 per env, episodes of 150 / 3 = 50 chunks
         ({"terminate_on_success": False}, 60, r"algorithm.rollout_size \(60\).*a multiple of 200"),
         ({"terminate_on_success": False}, 200, None),
+        # an actor's own pacing (several actors share a rollout) is what must hold whole episodes then
+        ({"terminate_on_success": False, "chunks_per_version": 60}, 200, r"chunks_per_version \(60\).*of 50"),
+        ({"terminate_on_success": False, "chunks_per_version": 100}, 60, None),
     ],
 )
 def test_grpo_groups_must_end_their_episodes_together_and_fit_a_rollout(tmp_path, env, rollout_size, error):
@@ -261,8 +264,9 @@ def test_grpo_groups_must_end_their_episodes_together_and_fit_a_rollout(tmp_path
     algorithm = {"type": "pi_rl", "estimator": "grpo", "grpo_group_size": 2, "value_loss_coef": 0.0}
     algorithm.update(rollout_size=rollout_size, minibatch_size=20)
     env = {"type": "pirl_metaworld", "num_envs": 4, "group_size": 2, "episode_length": 150, **env}
+    actor = {"chunks_per_version": env.pop("chunks_per_version", None)}
     if error is None:
-        metaworld_run_config(tmp_path, algorithm=algorithm, env=env)
+        metaworld_run_config(tmp_path, policy={"actor": actor}, algorithm=algorithm, env=env)
         return
     with pytest.raises(ValueError, match=error):
-        metaworld_run_config(tmp_path, algorithm=algorithm, env=env)
+        metaworld_run_config(tmp_path, policy={"actor": actor}, algorithm=algorithm, env=env)

@@ -78,12 +78,16 @@ def check_grpo_groups(cfg: TrainRLServerPipelineConfig) -> None:
     if not length or not num_envs or not steps:
         return
     episode_chunks = -(-length // steps)
-    per_env = -(-alg.rollout_size // num_envs)  # the actor's chunks per env and policy version
+    per_env = cfg.policy.actor.chunks_per_env(alg.rollout_size, num_envs)
     if per_env % episode_chunks:
+        if cfg.policy.actor.chunks_per_version:
+            field, value, unit = "actor.chunks_per_version", per_env, episode_chunks
+        else:
+            field, value, unit = "algorithm.rollout_size", alg.rollout_size, num_envs * episode_chunks
         raise ValueError(
-            f"algorithm.rollout_size ({alg.rollout_size}): {per_env} chunks per env per rollout do not hold "
-            f"whole episodes of {episode_chunks} chunks (env.episode_length {length} / {steps} executed "
-            f"actions per chunk); GRPO grades whole episodes only: use a multiple of {num_envs * episode_chunks}"
+            f"{field} ({value}): {per_env} chunks per env per rollout do not hold whole episodes of "
+            f"{episode_chunks} chunks (env.episode_length {length} / {steps} executed actions per chunk); "
+            f"GRPO grades whole episodes only: use a multiple of {unit}"
         )
 
 

@@ -64,6 +64,12 @@ class PiRLActorConfig:
         if self.max_reconnects < 0 or self.torch_threads < 1 or self.stats_period_s <= 0:
             raise ValueError("actor.max_reconnects >= 0, actor.torch_threads >= 1, actor.stats_period_s > 0")
 
+    def chunks_per_env(self, rollout_size: int, num_envs: int) -> int:
+        """Chunks each of ``num_envs`` envs runs per policy version (0: unlimited)."""
+        if self.chunks_per_version is not None:
+            return self.chunks_per_version
+        return -(-rollout_size // num_envs)
+
 
 @PreTrainedConfig.register_subclass("pi_rl")
 @dataclass
