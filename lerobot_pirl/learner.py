@@ -69,6 +69,9 @@ FINAL_DELIVERY_S = 10.0
 FINAL_PUSH_WAIT_S = 3600.0
 # Numeric fields of a record that are ids, not metrics (kept in metrics.jsonl, not sent to wandb).
 NOT_METRICS = frozenset({"actor_id"})
+# The collective steps rank 0 tells the other learner processes to run (see ``UpdateFollower``).
+FOLLOW_ROLLOUT, FOLLOW_INPUTS = "update on a prepared rollout", "update on rollout inputs"
+FOLLOW_WEIGHTS, FOLLOW_CHECKPOINT = "gather the actor weights", "gather the checkpoint state"
 
 
 def build_update_side(cfg: TrainRLServerPipelineConfig, accelerator=None):
@@ -228,6 +231,8 @@ class PiRLLearner:
     # ------------------------------------------------------------------ plumbing
     def push_weights(self, final: bool = False) -> None:
         """Publish the actor weights to every actor; ``final`` tells them training is over."""
+        if self.algorithm.sharded:  # gathered by every process
+            self.tell_followers(FOLLOW_WEIGHTS)
         weights = self.algorithm.get_weights()
         if final:
             weights[FINAL_WEIGHTS_KEY] = torch.tensor(True)
@@ -323,9 +328,7 @@ class PiRLLearner:
         clock = self.clock
         with clock.phase("prepare"):
             batch, dropped = self.buffer.take(version, alg_cfg.max_policy_lag, limit=2 * alg_cfg.rollout_size)
-            rollout = self.algorithm.prepare_rollout(batch, self.pre)
-            if self.algorithm.ranks.distributed:  # every process takes its share of the same rollout
-                self.algorithm.ranks.broadcast(rollout.to("cpu"))
+            rollout = self.prepare_on_every_rank(batch)
         with clock.phase("optimise"):
             stats = self.algorithm.update_on(rollout).to_log_dict()
         self.update_count += 1
@@ -376,6 +379,23 @@ class PiRLLearner:
         )
         return True
 
+    def tell_followers(self, kind: str, payload=None) -> None:
+        """Tell the other learner processes which collective step comes next (see ``UpdateFollower``)."""
+        if self.algorithm.ranks.distributed:
+            self.algorithm.ranks.broadcast((kind, payload))
+
+    def prepare_on_every_rank(self, batch):
+        """The prepared rollout, on every learner process: prepared here and sent (DDP), or, sharded, its
+        policy inputs sent and its values computed by all processes together."""
+        alg = self.algorithm
+        if alg.sharded:
+            inputs = alg.rollout_inputs(batch, self.pre)
+            self.tell_followers(FOLLOW_INPUTS, inputs.to("cpu"))
+            return alg.score_rollout(inputs)
+        rollout = alg.prepare_rollout(batch, self.pre)
+        self.tell_followers(FOLLOW_ROLLOUT, rollout.to("cpu"))
+        return rollout
+
     def resend_if_starved(self) -> bool:
         """Send the current weights again after ``policy.learner_resend_s`` seconds without a transition:
         every actor takes them as a new chunk budget. Actors with exact budgets otherwise wait forever for
@@ -412,6 +432,10 @@ class PiRLLearner:
 
     def save(self) -> None:
         extra = None if self.offline is None else {OFFLINE_DIR: self.offline.save}
+        full_state = None
+        if self.algorithm.sharded:  # the whole state, gathered by every process
+            self.tell_followers(FOLLOW_CHECKPOINT)
+            full_state = self.algorithm.full_training_state()
         checkpoint = save_run_checkpoint(
             self.cfg,
             self.update_count,
@@ -421,6 +445,7 @@ class PiRLLearner:
             self.pre,
             self.post,
             extra,
+            full_state,
         )
         self.checkpoints_saved += 1
         every = self.cfg.policy.push_every
@@ -461,14 +486,20 @@ class PiRLLearner:
                         time.sleep(0.01)
             if self.done:
                 logger.info("[LEARNER] reached %d updates: done", self.update_count)
+            self.save_if_stale()  # while the other processes can still gather a sharded state
             if self.algorithm.ranks.distributed:
                 # The other processes stop after their last update. (After an error they are not told:
                 # the launcher ends them when this process exits.)
                 self.algorithm.ranks.broadcast(None)
                 self.algorithm.ranks.close()
         finally:
-            if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
-                self.save()
+            if not self.algorithm.sharded:
+                self.save_if_stale()
+            elif self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
+                logger.warning(
+                    "[LEARNER] stopped by an error: a sharded state cannot be gathered now, the last "
+                    "checkpoint is the latest saved one"
+                )
             if self.done and not self.board.wait_delivered(timeout=FINAL_DELIVERY_S):
                 logger.warning("[LEARNER] not every actor received the final weights")
             self.shutdown_event.set()
@@ -496,24 +527,41 @@ class PiRLLearner:
                 wandb.log({"train/training_curves": wandb.Image(str(png))})
             wandb.finish()
 
+    def save_if_stale(self) -> None:
+        """A checkpoint of the last update, unless one was just written."""
+        if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
+            self.save()
+
     def checkpoint_is_current(self) -> bool:
         last = last_checkpoint_dir(self.out)
         return last.exists() and last.resolve().name.lstrip("0") == str(self.update_count)
 
 
 class UpdateFollower:
-    """A learner process other than rank 0: it opens no port and writes no file; it receives each prepared
-    rollout from rank 0 and computes the gradients of its share of every minibatch, until rank 0 says the
-    run is over."""
+    """A learner process other than rank 0: it opens no port and writes no file. Rank 0 tells it each
+    collective step: an update on a prepared rollout (its share of every minibatch), or, sharded (FSDP), an
+    update on a rollout whose values all processes compute, the gathering of the actors' weights or of a
+    checkpoint's state. It stops when rank 0 says the run is over."""
 
     def __init__(self, cfg: TrainRLServerPipelineConfig, accelerator):
         self.device = cfg.policy.device
         self.policy, self.algorithm, *_ = build_update_side(cfg, accelerator)
 
     def run(self) -> None:
-        ranks = self.algorithm.ranks
-        while (rollout := ranks.broadcast(None)) is not None:
-            self.algorithm.update_on(rollout.to(self.device))
+        alg = self.algorithm
+        ranks = alg.ranks
+        while (message := ranks.broadcast(None)) is not None:
+            kind, payload = message
+            if kind == FOLLOW_ROLLOUT:
+                alg.update_on(payload.to(self.device))
+            elif kind == FOLLOW_INPUTS:
+                alg.update_on(alg.score_rollout(payload.to(self.device)))
+            elif kind == FOLLOW_WEIGHTS:
+                alg.get_weights()
+            elif kind == FOLLOW_CHECKPOINT:
+                alg.full_training_state()
+            else:
+                raise ValueError(f"rank {ranks.rank}: unknown step {kind!r} from rank 0")
         ranks.close()
         logger.info("[LEARNER rank %d] rank 0 finished: done", ranks.rank)
 

@@ -14,24 +14,34 @@ import pytest
 
 from tests.helpers import write_metaworld_base
 from tests.test_runtime_e2e import _config, _free_port, _spawn, _updates, _wait
+from tests.test_sharding import FSDP_ENV
 
 pytestmark = pytest.mark.slow
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
-def _learner(recipe: Path, log: Path, processes: int, *extra: str) -> subprocess.Popen:
+# The learner's engines: DDP, and FSDP2 as `accelerate launch --use_fsdp` configures it (its environment).
+ENGINES = {"ddp": ({}, "MULTI_CPU"), "fsdp": (FSDP_ENV, "FSDP")}
+
+
+def _learner(
+    recipe: Path, log: Path, processes: int, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
     if processes == 1:
         return _spawn("lerobot_pirl.learner", recipe, log, *extra)
     return subprocess.Popen(
         [*TORCHRUN, "-m", "lerobot_pirl.learner", f"--config_path={recipe}", *extra],
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})},
     )
 
 
-def test_two_process_learner_trains_with_actors_and_resumes_across_process_counts(tmp_path):
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_two_process_learner_trains_with_actors_and_resumes_across_process_counts(tmp_path, engine):
+    """Checkpoints move between a 2-process learner (DDP, or sharded with FSDP) and a 1-process one."""
+    engine_env, engine_name = ENGINES[engine]
     base = tmp_path / "base"
     write_metaworld_base(base)
     recipe = _config(tmp_path, base, _free_port())
@@ -42,7 +52,7 @@ def test_two_process_learner_trains_with_actors_and_resumes_across_process_count
         for phase, (processes, updates) in enumerate([(2, 2), (1, 3), (2, 4)]):
             log = tmp_path / f"learner{phase}.log"
             extra = [f"--policy.online_steps={updates}"] + (["--resume=true"] if phase else [])
-            learner = _learner(recipe, log, processes, *extra)
+            learner = _learner(recipe, log, processes, *extra, env=engine_env)
             procs.append(learner)
             time.sleep(2.0)
             actors = [
@@ -60,7 +70,7 @@ def test_two_process_learner_trains_with_actors_and_resumes_across_process_count
                 assert _wait(actor, 60, tmp_path / f"actor{phase}{i}.log") == 0
             text = log.read_text()
             if processes == 2:
-                assert "the update runs on 2 processes (MULTI_CPU" in text, text[-3000:]
+                assert f"the update runs on 2 processes ({engine_name}" in text, text[-3000:]
             if phase:
                 assert f"resumed: update {done}, policy version {done}" in text, text[-3000:]
             records = _updates(run)[done:]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from lerobot.common.train_utils import get_step_checkpoint_dir, load_training_state, save_checkpoint
+from lerobot.optim.optimizers import save_optimizer_state
 from lerobot.utils.constants import (
     ALGORITHM_DIR,
     CHECKPOINTS_DIR,
@@ -31,10 +32,20 @@ def last_checkpoint_dir(output_dir: str | Path) -> Path:
 
 
 def save_run_checkpoint(
-    cfg, step: int, interaction_step: int, policy, algorithm, preprocessor, postprocessor, extra=None
+    cfg,
+    step: int,
+    interaction_step: int,
+    policy,
+    algorithm,
+    preprocessor,
+    postprocessor,
+    extra=None,
+    full_state: tuple[dict, dict[str, dict]] | None = None,
 ) -> Path:
     """Write ``checkpoints/<step>/`` (``pretrained_model/``, ``training_state/``, ``algorithm/``, and one
     folder per ``extra`` entry: name -> function writing into a folder, e.g. the offline corrections).
+    ``full_state``: the policy's and each optimiser's whole state gathered from sharded processes (FSDP),
+    written in the one-process layout instead of the live objects' sharded state.
 
     Everything is written into a hidden temporary folder that is renamed into place, then the ``last``
     link is swapped atomically, so a crash mid-write never leaves ``last`` pointing at a partial
@@ -44,16 +55,22 @@ def save_run_checkpoint(
     tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    model_state, optimizer_states = full_state if full_state is not None else (None, None)
     save_checkpoint(
         checkpoint_dir=tmp,
         step=step,
         cfg=cfg,
         policy=policy,
-        optimizer=algorithm.get_optimizers(),
+        optimizer=algorithm.get_optimizers() if optimizer_states is None else None,
         scheduler=None,
         preprocessor=preprocessor,
         postprocessor=postprocessor,
+        model_state_dict=model_state,
     )
+    for name, state in (optimizer_states or {}).items():  # LeRobot's layout of a dict of optimisers
+        folder = tmp / TRAINING_STATE_DIR / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_optimizer_state(None, folder, optim_state_dict=state)
     algorithm.save_pretrained(tmp / ALGORITHM_DIR)
     for name, write in (extra or {}).items():
         write(tmp / name)

@@ -43,6 +43,8 @@ def make_accelerator(device: str) -> Accelerator:
         ],
         cpu=device == "cpu",
     )
+    if accelerator.distributed_type.value == "MULTI_CPU" and os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        use_fsdp_on_cpu(accelerator)
     if accelerator.mixed_precision == "fp16":
         raise ValueError(
             "mixed_precision: fp16 needs a loss scaler per optimiser group, which pi_rl does not keep; "
@@ -51,9 +53,22 @@ def make_accelerator(device: str) -> Accelerator:
     return accelerator
 
 
+def use_fsdp_on_cpu(accelerator: Accelerator) -> None:
+    """Shard on CPU processes too: accelerate turns ``--use_fsdp`` (``ACCELERATE_USE_FSDP``) into FSDP on
+    accelerators only, but FSDP2 runs on gloo; its plugin is read from the same ``FSDP_*`` settings. (Used by
+    the tests, which run the sharded learner on CPU.)"""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+
+
 class ChainScorer(nn.Module):
     """The policy's chain re-scoring as a module ``forward``, the call DDP / FSDP wrap to synchronise the
-    gradients of every parameter it reaches."""
+    gradients of every parameter it reaches; under FSDP also the rollout's value calls."""
 
     def __init__(self, policy: nn.Module):
         super().__init__()
@@ -61,6 +76,13 @@ class ChainScorer(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor], chain: torch.Tensor, denoise_index: torch.Tensor):
         return self.policy.score_chain(obs, chain, denoise_index)
+
+    # The rollout's value calls (FSDP forwards too when sharded: see ``lerobot_pirl.runtime.sharding``).
+    def chain_value(self, obs: dict[str, torch.Tensor], chain: torch.Tensor, denoise_index: torch.Tensor):
+        return self.policy.chain_value(obs, chain, denoise_index)
+
+    def value_of(self, obs: dict[str, torch.Tensor]):
+        return self.policy.value_of(obs)
 
 
 def combine_diagnostics(rows: torch.Tensor, keys: list[str], counts: torch.Tensor) -> dict[str, float]:
@@ -115,6 +137,7 @@ class RankGroup:
         """Leave the process group (every rank, after the last collective): a group left to the interpreter's
         exit can abort the process ("terminate called without an active exception")."""
         if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no process tears its connections down while another still uses them
             torch.distributed.destroy_process_group()
 
     def mean_gradients(

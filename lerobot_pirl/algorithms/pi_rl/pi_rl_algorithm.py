@@ -6,7 +6,7 @@ import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -27,6 +27,16 @@ from lerobot_pirl.algorithms.pi_rl.losses import entropy_bonus, explained_varian
 from lerobot_pirl.algorithms.pi_rl.offline import offline_loss_weight
 from lerobot_pirl.algorithms.pi_rl.rollout import TransitionBatch, TransitionSpec
 from lerobot_pirl.runtime.distributed import ChainScorer, RankGroup
+from lerobot_pirl.runtime.sharding import (
+    check_sharding,
+    full,
+    full_optimizer_state,
+    full_state,
+    load_sharded_optimizer_state,
+    optimizer_state_by_name,
+    shard,
+    shards_parameters,
+)
 from lerobot_pirl.transition_keys import TASK
 
 logger = logging.getLogger(__name__)
@@ -78,6 +88,27 @@ class Rollout:
             if f.name != "obs":
                 out[f.name] = getattr(self, f.name)[idx]
         return out
+
+
+@dataclass
+class RolloutInputs:
+    """A rollout before its values: the transitions (rewards, episodes, stored chains; of the raw
+    observations only the task strings) and the normalised policy inputs the values are computed from."""
+
+    batch: TransitionBatch
+    obs: dict[str, Tensor]
+    boot_obs: dict[str, Tensor] | None  # final observations of the rows in ``bootstrap_rows(batch)`` (GAE)
+
+    def to(self, device: str | torch.device) -> RolloutInputs:
+        """The same inputs with the policy inputs on ``device``."""
+        boot = None if self.boot_obs is None else {k: v.to(device) for k, v in self.boot_obs.items()}
+        return RolloutInputs(self.batch, {k: v.to(device) for k, v in self.obs.items()}, boot)
+
+
+def bootstrap_rows(batch: TransitionBatch) -> Tensor:
+    """The transitions whose return bootstraps from the value of their final observation: truncated
+    episodes and streams whose next transition is not in the batch."""
+    return torch.nonzero(batch.truncated | batch.gap_after, as_tuple=True)[0]
 
 
 def _take(v, idx: Tensor):
@@ -230,34 +261,53 @@ class PiRLAlgorithm(RLAlgorithm):
         # The update's processes; the chain re-scoring call (DDP-wrapped when there are several).
         self.ranks = RankGroup()
         self._score = policy.score_chain
+        # The rollout's value calls (through the sharded model's forward under FSDP).
+        self._values, self._next_values = policy.chain_value, policy.value_of
+        self.sharded = False  # FSDP: parameters, gradients and Adam state split over the processes
         # What the advantage estimator reports about the last prepared rollout (GRPO: groups kept).
         self._estimator_stats: dict[str, float] = {}
 
     def distribute(self, accelerator) -> None:
         """Run the update as one of ``accelerator``'s processes: the chain re-scoring goes through the
         engine's wrapper (DDP when there are several processes; autocast under ``--mixed_precision bf16``),
-        so every backward averages the gradients over the processes. Call on every process, in the same
-        order, after any resume."""
+        so every backward averages the gradients over the processes. Under FSDP (``--use_fsdp
+        --fsdp_version 2``) the policy is sharded instead and the optimisers are rebuilt over the shards,
+        keeping any resumed state. Call on every process, in the same order, after any resume."""
         self.ranks = RankGroup(accelerator)
         engine = accelerator.distributed_type.value
-        if engine not in SUPPORTED_ENGINES:
+        hybrid = self.config.offline_loss_coef > 0
+        if shards_parameters(accelerator):
+            check_sharding(accelerator, hybrid)
+            self._shard(accelerator)
+        elif engine not in SUPPORTED_ENGINES:
             raise ValueError(
-                f"accelerate: the πRL learner runs on {' / '.join(SUPPORTED_ENGINES)}, not {engine} (FSDP and "
-                "DeepSpeed shard the parameters its per-group optimisers hold); launch with DDP, and for VLAs use "
-                "--mixed_precision bf16, gradient checkpointing or --peft.*"
+                f"accelerate: the πRL learner runs on {' / '.join(SUPPORTED_ENGINES)} or FSDP2, not {engine}; "
+                "launch with DDP or --use_fsdp --fsdp_version 2"
             )
-        if self.config.offline_loss_coef > 0 and self.config.offline_batch_size < self.ranks.world:
+        else:
+            self._score = accelerator.prepare(ChainScorer(self.policy))
+        if hybrid and self.config.offline_batch_size < self.ranks.world:
             raise ValueError(
                 f"algorithm.offline_ratio: {self.config.offline_batch_size} offline chunks per minibatch cannot "
                 f"be shared by {self.ranks.world} learner processes; raise offline_ratio or minibatch_size"
             )
-        self._score = accelerator.prepare(ChainScorer(self.policy))
         logger.info(
             "[LEARNER] the update runs on %d processes (%s, mixed precision %s)",
             self.ranks.world,
             engine,
             accelerator.mixed_precision,
         )
+
+    def _shard(self, accelerator) -> None:
+        """Shard the policy (FSDP2), route its forwards through the sharded module and rebuild the per-group
+        optimisers over the sharded parameters with the state they had (resumed or empty)."""
+        named = {id(p): n for n, p in self.policy.named_parameters()}
+        states = optimizer_state_by_name(self.optimizers, named)
+        scorer = shard(accelerator, ChainScorer(self.policy))
+        self._score, self._values, self._next_values = scorer, scorer.chain_value, scorer.value_of
+        self.sharded = True
+        self.make_optimizers_and_scheduler()
+        load_sharded_optimizer_state(self.optimizers, states, dict(self.policy.named_parameters()))
 
     # ------------------------------------------------------------------ optimisers and weights
     def make_optimizers_and_scheduler(self) -> dict[str, Optimizer]:
@@ -277,10 +327,17 @@ class PiRLAlgorithm(RLAlgorithm):
         return self.optimizers
 
     def get_weights(self) -> dict[str, Any]:
-        """The actor's weights (base + noise head, no value head) tagged with the policy version."""
-        weights = {k: v.detach().cpu() for k, v in self.policy.actor_state_dict().items()}
+        """The actor's weights (base + noise head, no value head) tagged with the policy version (sharded:
+        a collective that every process runs)."""
+        weights = full_state(self.policy.actor_state_dict())
         weights[POLICY_VERSION_KEY] = torch.tensor(self.policy_version, dtype=torch.long)
         return weights
+
+    def full_training_state(self) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
+        """The whole policy state dict and each optimiser's whole state (a collective under FSDP, where
+        rank 0 writes them into a checkpoint of the one-process layout)."""
+        model = full_state(self.policy.state_dict())
+        return model, {name: full_optimizer_state(opt) for name, opt in self.optimizers.items()}
 
     def load_weights(self, weights: dict[str, Any], device: str | torch.device = "cpu") -> None:
         weights = dict(weights)
@@ -336,17 +393,36 @@ class PiRLAlgorithm(RLAlgorithm):
     @torch.no_grad()
     def prepare_rollout(self, batch: TransitionBatch, preprocessor=None) -> Rollout:
         """Normalise observations, compute values under the current critic and the advantages."""
+        return self.score_rollout(self.rollout_inputs(batch, preprocessor))
+
+    def rollout_inputs(self, batch: TransitionBatch, preprocessor=None) -> RolloutInputs:
+        """The policy inputs a rollout's values are computed from: the normalised observations, and the
+        normalised final observations of the transitions GAE bootstraps from. (Under FSDP rank 0 makes
+        them and every process scores them.)"""
         device = self.policy.config.device
         # The same call the actor makes (batch -> transition -> steps -> batch), so both sides see the
         # same normalised (and tokenised) inputs.
         norm = preprocessor if preprocessor is not None else (lambda o: o)
         obs = _policy_inputs(norm(dict(batch.state)), device)
+        boot_obs = None
+        boot = bootstrap_rows(batch)
+        if self.config.estimator == "gae" and boot.numel():
+            boot_obs = _policy_inputs(norm({k: _take(v, boot) for k, v in batch.next_state.items()}), device)
+        tasks = batch.state.get(TASK)
+        light = replace(batch, state={TASK: tasks} if tasks is not None else {}, next_state={})
+        return RolloutInputs(light, obs, boot_obs)
+
+    @torch.no_grad()
+    def score_rollout(self, inputs: RolloutInputs) -> Rollout:
+        """Values under the current critic, then the advantages and returns of a rollout."""
+        batch, device = inputs.batch, self.policy.config.device
+        obs = inputs.obs
         chain, denoise_index = batch.chain.to(device), batch.denoise_index.to(device)
-        values = self._in_minibatches(self.policy.chain_value, obs, chain, denoise_index).cpu()
+        values = self._in_minibatches(self._values, obs, chain, denoise_index).cpu()
 
         self._estimator_stats = {}
         if self.config.estimator == "gae":
-            advantages, returns = self._gae(batch, values, norm)
+            advantages, returns = self._gae(batch, values, inputs.boot_obs)
             graded = torch.ones(len(batch), dtype=torch.bool)
         else:
             advantages, returns, graded = self._grpo(batch, values)
@@ -373,7 +449,9 @@ class PiRLAlgorithm(RLAlgorithm):
             on_policy=(batch.version == self.policy_version).to(device),
         )
 
-    def _gae(self, batch: TransitionBatch, values: Tensor, norm) -> tuple[Tensor, Tensor]:
+    def _gae(
+        self, batch: TransitionBatch, values: Tensor, boot_obs: dict[str, Tensor] | None
+    ) -> tuple[Tensor, Tensor]:
         cfg = self.config
         n = len(batch)
         cut = batch.truncated | batch.gap_after
@@ -385,12 +463,8 @@ class PiRLAlgorithm(RLAlgorithm):
             if col.numel() > 1:
                 next_values[col[:-1]] = values[col[1:]]
         # ... truncated steps and stream ends bootstrap from the value of their final observation.
-        boot = torch.nonzero(cut, as_tuple=True)[0]
-        if boot.numel():
-            device = self.policy.config.device
-            nxt = {k: _take(v, boot) for k, v in batch.next_state.items()}
-            nxt = _policy_inputs(norm(nxt), device)
-            next_values[boot] = self._in_minibatches(self.policy.value_of, nxt).cpu()
+        if boot_obs is not None:
+            next_values[bootstrap_rows(batch)] = self._in_minibatches(self._next_values, boot_obs).cpu()
         pad = cols < 0
         idx = cols.clamp_min(0)
 
@@ -564,12 +638,14 @@ class PiRLAlgorithm(RLAlgorithm):
         else:
             loss.backward()
         norms = self._add_offline_gradient(offline) if offline is not None else {}
-        clip = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
+        # accelerate clips whole FSDP models only; torch's clipping takes the norm of sharded gradients whole.
+        engine = accelerator is not None and not self.sharded
+        clip = accelerator.clip_grad_norm_ if engine else torch.nn.utils.clip_grad_norm_
         for name, opt in self.optimizers.items():
             if groups is not None and name not in groups:
                 continue
             params = [p for g in opt.param_groups for p in g["params"]]
-            norms[f"grad_norm/{name}"] = float(clip(params, self.config.max_grad_norm))
+            norms[f"grad_norm/{name}"] = float(full(clip(params, self.config.max_grad_norm)))
             opt.step()
         return norms
 

@@ -25,8 +25,12 @@ def sinusoidal_embedding(tau: Tensor, dim: int) -> Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
-def _block(in_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.SiLU())
+class FlowMLPBlock(nn.Sequential):
+    """Linear -> LayerNorm -> SiLU: the model's layer, always called through ``forward`` (the class to name
+    in FSDP's transformer-based auto-wrap, as a VLA's decoder layer)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.SiLU())
 
 
 class ImageEncoder(nn.Module):
@@ -55,15 +59,15 @@ class FlowMLPModel(nn.Module):
         self.action_dim = action_dim
         self.image_key = image_key
         self.state_encoder = nn.Sequential(
-            _block(state_dim, config.hidden_dim), _block(config.hidden_dim, config.obs_dim)
+            FlowMLPBlock(state_dim, config.hidden_dim), FlowMLPBlock(config.hidden_dim, config.obs_dim)
         )
         if image_key is not None:
             channels = config.input_features[image_key].shape[0]
             self.image_encoder = ImageEncoder(channels, config.image_channels, config.obs_dim)
-            self.obs_fuse = _block(2 * config.obs_dim, config.obs_dim)
+            self.obs_fuse = FlowMLPBlock(2 * config.obs_dim, config.obs_dim)
         chunk_flat = config.chunk_size * action_dim
         dims = [chunk_flat + config.time_embed_dim + config.obs_dim] + [config.hidden_dim] * config.num_layers
-        self.trunk = nn.Sequential(*[_block(a, b) for a, b in itertools.pairwise(dims)])
+        self.trunk = nn.Sequential(*[FlowMLPBlock(a, b) for a, b in itertools.pairwise(dims)])
         self.to_tokens = nn.Linear(config.hidden_dim, config.chunk_size * config.token_dim)
         self.token_out = nn.Linear(config.token_dim, action_dim)
 
