@@ -80,16 +80,33 @@ def _same_flow_noise_for_every_chunk(enabled: bool):
         module.sample_noise, module.sample_time_beta = saved
 
 
-def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
-    """One rank: one update in every setting, in order, on one gloo process group."""
+def join_ranks(rank: int, world: int, port: int, **env: str) -> None:
+    """This spawned process's place in a local gloo group (what ``torchrun`` sets), plus ``env``."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         RANK=str(rank),
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
+        **env,
     )
     torch.set_num_threads(1)
+
+
+def spawn_two_ranks(main, args: tuple, deadline_s: float, what: str) -> None:
+    """Run ``main(rank, 2, port, *args)`` in 2 spawned processes; fail (killing them) after ``deadline_s``."""
+    ctx = mp.start_processes(main, args=(2, _free_port(), *args), nprocs=2, join=False, start_method="spawn")
+    deadline = time.time() + deadline_s
+    while not ctx.join(timeout=1.0):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"2 gloo ranks did not finish {what} in {deadline_s:.0f}s (deadlock)")
+
+
+def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One rank: one update in every setting, in order, on one gloo process group."""
+    join_ranks(rank, world, port)
     from lerobot_pirl.runtime.distributed import make_accelerator
 
     accelerator = make_accelerator("cpu")
@@ -106,17 +123,7 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
 def two_ranks(tmp_path_factory) -> dict[str, list[dict]]:
     """Every setting's update run by 2 gloo ranks (failing on a deadlock), results by setting and rank."""
     out_dir = tmp_path_factory.mktemp("ranks")
-    ctx = mp.start_processes(
-        _rank_main, args=(2, _free_port(), str(out_dir)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.time() + DEADLOCK_S
-    while not ctx.join(timeout=1.0):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(
-                f"2 gloo ranks did not finish {len(SETTINGS)} updates in {DEADLOCK_S:.0f}s (deadlock)"
-            )
+    spawn_two_ranks(_rank_main, (str(out_dir),), DEADLOCK_S, f"{len(SETTINGS)} updates")
     return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in SETTINGS}
 
 

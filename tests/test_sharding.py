@@ -5,18 +5,16 @@ checkpoint state, with every process running the same collectives (no rank left 
 from __future__ import annotations
 
 import os
-import time
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
 from lerobot_pirl.runtime.sharding import check_sharding
 from tests.helpers import synthetic_transitions, tiny_pi_rl
 from tests.test_algorithm import make_algo
-from tests.test_distributed import _free_port, _one_update
+from tests.test_distributed import _one_update, join_ranks, spawn_two_ranks
 
 DEADLOCK_S = 180.0  # start-up (spawned imports) and 5 sharded updates take ~60 s on 2 busy cores
 # What `accelerate launch --use_fsdp --fsdp_version 2 --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP
@@ -56,17 +54,30 @@ def _rollout_results(algo, rollout) -> dict:
     }
 
 
-def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        **FSDP_ENV,
-    )
-    torch.set_num_threads(1)
-    from lerobot_pirl.runtime.distributed import make_accelerator
+def _pi0_update(path: str, accelerator=None):
+    """A tiny pi0 (expert trained, VLM frozen) and one update on a rollout of its own chains."""
+    from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import Rollout, RolloutSource
+    from tests.test_vla_adapters import make_pirl
+    from tests.vla_helpers import tiny_paligemma, vla_batch
+
+    with tiny_paligemma():
+        policy = make_pirl(path, steps=3)
+    algo = make_algo(policy, rollout_size=8, minibatch_size=4, actor_lr=3e-3)
+    batch = vla_batch(8, seed=10)
+    with torch.no_grad():
+        sample = policy.eval().sample_chain(batch, generator=torch.Generator().manual_seed(0))
+    rollout = Rollout.from_sample(batch, sample, torch.randn(8, generator=torch.Generator().manual_seed(1)))
+    policy.train()
+    if accelerator is not None:
+        algo.distribute(accelerator)
+    return policy, algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+
+
+def _rank_main(rank: int, world: int, port: int, out_dir: str, pi0_path: str) -> None:
+    join_ranks(rank, world, port, **FSDP_ENV)
+    from torch.distributed.fsdp import FSDPModule
+
+    from lerobot_pirl.runtime.distributed import make_accelerator, use_fsdp_on_cpu
     from lerobot_pirl.runtime.sharding import full_state
 
     accelerator = make_accelerator("cpu")
@@ -80,22 +91,35 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
     algo.distribute(accelerator)
     rollout = algo.score_rollout(algo.rollout_inputs(batch))
     torch.save(_rollout_results(algo, rollout), os.path.join(out_dir, f"rollout_rank{rank}.pt"))
+    # pi0 enters its decoder layers piecewise (q_proj, mlp, ...), never through the layer's forward: its
+    # FSDP units are the layers' MLPs (`--fsdp_transformer_layer_cls_to_wrap GemmaMLP`).
+    os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = "GemmaMLP"
+    use_fsdp_on_cpu(accelerator)
+    policy, stats = _pi0_update(pi0_path, accelerator)
+    units = sum(isinstance(m, FSDPModule) for m in policy.modules())
+    params = full_state(policy.state_dict())
+    torch.save(
+        {"params": params, "extra": stats.extra, "units": units}, os.path.join(out_dir, f"pi0_rank{rank}.pt")
+    )
     torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def two_sharded_ranks(tmp_path_factory) -> dict[str, list[dict]]:
+def tiny_pi0(tmp_path_factory) -> str:
+    from tests.vla_helpers import build_base, tiny_paligemma
+
+    path = tmp_path_factory.mktemp("pi0_base") / "pi0"
+    with tiny_paligemma():
+        build_base("pi0", path.parent).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def two_sharded_ranks(tmp_path_factory, tiny_pi0) -> dict[str, list[dict]]:
     out_dir = tmp_path_factory.mktemp("sharded")
-    ctx = mp.start_processes(
-        _rank_main, args=(2, _free_port(), str(out_dir)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.time() + DEADLOCK_S
-    while not ctx.join(timeout=1.0):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"2 sharded gloo ranks did not finish in {DEADLOCK_S:.0f}s (deadlock)")
-    return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in [*SETTINGS, "rollout"]}
+    spawn_two_ranks(_rank_main, (str(out_dir), tiny_pi0), DEADLOCK_S, "the sharded updates")
+    names = [*SETTINGS, "rollout", "pi0"]
+    return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in names}
 
 
 def _assert_close(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -141,6 +165,26 @@ def test_sharded_rollout_weights_and_checkpoint_state_are_the_one_process_ones(t
             for i, moments in state["state"].items():
                 for name, value in moments.items():
                     _assert_close(mine["state"][i][name], value, f"rank {r}: {group} state {i} {name}")
+
+
+def test_sharded_pi0_update_is_the_one_process_update(two_sharded_ranks, tiny_pi0):
+    """A tiny pi0 sharded with its MLPs as FSDP units (and the frozen VLM in the units too) updates as one
+    process does."""
+    torch.set_num_threads(1)
+    ref_policy, ref_stats = _pi0_update(tiny_pi0)
+    ref = {k: v.detach() for k, v in ref_policy.state_dict().items()}
+    from tests.test_vla_adapters import make_pirl
+    from tests.vla_helpers import tiny_paligemma
+
+    with tiny_paligemma():
+        fresh = make_pirl(tiny_pi0, steps=3).state_dict()
+    assert any(not torch.equal(fresh[k], ref[k]) for k in ref if k.startswith("base.")), "nothing moved"
+    for r, result in enumerate(two_sharded_ranks["pi0"]):
+        assert result["units"] > 1, "the MLPs did not become FSDP units"
+        assert result["extra"]["ratio_guard_max_dev"] == pytest.approx(0.0, abs=1e-6)
+        for key, expected in ref.items():
+            _assert_close(result["params"][key], expected, f"rank {r}: {key}")
+        assert result["extra"]["approx_kl"] == pytest.approx(ref_stats.extra["approx_kl"], rel=1e-4, abs=1e-7)
 
 
 @pytest.mark.parametrize(
