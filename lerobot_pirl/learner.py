@@ -495,7 +495,7 @@ class PiRLLearner:
         finally:
             if not self.algorithm.sharded:
                 self.save_if_stale()
-            elif self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
+            elif self.checkpoint_is_stale():
                 logger.warning(
                     "[LEARNER] stopped by an error: a sharded state cannot be gathered now, the last "
                     "checkpoint is the latest saved one"
@@ -527,9 +527,12 @@ class PiRLLearner:
                 wandb.log({"train/training_curves": wandb.Image(str(png))})
             wandb.finish()
 
+    def checkpoint_is_stale(self) -> bool:
+        """Checkpoints are on and the last update has none yet."""
+        return self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current()
+
     def save_if_stale(self) -> None:
-        """A checkpoint of the last update, unless one was just written."""
-        if self.cfg.save_checkpoint and self.update_count > 0 and not self.checkpoint_is_current():
+        if self.checkpoint_is_stale():
             self.save()
 
     def checkpoint_is_current(self) -> bool:

@@ -30,13 +30,15 @@ SETTINGS = ["ppo", "ppo_flow_noise", "grpo", "target_kl", "critic_warmup"]
 
 
 def _rollout_case():
-    """A policy, its algorithm and a rollout batch of 3 envs x 8 chunks (episodes of 4 chunks, half of
-    them truncated: GAE bootstraps from final observations)."""
+    """A policy, its algorithm after one unsharded update (Adam's state is not empty: what a resumed run
+    brings to the sharding) and a rollout batch of 3 envs x 8 chunks (episodes of 4 chunks, half of them
+    truncated: GAE bootstraps from final observations)."""
     policy = tiny_pi_rl(seed=3)
     algo = make_algo(policy, rollout_size=24, minibatch_size=8, actor_lr=3e-3)
     buffer = RolloutBuffer(algo.transition_spec())
     buffer.add(synthetic_transitions(policy, n_envs=3, n_chunks=8, seed=1))
     batch, _ = buffer.take(0, 0)
+    algo.update_on(algo.prepare_rollout(batch))
     return policy, algo, batch
 
 
@@ -144,8 +146,9 @@ def test_sharded_update_is_the_one_process_update(setting, two_sharded_ranks):
 
 
 def test_sharded_rollout_weights_and_checkpoint_state_are_the_one_process_ones(two_sharded_ranks):
-    """Values (and bootstrap values) computed by the sharded critic, the advantages, the actors' weights
-    and the whole optimiser state after an update, gathered on every process."""
+    """Values (and bootstrap values) computed by the sharded critic, the advantages, and after an update that
+    continues the Adam state the optimisers had before sharding, the actors' weights and the whole optimiser
+    state, gathered on every process."""
     torch.set_num_threads(1)
     _, algo, batch = _rollout_case()
     expected = _rollout_results(algo, algo.prepare_rollout(batch))
