@@ -276,6 +276,11 @@ class PiRLAlgorithm(RLAlgorithm):
         self.ranks = RankGroup(accelerator)
         engine = accelerator.distributed_type.value
         hybrid = self.config.offline_loss_coef > 0
+        if hybrid and self.config.offline_batch_size < self.ranks.world:
+            raise ValueError(
+                f"algorithm.offline_ratio: {self.config.offline_batch_size} offline chunks per minibatch cannot "
+                f"be shared by {self.ranks.world} learner processes; raise offline_ratio or minibatch_size"
+            )
         if shards_parameters(accelerator):
             check_sharding(accelerator, hybrid)
             self._shard(accelerator)
@@ -286,11 +291,6 @@ class PiRLAlgorithm(RLAlgorithm):
             )
         else:
             self._score = accelerator.prepare(ChainScorer(self.policy))
-        if hybrid and self.config.offline_batch_size < self.ranks.world:
-            raise ValueError(
-                f"algorithm.offline_ratio: {self.config.offline_batch_size} offline chunks per minibatch cannot "
-                f"be shared by {self.ranks.world} learner processes; raise offline_ratio or minibatch_size"
-            )
         logger.info(
             "[LEARNER] the update runs on %d processes (%s, mixed precision %s)",
             self.ranks.world,
