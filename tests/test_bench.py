@@ -339,3 +339,27 @@ def test_a_mixs_envs_by_sft_failure_give_each_task_one_and_the_rest_by_its_failu
         "door-open-v3",
         "door-open-v3",
     ]
+
+
+def test_sac_settings_reach_lerobots_sac_config_and_refuse_bad_values():
+    import math
+
+    import torch
+
+    from lerobot_pirl.bench.sac import SACSettings, build_sac
+
+    stats = {
+        "observation.state": {"min": -torch.ones(39), "max": torch.ones(39)},
+        "action": {"min": -torch.ones(4), "max": torch.ones(4)},
+    }
+    _, algorithm, _, _ = build_sac(
+        SACSettings(env_steps=10, target_entropy=-6.0, temperature_init=0.05), stats
+    )
+    assert algorithm.target_entropy == -6.0
+    assert math.isclose(algorithm.temperature, 0.05, rel_tol=1e-6)
+    _, default, _, _ = build_sac(SACSettings(env_steps=10), stats)
+    assert default.target_entropy == -2.0  # LeRobot's -action_dim / 2
+    with pytest.raises(ValueError, match="target_entropy"):
+        SACSettings(env_steps=10, target_entropy=math.nan)
+    with pytest.raises(ValueError, match="online_ratio"):
+        SACSettings(env_steps=10, online_ratio=0.0)

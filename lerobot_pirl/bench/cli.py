@@ -317,6 +317,12 @@ def add_sac_arguments(p: argparse.ArgumentParser) -> None:
         "--sac_utd_ratio", type=int, default=None, help="SAC: critic updates per training step (1)"
     )
     p.add_argument("--sac_temperature_init", type=float, default=None, help="SAC: initial temperature (1.0)")
+    p.add_argument(
+        "--sac_target_entropy",
+        type=float,
+        default=None,
+        help="SAC: entropy the temperature is tuned towards (-action_dim / 2 = -2)",
+    )
     p.add_argument("--sac_online_ratio", type=float, default=None, help="SAC: online share of a batch (0.5)")
     p.add_argument(
         "--sac_updates_per_env_step",
@@ -362,6 +368,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
             "sac_lr",
             "sac_utd_ratio",
             "sac_temperature_init",
+            "sac_target_entropy",
             "sac_online_ratio",
             "sac_updates_per_env_step",
             "sac_env_steps",

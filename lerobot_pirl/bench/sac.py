@@ -44,6 +44,9 @@ class SACSettings:
     utd_ratio: int = 1  # critic updates per training step (LeRobot's update-to-data knob)
     # Initial entropy temperature (LeRobot's default; lower it when rewards are sparse 0 / 1).
     temperature_init: float = 1.0
+    # Entropy the temperature is tuned towards (LeRobot's default, None: -action_dim / 2 = -2); lower keeps
+    # the temperature from climbing back once the sparse reward is found.
+    target_entropy: float | None = None
     # Training steps per env step: one per vector step of 16 envs. (LeRobot's learner trains freely beside
     # its actor; here a training step costs ~75 ms on 2 CPU cores, so 0.25 would make a 1M-step run ~5 h.)
     updates_per_env_step: float = 0.0625
@@ -64,6 +67,8 @@ class SACSettings:
             raise ValueError(f"online_ratio must be in (0, 1], got {self.online_ratio}")
         if self.updates_per_env_step <= 0 or self.lr <= 0 or self.temperature_init <= 0:
             raise ValueError("updates_per_env_step, lr and temperature_init must be > 0")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise ValueError(f"target_entropy must be a finite number or None, got {self.target_entropy}")
 
 
 class DeterministicSAC(nn.Module):
@@ -138,6 +143,7 @@ def build_sac(settings: SACSettings, stats: dict):
     alg_cfg.actor_lr = alg_cfg.critic_lr = alg_cfg.temperature_lr = settings.lr
     alg_cfg.utd_ratio = settings.utd_ratio
     alg_cfg.temperature_init = settings.temperature_init
+    alg_cfg.target_entropy = settings.target_entropy
     algorithm = SACAlgorithm(policy, alg_cfg)
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
     return policy, algorithm, pre, post
