@@ -62,6 +62,7 @@ def _pi0_update(path: str, accelerator=None):
     from tests.test_vla_adapters import make_pirl
     from tests.vla_helpers import tiny_paligemma, vla_batch
 
+    torch.manual_seed(0)  # the value head's initialisation
     with tiny_paligemma():
         policy = make_pirl(path, steps=3)
     algo = make_algo(policy, rollout_size=8, minibatch_size=4, actor_lr=3e-3)
@@ -75,7 +76,27 @@ def _pi0_update(path: str, accelerator=None):
     return policy, algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
 
 
-def _rank_main(rank: int, world: int, port: int, out_dir: str, pi0_path: str) -> None:
+def _lora_update(root: str, accelerator=None):
+    """A LoRA-wrapped flow_mlp (adapters, value and noise heads trained; the base frozen, in the same FSDP
+    units as its adapters) and one update on a rollout of its own chains."""
+    from pathlib import Path
+
+    from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import Rollout, RolloutSource
+    from tests.helpers import obs_batch
+    from tests.test_peft import _lora_policy
+
+    policy = _lora_policy(Path(root))
+    batch = obs_batch(16, seed=1)
+    with torch.no_grad():
+        sample = policy.sample_chain(batch, generator=torch.Generator().manual_seed(2))
+    rollout = Rollout.from_sample(batch, sample, torch.randn(16, generator=torch.Generator().manual_seed(3)))
+    algo = make_algo(policy, rollout_size=16, minibatch_size=8, actor_lr=1e-2)
+    if accelerator is not None:
+        algo.distribute(accelerator)
+    return policy, algo.update(algo.configure_data_iterator(RolloutSource(rollout)))
+
+
+def _rank_main(rank: int, world: int, port: int, out_dir: str, pi0_path: str, lora_root: str) -> None:
     join_ranks(rank, world, port, **FSDP_ENV)
     from torch.distributed.fsdp import FSDPModule
 
@@ -93,6 +114,9 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str, pi0_path: str) ->
     algo.distribute(accelerator)
     rollout = algo.score_rollout(algo.rollout_inputs(batch))
     torch.save(_rollout_results(algo, rollout), os.path.join(out_dir, f"rollout_rank{rank}.pt"))
+    policy, stats = _lora_update(lora_root, accelerator)
+    params = full_state(policy.state_dict())
+    torch.save({"params": params, "extra": stats.extra}, os.path.join(out_dir, f"lora_rank{rank}.pt"))
     # pi0 enters its decoder layers piecewise (q_proj, mlp, ...), never through the layer's forward: its
     # FSDP units are the layers' MLPs (`--fsdp_transformer_layer_cls_to_wrap GemmaMLP`).
     os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = "GemmaMLP"
@@ -117,10 +141,20 @@ def tiny_pi0(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def two_sharded_ranks(tmp_path_factory, tiny_pi0) -> dict[str, list[dict]]:
+def lora_root(tmp_path_factory) -> str:
+    """A directory holding the tiny flow_mlp base the LoRA case adapts (written once, read by every rank)."""
+    from tests.test_peft import _lora_policy
+
+    root = tmp_path_factory.mktemp("lora")
+    _lora_policy(root)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def two_sharded_ranks(tmp_path_factory, tiny_pi0, lora_root) -> dict[str, list[dict]]:
     out_dir = tmp_path_factory.mktemp("sharded")
-    spawn_two_ranks(_rank_main, (str(out_dir), tiny_pi0), DEADLOCK_S, "the sharded updates")
-    names = [*SETTINGS, "rollout", "pi0"]
+    spawn_two_ranks(_rank_main, (str(out_dir), tiny_pi0, lora_root), DEADLOCK_S, "the sharded updates")
+    names = [*SETTINGS, "rollout", "lora", "pi0"]
     return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in names}
 
 
@@ -188,6 +222,29 @@ def test_sharded_pi0_update_is_the_one_process_update(two_sharded_ranks, tiny_pi
         for key, expected in ref.items():
             _assert_close(result["params"][key], expected, f"rank {r}: {key}")
         assert result["extra"]["approx_kl"] == pytest.approx(ref_stats.extra["approx_kl"], rel=1e-4, abs=1e-7)
+
+
+def test_sharded_lora_update_is_the_one_process_update(two_sharded_ranks, lora_root):
+    """LoRA under FSDP: frozen base weights and trained adapters share FSDP units; the adapters and heads
+    move as with one process, the base does not move at all, and the ratio starts at 1."""
+    torch.set_num_threads(1)
+    ref_policy, ref_stats = _lora_update(lora_root)
+    ref = {k: v.detach() for k, v in ref_policy.state_dict().items()}
+    from pathlib import Path
+
+    from tests.test_peft import _lora_policy
+
+    fresh = _lora_policy(Path(lora_root)).state_dict()
+    trained = ("value_head.", "noise_head.")
+    assert any(".lora_B." in k and not torch.equal(fresh[k], ref[k]) for k in ref), "no adapter moved"
+    for r, result in enumerate(two_sharded_ranks["lora"]):
+        assert set(result["params"]) == set(ref)
+        assert result["extra"]["ratio_guard_max_dev"] == pytest.approx(0.0, abs=1e-5)
+        assert result["extra"]["approx_kl"] == pytest.approx(ref_stats.extra["approx_kl"], rel=1e-4, abs=1e-7)
+        for key, expected in ref.items():
+            _assert_close(result["params"][key], expected, f"rank {r}: {key}")
+            if ".lora_" not in key and not key.startswith(trained):
+                assert torch.equal(result["params"][key], fresh[key]), f"rank {r}: frozen {key} moved"
 
 
 @pytest.mark.parametrize(
