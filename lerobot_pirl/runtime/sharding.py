@@ -81,7 +81,7 @@ def full_state(state: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in state.items():
         if isinstance(value, DTensor):
-            value = value.full_tensor().detach().clone()
+            value = full(value).detach().clone()
         out[key] = value.detach().cpu() if isinstance(value, Tensor) else value
     return out
 

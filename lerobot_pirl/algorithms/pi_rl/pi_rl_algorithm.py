@@ -97,12 +97,13 @@ class RolloutInputs:
 
     batch: TransitionBatch
     obs: dict[str, Tensor]
-    boot_obs: dict[str, Tensor] | None  # final observations of the rows in ``bootstrap_rows(batch)`` (GAE)
+    boot_rows: Tensor  # ``bootstrap_rows(batch)``: the transitions GAE bootstraps from
+    boot_obs: dict[str, Tensor] | None  # their final observations (None: none, or no GAE)
 
     def to(self, device: str | torch.device) -> RolloutInputs:
         """The same inputs with the policy inputs on ``device``."""
         boot = None if self.boot_obs is None else {k: v.to(device) for k, v in self.boot_obs.items()}
-        return RolloutInputs(self.batch, {k: v.to(device) for k, v in self.obs.items()}, boot)
+        return RolloutInputs(self.batch, {k: v.to(device) for k, v in self.obs.items()}, self.boot_rows, boot)
 
 
 def bootstrap_rows(batch: TransitionBatch) -> Tensor:
@@ -410,7 +411,7 @@ class PiRLAlgorithm(RLAlgorithm):
             boot_obs = _policy_inputs(norm({k: _take(v, boot) for k, v in batch.next_state.items()}), device)
         tasks = batch.state.get(TASK)
         light = replace(batch, state={TASK: tasks} if tasks is not None else {}, next_state={})
-        return RolloutInputs(light, obs, boot_obs)
+        return RolloutInputs(light, obs, boot, boot_obs)
 
     @torch.no_grad()
     def score_rollout(self, inputs: RolloutInputs) -> Rollout:
@@ -422,7 +423,7 @@ class PiRLAlgorithm(RLAlgorithm):
 
         self._estimator_stats = {}
         if self.config.estimator == "gae":
-            advantages, returns = self._gae(batch, values, inputs.boot_obs)
+            advantages, returns = self._gae(batch, values, inputs)
             graded = torch.ones(len(batch), dtype=torch.bool)
         else:
             advantages, returns, graded = self._grpo(batch, values)
@@ -449,9 +450,7 @@ class PiRLAlgorithm(RLAlgorithm):
             on_policy=(batch.version == self.policy_version).to(device),
         )
 
-    def _gae(
-        self, batch: TransitionBatch, values: Tensor, boot_obs: dict[str, Tensor] | None
-    ) -> tuple[Tensor, Tensor]:
+    def _gae(self, batch: TransitionBatch, values: Tensor, inputs: RolloutInputs) -> tuple[Tensor, Tensor]:
         cfg = self.config
         n = len(batch)
         cut = batch.truncated | batch.gap_after
@@ -463,8 +462,8 @@ class PiRLAlgorithm(RLAlgorithm):
             if col.numel() > 1:
                 next_values[col[:-1]] = values[col[1:]]
         # ... truncated steps and stream ends bootstrap from the value of their final observation.
-        if boot_obs is not None:
-            next_values[bootstrap_rows(batch)] = self._in_minibatches(self._next_values, boot_obs).cpu()
+        if inputs.boot_obs is not None:
+            next_values[inputs.boot_rows] = self._in_minibatches(self._next_values, inputs.boot_obs).cpu()
         pad = cols < 0
         idx = cols.clamp_min(0)
 
