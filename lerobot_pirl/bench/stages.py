@@ -229,6 +229,11 @@ def allocate_envs(failure_rates: list[float], total: int) -> list[int]:
     return [int(c) + 1 for c in counts]
 
 
+def run_recipe(task: str, method: str, opts: RunOptions) -> Path:
+    """The recipe a πRL run of ``task`` starts from (model, mode, algorithm; multi-task for a mix)."""
+    return recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed_task_names(task)))
+
+
 def rl_args(
     task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions, demos: Path
 ) -> list[str]:
@@ -250,7 +255,7 @@ def rl_args(
             *([f"--env.envs_per_task={','.join(map(str, counts))}"] if opts.env_counts else []),
         ]
     return [
-        f"--config_path={recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed))}",
+        f"--config_path={run_recipe(task, method, opts)}",
         f"--output_dir={rl_out}",
         f"--policy.base_policy_path={sft}",
         f"--policy.online_steps={setup.rl_updates}",
@@ -275,8 +280,9 @@ def rl_stage(
         shutil.rmtree(rl_out)
     for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
         (run_dir / stale).unlink(missing_ok=True)
-    recipe = recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed_task_names(task)))
-    setup = dataclasses.replace(setup, rl_updates=updates_for_budget(setup.rl_updates, recipe))
+    setup = dataclasses.replace(
+        setup, rl_updates=updates_for_budget(setup.rl_updates, run_recipe(task, method, opts))
+    )
     args = rl_args(task, setup, method, sft, rl_out, opts, demos)
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
