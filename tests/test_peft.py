@@ -34,6 +34,11 @@ def _lora_policy(tmp_path, method: str = "flow_noise", peft: PeftConfig | None =
     return PiRLPolicy(cfg)
 
 
+def trained_under_lora(name: str) -> bool:
+    """Whether a parameter / state key is one LoRA trains: an adapter, or the value / noise head."""
+    return ".lora_" in name or name.startswith(("value_head.", "noise_head."))
+
+
 def _train(policy: PiRLPolicy, updates: int = 3):
     batch = obs_batch(32, seed=1)
     with torch.no_grad():
@@ -48,17 +53,14 @@ def test_lora_trains_only_adapters_and_heads_and_starts_at_ratio_one(tmp_path):
     policy = _lora_policy(tmp_path)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
-    assert trainable and all(
-        ".lora_" in n or n.startswith(("value_head.", "noise_head.")) for n in trainable
-    ), sorted(trainable)
+    assert trainable and all(trained_under_lora(n) for n in trainable), sorted(trainable)
     assert any(n.startswith("noise_head.") for n in trainable) and any(".lora_B." in n for n in trainable)
     stats = _train(policy)
     # Fresh LoRA (B = 0) leaves the policy as the base was: the actor's log-probs are the learner's.
     assert stats[0].extra["ratio_guard_max_dev"] < 1e-5
     after = policy.state_dict()
     for key, value in before.items():
-        frozen = ".lora_" not in key and not key.startswith(("value_head.", "noise_head."))
-        if frozen:
+        if not trained_under_lora(key):
             assert torch.equal(after[key], value), f"{key} is frozen under LoRA but moved"
     for prefix in (".lora_B.", "value_head.", "noise_head."):
         assert any(prefix in k and not torch.equal(after[k], before[k]) for k in before), f"no {prefix} moved"

@@ -44,8 +44,8 @@ class SACSettings:
     utd_ratio: int = 1  # critic updates per training step (LeRobot's update-to-data knob)
     # Initial entropy temperature (LeRobot's default; lower it when rewards are sparse 0 / 1).
     temperature_init: float = 1.0
-    # Entropy the temperature is tuned towards (LeRobot's default, None: -action_dim / 2 = -2); lower keeps
-    # the temperature from climbing back once the sparse reward is found.
+    # Entropy the temperature is tuned towards (None: LeRobot's default, -action_dim / 2 = -2); the
+    # temperature falls while the policy's entropy is above it.
     target_entropy: float | None = None
     # Training steps per env step: one per vector step of 16 envs. (LeRobot's learner trains freely beside
     # its actor; here a training step costs ~75 ms on 2 CPU cores, so 0.25 would make a 1M-step run ~5 h.)
