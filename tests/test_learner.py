@@ -222,29 +222,49 @@ def test_every_metric_the_glossary_lists_reaches_metrics_jsonl(tmp_path):
     assert record["time_learner_optimise_s"] > 0 and record["time_learner_rollout_wait_s"] == 0.0
 
 
-def _wandb_records(run_dir: Path) -> tuple[list[dict], dict[str, str]]:
-    """History rows and metric definitions (name or glob -> step metric) of an offline wandb run."""
+def _wandb_records(run_dir: Path, wait_s: float = 60.0) -> tuple[list[dict], dict[str, str]]:
+    """History rows and metric definitions (name or glob -> step metric) of an offline wandb run.
+
+    ``wandb.finish()`` returns once the wandb service has handled the run's exit, which can be before its
+    writer has flushed the ``.wandb`` file to disk (seen once on a loaded CI machine: the file read empty).
+    The file is read again until it holds the exit record, for at most ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        kinds, rows, metrics = _scan_wandb_file(run_dir)
+        if "exit" in kinds:
+            return rows, metrics
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the offline wandb file in {run_dir} has no exit record after {wait_s} s")
+        time.sleep(0.5)
+
+
+def _scan_wandb_file(run_dir: Path) -> tuple[set[str], list[dict], dict[str, str]]:
+    """The record kinds, history rows and metric definitions written so far (a torn tail ends the scan)."""
     from wandb.proto import wandb_internal_pb2
     from wandb.sdk.internal import datastore
 
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    store = datastore.DataStore()
-    store.open_for_scan(str(path))
-    rows, metrics = [], {}
-    while (data := store.scan_data()) is not None:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            rows.append(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
-        elif kind == "metric":
-            metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
-    return rows, metrics
+    kinds, rows, metrics = set(), [], {}
+    try:
+        (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # one offline run, once created
+        store = datastore.DataStore()
+        store.open_for_scan(str(path))
+        while (data := store.scan_data()) is not None:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            kind = record.WhichOneof("record_type")
+            kinds.add(kind)
+            if kind == "history":
+                rows.append(
+                    {
+                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.history.item
+                    }
+                )
+            elif kind == "metric":
+                metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
+    except Exception:  # not created yet, or a block still being written: not complete
+        kinds.discard("exit")
+    return kinds, rows, metrics
 
 
 def _offline_wandb_learner(tmp_path, monkeypatch) -> tuple[TrainRLServerPipelineConfig, PiRLLearner]:
