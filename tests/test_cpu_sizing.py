@@ -22,8 +22,19 @@ def _row(minibatch: int, peak: float, setting: str = "recipe") -> dict:
 
 
 def test_the_peak_is_extrapolated_along_the_per_sample_slope():
-    slope, peak = extrapolate(_row(1, 10.0), _row(3, 11.0), 129)
+    slope, peak = extrapolate([_row(1, 10.0), _row(3, 11.0)], 129)
     assert slope == pytest.approx(0.5) and peak == pytest.approx(10.0 + 128 * 0.5)
+    # More sizes: the least-squares line, so one point's allocator step moves the slope less than the two
+    # endpoints alone would (these endpoints alone give 0.5 per sample, the line 0.4).
+    points = [_row(1, 10.0), _row(2, 10.8), _row(4, 11.0), _row(8, 13.5)]
+    slope, peak = extrapolate(points, 9)
+    mean_m, mean_peak = 15 / 4, (10.0 + 10.8 + 11.0 + 13.5) / 4
+    expected = sum((m - mean_m) * (p - mean_peak) for m, p in [(1, 10.0), (2, 10.8), (4, 11.0), (8, 13.5)])
+    expected /= sum((m - mean_m) ** 2 for m in (1, 2, 4, 8))
+    assert slope == pytest.approx(expected) and peak == pytest.approx(mean_peak + (9 - mean_m) * expected)
+    assert slope < 0.5
+    with pytest.raises(ValueError, match="two or more minibatch sizes"):
+        extrapolate([_row(2, 10.0), _row(2, 10.5)], 64)
 
 
 def test_the_table_gives_each_setting_its_peak_at_the_recipe_minibatch_and_per_ddp_rank():

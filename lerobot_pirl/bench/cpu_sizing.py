@@ -98,10 +98,19 @@ def run_row(family: str, setting: str, minibatch: int, tiny: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def extrapolate(small: dict, large: dict, minibatch: int) -> tuple[float, float]:
-    """Per-sample activation GiB (the slope between two minibatch sizes) and the peak GiB at ``minibatch``."""
-    slope = (large["peak_gib"] - small["peak_gib"]) / (large["minibatch"] - small["minibatch"])
-    return slope, small["peak_gib"] + (minibatch - small["minibatch"]) * slope
+def extrapolate(points: list[dict], minibatch: int) -> tuple[float, float]:
+    """Per-sample activation GiB and the peak GiB at ``minibatch``: the least-squares line through the
+    measured (minibatch, peak) points. Two points give their slope; more points average out the
+    allocator-sized steps of resident memory that make a one-sample difference unreliable."""
+    if len({p["minibatch"] for p in points}) < 2:
+        raise ValueError(
+            f"extrapolating needs two or more minibatch sizes, got {[p['minibatch'] for p in points]}"
+        )
+    xs = [float(p["minibatch"]) for p in points]
+    ys = [float(p["peak_gib"]) for p in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return slope, my + (minibatch - mx) * slope
 
 
 def _key(row: dict) -> tuple:
@@ -150,10 +159,10 @@ def table(rows: list[dict], recipe_minibatch: int, ranks: tuple[int, ...]) -> st
     ]
     for key in dict.fromkeys((r["model"], r["setting"]) for r in rows):
         pair = sorted((r for r in rows if (r["model"], r["setting"]) == key), key=lambda r: r["minibatch"])
-        small, large = pair[0], pair[-1]
+        small = pair[0]
         if len(pair) > 1:
-            slope, full = extrapolate(small, large, recipe_minibatch)
-            per_rank = [extrapolate(small, large, max(recipe_minibatch // n, 1))[1] for n in ranks]
+            slope, full = extrapolate(pair, recipe_minibatch)
+            per_rank = [extrapolate(pair, max(recipe_minibatch // n, 1))[1] for n in ranks]
             extrapolated = f"{slope:.3f} | {full:.1f} | " + " | ".join(f"{v:.1f}" for v in per_rank)
         else:  # one minibatch size: no slope to extrapolate along
             extrapolated = " | ".join("-" for _ in range(2 + len(ranks)))
