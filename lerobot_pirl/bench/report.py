@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,11 +222,11 @@ def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_outside: bool =
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 60))  # a long title (every method of a task) on two lines
     if legend_outside:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     else:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # a curve along 0 or 1 keeps its legend out of the way
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
