@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import RolloutSource
@@ -106,11 +107,8 @@ def extrapolate(points: list[dict], minibatch: int) -> tuple[float, float]:
         raise ValueError(
             f"extrapolating needs two or more minibatch sizes, got {[p['minibatch'] for p in points]}"
         )
-    xs = [float(p["minibatch"]) for p in points]
-    ys = [float(p["peak_gib"]) for p in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    return slope, my + (minibatch - mx) * slope
+    slope, intercept = np.polyfit([p["minibatch"] for p in points], [p["peak_gib"] for p in points], 1)
+    return float(slope), float(intercept + slope * minibatch)
 
 
 def _key(row: dict) -> tuple:
