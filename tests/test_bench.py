@@ -204,6 +204,13 @@ def test_each_model_and_mode_has_its_recipe_and_hybrid_runs_get_the_sft_demos(tm
     assert not any(a.startswith("--dataset") for a in args)
     with pytest.raises(FileNotFoundError, match="recipe"):
         recipe_path("flow_noise", "smolvla_tiny", "hybrid")
+    mix = rl_args("MT10", TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", hybrid, demos)
+    assert (
+        recipe_path("flow_sde", mode="hybrid", multitask=True).name
+        == "metaworld_mt_flow_mlp_flow_sde_hybrid.json"
+    )
+    assert f"--config_path={recipe_path('flow_sde', mode='hybrid', multitask=True)}" in mix
+    assert "--dataset.repo_id=local/MT10" in mix and f"--dataset.root={demos}" in mix
 
 
 @pytest.mark.parametrize(
