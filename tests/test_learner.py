@@ -230,20 +230,25 @@ def _wandb_records(run_dir: Path, wait_s: float = 60.0) -> tuple[list[dict], dic
     The file is read again until it holds the exit record, for at most ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     while True:
-        kinds, rows, metrics = _scan_wandb_file(run_dir)
+        kinds, rows, metrics, error = _scan_wandb_file(run_dir)
         if "exit" in kinds:
             return rows, metrics
         if time.monotonic() > deadline:
-            raise AssertionError(f"the offline wandb file in {run_dir} has no exit record after {wait_s} s")
+            raise AssertionError(
+                f"the offline wandb file in {run_dir} has no exit record after {wait_s} s "
+                f"(the last read stopped at: {error!r})"
+            )
         time.sleep(0.5)
 
 
-def _scan_wandb_file(run_dir: Path) -> tuple[set[str], list[dict], dict[str, str]]:
-    """The record kinds, history rows and metric definitions written so far (a torn tail ends the scan)."""
+def _scan_wandb_file(run_dir: Path) -> tuple[set[str], list[dict], dict[str, str], Exception | None]:
+    """The record kinds, history rows and metric definitions written so far, and the error that ended the scan
+    (no file yet, or a torn tail: wandb's datastore raises bare ``Exception`` / ``AssertionError`` for those, so
+    the error is kept for the caller's timeout message rather than told apart here)."""
     from wandb.proto import wandb_internal_pb2
     from wandb.sdk.internal import datastore
 
-    kinds, rows, metrics = set(), [], {}
+    kinds, rows, metrics, error = set(), [], {}, None
     try:
         (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # one offline run, once created
         store = datastore.DataStore()
@@ -262,9 +267,10 @@ def _scan_wandb_file(run_dir: Path) -> tuple[set[str], list[dict], dict[str, str
                 )
             elif kind == "metric":
                 metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
-    except Exception:  # not created yet, or a block still being written: not complete
+    except Exception as e:  # not created yet, or a block still being written: not complete
         kinds.discard("exit")
-    return kinds, rows, metrics
+        error = e
+    return kinds, rows, metrics, error
 
 
 def _offline_wandb_learner(tmp_path, monkeypatch) -> tuple[TrainRLServerPipelineConfig, PiRLLearner]:
