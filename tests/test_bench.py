@@ -262,8 +262,13 @@ def test_a_task_run_in_both_modes_gets_one_comparison_plot(tmp_path):
     online = _push_row(rl_success=0.4, curve=[{"env_steps": 0, "eval_success": 0.2}])
     hybrid = dataclasses.replace(online, mode="hybrid", rl_success=0.6, env_steps=900)
     other = dataclasses.replace(online, task="door-open-v3")  # online only: no comparison
-    written = plot_mode_comparisons([online, hybrid, other], tmp_path / "images")
+    mixed = dataclasses.replace(hybrid, env_allocation="failure")  # envs by SFT failure: not the even pair's
+    written = plot_mode_comparisons([online, hybrid, other, mixed], tmp_path / "images")
     assert [p.name for p in written] == ["push-v3_flow_mlp_flow_sde_10demos_online_vs_hybrid.png"]
+    written = plot_mode_comparisons([mixed, dataclasses.replace(online, env_allocation="failure")], tmp_path)
+    assert [p.name for p in written] == [
+        "push-v3_flow_mlp_flow_sde_10demos_envs_by_failure_online_vs_hybrid.png"
+    ]
     assert written[0].stat().st_size > 10_000
 
 

@@ -234,23 +234,25 @@ def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_outside: bool =
 
 
 def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
-    """For every task run in both modes (same policy, noise method and demos): one PNG with the online and
-    the hybrid held-out success against env steps (evaluations during training, then the final one with its
-    95 % interval). Returns the files written."""
+    """For every task run in both modes (same policy, noise method, demos and, for a mix, envs per task): one
+    PNG with the online and the hybrid held-out success against env steps (evaluations during training, then
+    the final one with its 95 % interval). Returns the files written."""
     by_case: dict[tuple, dict[str, RunResult]] = {}
     for r in results:
         if r.method == "ppo":
-            by_case.setdefault((r.model, r.noise_method, r.task, r.demos), {})[r.mode] = r
+            by_case.setdefault((r.model, r.noise_method, r.task, r.demos, r.env_allocation), {})[r.mode] = r
     written = []
-    for (model, method, task, demos), modes in by_case.items():
+    for (model, method, task, demos, allocation), modes in by_case.items():
         if set(MODES) - set(modes):
             continue
         curves = [
             (modes[m], f"{m}: held-out eval during training, then final", c)
             for m, c in zip(MODES, ("tab:blue", "tab:green"), strict=True)
         ]
-        title = f"{task}, {model} + πRL ({method}), {demos} demos: online vs hybrid"
-        path = folder / f"{task}_{model}_{method}_{demos}demos_online_vs_hybrid.png"
+        envs = "" if allocation == "even" else f", {_allocation_text(allocation)}"
+        title = f"{task}, {model} + πRL ({method}), {demos} demos{envs}: online vs hybrid"
+        envs = "" if allocation == "even" else f"_envs_by_{allocation}"
+        path = folder / f"{task}_{model}_{method}_{demos}demos{envs}_online_vs_hybrid.png"
         written.append(_comparison_plot(curves, modes["online"].sft_success, title, path))
     return written
 
