@@ -491,7 +491,7 @@ class PiRLLearner:
                 # The other processes stop after their last update. (After an error they are not told:
                 # the launcher ends them when this process exits.)
                 self.algorithm.ranks.broadcast(None)
-                self.algorithm.ranks.close()
+                self.algorithm.leave_ranks()
         finally:
             if not self.algorithm.sharded:
                 self.save_if_stale()
@@ -565,7 +565,7 @@ class UpdateFollower:
                 alg.full_training_state()
             else:
                 raise ValueError(f"rank {ranks.rank}: unknown step {kind!r} from rank 0")
-        ranks.close()
+        alg.leave_ranks()
         logger.info("[LEARNER rank %d] rank 0 finished: done", ranks.rank)
 
 

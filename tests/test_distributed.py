@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import time
+import weakref
 
 import pytest
 import torch
@@ -116,7 +117,13 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
             {"params": {k: v.detach().clone() for k, v in policy.state_dict().items()}, "extra": stats.extra},
             os.path.join(out_dir, f"{setting}_rank{rank}.pt"),
         )
-    accelerator.end_training()
+    # Leaving the group: no DDP wrapper (its reducer holds the group) may outlive it (a hang at exit).
+    algo = make_algo(tiny_pi_rl(seed=3), rollout_size=48, minibatch_size=16)
+    algo.distribute(accelerator)
+    wrapper = weakref.ref(algo._score)
+    algo.leave_ranks()
+    left = {"wrapper_alive": wrapper() is not None, "group": torch.distributed.is_initialized()}
+    torch.save(left, os.path.join(out_dir, f"leave_rank{rank}.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +131,14 @@ def two_ranks(tmp_path_factory) -> dict[str, list[dict]]:
     """Every setting's update run by 2 gloo ranks (failing on a deadlock), results by setting and rank."""
     out_dir = tmp_path_factory.mktemp("ranks")
     spawn_two_ranks(_rank_main, (str(out_dir),), DEADLOCK_S, f"{len(SETTINGS)} updates")
-    return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in SETTINGS}
+    names = [*SETTINGS, "leave"]
+    return {s: [torch.load(out_dir / f"{s}_rank{r}.pt") for r in range(2)] for s in names}
+
+
+def test_leaving_the_group_frees_the_ddp_wrapper_first(two_ranks):
+    """DDP's reducer holds the process group; destroyed after the group, it joins gloo's threads holding the
+    GIL they need (a 2-process learner hung at exit). leave_ranks frees it while the group exists."""
+    assert two_ranks["leave"] == [{"wrapper_alive": False, "group": False}] * 2
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))

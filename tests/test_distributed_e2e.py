@@ -4,7 +4,9 @@ learner, whose checkpoint is resumed by 2 processes again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +37,7 @@ def _learner(
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})},
+        start_new_session=True,  # its own process group: a failed test ends the launcher's workers too
     )
 
 
@@ -83,6 +86,9 @@ def test_two_process_learner_trains_with_actors_and_resumes_across_process_count
         for p in procs:
             if p.poll() is None:
                 p.kill()
+            if p.args[: len(TORCHRUN)] == TORCHRUN:  # the launcher's workers outlive a killed launcher
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
     # Only rank 0 wrote: the run folder holds one learner's files.
     assert sorted(p.name for p in run.iterdir()) == [
         "checkpoints",

@@ -135,7 +135,8 @@ class RankGroup:
 
     def close(self) -> None:
         """Leave the process group (every rank, after the last collective): a group left to the interpreter's
-        exit can abort the process ("terminate called without an active exception")."""
+        exit can abort the process ("terminate called without an active exception"). Drop the DDP wrapper
+        first (its reducer holds the group): :meth:`PiRLAlgorithm.leave_ranks` does both."""
         if self.distributed and torch.distributed.is_initialized():
             torch.distributed.barrier()  # no process tears its connections down while another still uses them
             torch.distributed.destroy_process_group()

@@ -299,6 +299,17 @@ class PiRLAlgorithm(RLAlgorithm):
             accelerator.mixed_precision,
         )
 
+    def leave_ranks(self) -> None:
+        """After the run's last collective, on every process: drop the engine's wrappers, then leave the
+        process group. DDP's reducer holds the group; freed after the group is destroyed, it would run the
+        group's destructor while holding the GIL, which joins gloo's worker threads, and a worker finishing
+        a work item needs the GIL: the process hangs at exit (seen in a 2-process CPU learner)."""
+        if not self.ranks.distributed:
+            return
+        self._score = self.policy.score_chain
+        self._values, self._next_values = self.policy.chain_value, self.policy.value_of
+        self.ranks.close()
+
     def _shard(self, accelerator) -> None:
         """Shard the policy (FSDP2), route its forwards through the sharded module and rebuild the per-group
         optimisers over the sharded parameters with the state they had (resumed or empty)."""
