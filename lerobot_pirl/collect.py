@@ -9,6 +9,7 @@ disjoint from the RL training and evaluation seeds.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,15 @@ from lerobot_pirl.envs.task_order import one_hot_names
 from lerobot_pirl.seeds import DEMOS
 
 DEMO_SEED = DEMOS.start
+# A task's noisy expert gets this many attempts per demo wanted; when it succeeds less often, the noise
+# is halved and the task's collection starts again (see :func:`collect_with_noise_backoff`).
+ATTEMPTS_PER_DEMO = 20
+# Halvings of the noise before the expert runs without noise.
+NOISE_HALVINGS = 3
+
+
+class TooFewSuccessesError(RuntimeError):
+    """The expert (with its action noise) succeeded too rarely to fill the demos within the attempts."""
 
 
 def expert_policy(task: str):
@@ -70,8 +80,13 @@ def collect_episodes(
     kept, tried, next_seed = [], 0, seed
     bar = tqdm(total=episodes, desc=f"demos {task}", unit="ep", disable=not progress)
     while len(kept) < episodes:
-        if tried >= 20 * episodes:
-            raise RuntimeError(f"the {task} expert succeeded in only {len(kept)} of {tried} episodes")
+        if tried >= ATTEMPTS_PER_DEMO * episodes:
+            bar.close()
+            env.close()
+            raise TooFewSuccessesError(
+                f"the {task} expert (action noise {action_noise}) succeeded in only {len(kept)} of {tried} "
+                "episodes"
+            )
         obs, _ = env.reset(seed=next_seed)
         next_seed += 1
         tried += 1
@@ -100,6 +115,30 @@ def collect_episodes(
     return kept, stats
 
 
+def noise_levels(action_noise: float) -> list[float]:
+    """The noise levels a task's collection tries in turn: the given one, halved ``NOISE_HALVINGS`` times,
+    then none."""
+    if action_noise <= 0:
+        return [0.0]
+    return [action_noise / 2**k for k in range(NOISE_HALVINGS + 1)] + [0.0]
+
+
+def collect_with_noise_backoff(task: str, episodes: int, action_noise: float, **kwargs) -> tuple[list, dict]:
+    """:func:`collect_episodes` at ``action_noise``, or, when the noisy expert succeeds in fewer than one
+    of ``ATTEMPTS_PER_DEMO`` episodes, at the next lower of :func:`noise_levels`: one automatic rule for
+    every task, so a task whose expert a given noise breaks (e.g. MT50's assembly at 1.0) still gets its
+    demos, as imperfect as it allows. The stats carry the noise the demos were collected with."""
+    *noisier, last = noise_levels(action_noise)
+    for noise in noisier:
+        try:
+            eps, stats = collect_episodes(task, episodes, action_noise=noise, **kwargs)
+            return eps, {**stats, "action_noise": noise}
+        except TooFewSuccessesError:
+            continue
+    eps, stats = collect_episodes(task, episodes, action_noise=last, **kwargs)
+    return eps, {**stats, "action_noise": last}
+
+
 def collect_dataset(
     task: str | Sequence[str],
     episodes: int,
@@ -125,20 +164,23 @@ def collect_dataset(
             raise FileExistsError(f"root: {root} exists (pass --overwrite)")
         shutil.rmtree(root)
     eps, descriptions, stats = [], [], {"episodes": 0, "attempts": 0, "frames": 0}
+    lowered: dict[str, float] = {}  # tasks whose demos needed less noise (see collect_with_noise_backoff)
     instructions = mix_descriptions(tasks) if multi else {tasks[0]: task_description(tasks[0])}
     for k, name in enumerate(tasks):
-        task_eps, task_stats = collect_episodes(
+        task_eps, task_stats = collect_with_noise_backoff(
             name,
             episodes,
-            seed,
-            episode_length,
             action_noise,
+            seed=seed,
+            episode_length=episode_length,
             noise_gripper=noise_gripper,
             progress=progress,
             image_size=image_size,
             task_index=k if multi else None,
             num_tasks=len(tasks) if multi else 0,
         )
+        if task_stats["action_noise"] != action_noise:
+            lowered[name] = task_stats["action_noise"]
         eps += task_eps
         descriptions += [instructions[name]] * len(task_eps)
         stats = {key: stats[key] + task_stats[key] for key in stats}
@@ -148,7 +190,14 @@ def collect_dataset(
         features.update(image_feature(image_size))
     repo_id = repo_id or f"local/{tasks[0] if not multi else f'{len(tasks)}_tasks'}"
     write_dataset(root, repo_id, fps=80, features=features, episodes=eps, task=descriptions)
-    return {**stats, "tasks": tasks, "root": str(root), "repo_id": repo_id}
+    return {
+        **stats,
+        "action_noise": action_noise,
+        "noise_lowered": lowered,
+        "tasks": tasks,
+        "root": str(root),
+        "repo_id": repo_id,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,13 +221,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--image_size", type=int, default=None, help="also record a rendered camera image of this side"
     )
+    p.add_argument("--stats_out", default=None, help="also write the collection statistics to this JSON file")
     args = p.parse_args(argv)
 
     def startup():
         tasks = mixed_task_names(args.task) or [args.task]
         for task in tasks:
             expert_policy(task)  # an unknown task is a one-line error
-        return lambda: print(
+        return lambda: report(
             collect_dataset(
                 tasks,
                 args.episodes,
@@ -189,10 +239,18 @@ def main(argv: list[str] | None = None) -> None:
                 args.action_noise,
                 noise_gripper=args.noise_gripper,
                 image_size=args.image_size,
-            )
+            ),
+            args.stats_out,
         )
 
     run_cli(startup)
+
+
+def report(stats: dict, stats_out: str | None) -> None:
+    """Print the collection statistics (and write them to ``stats_out`` when given)."""
+    print(stats)
+    if stats_out:
+        Path(stats_out).write_text(json.dumps(stats, indent=1))
 
 
 if __name__ == "__main__":

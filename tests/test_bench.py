@@ -9,7 +9,7 @@ import pytest
 
 from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, readme_table, write_results
 from lerobot_pirl.bench.setups import TaskSetup
-from lerobot_pirl.bench.stages import reuse_or_clear_sft
+from lerobot_pirl.bench.stages import DEMO_STATS, noise_lowered, reuse_or_clear_sft
 from lerobot_pirl.evaluate import wilson_interval
 
 
@@ -157,13 +157,16 @@ def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
         (tmp_path / "demos" / "meta").mkdir(parents=True, exist_ok=True)
         (tmp_path / "sft").mkdir(exist_ok=True)
         (tmp_path / "sft_eval.json").write_text("{}")
+        (tmp_path / DEMO_STATS).write_text(json.dumps({"noise_lowered": {"assembly-v3": 0.5}}))
 
     make_stage_outputs()
     reuse_or_clear_sft(tmp_path, TaskSetup(demos=5))  # unknown provenance: made again
     assert not (tmp_path / "demos").exists() and not (tmp_path / "sft_eval.json").exists()
+    assert noise_lowered(tmp_path) == {}  # the demos' statistics went with them
     make_stage_outputs()
     reuse_or_clear_sft(tmp_path, TaskSetup(demos=5, rl_updates=200))  # same demos / SFT: reused
     assert (tmp_path / "demos" / "meta").is_dir() and (tmp_path / "sft").is_dir()
+    assert noise_lowered(tmp_path) == {"assembly-v3": 0.5}  # what the row reports of the reused demos
     reuse_or_clear_sft(tmp_path, TaskSetup(demos=10))  # different demos: made again
     assert not (tmp_path / "demos").exists() and not (tmp_path / "sft").exists()
 

@@ -270,3 +270,58 @@ def test_grpo_groups_must_end_their_episodes_together_and_fit_a_rollout(tmp_path
         return
     with pytest.raises(ValueError, match=error):
         metaworld_run_config(tmp_path, policy={"actor": actor}, algorithm=algorithm, env=env)
+
+
+def test_an_expert_that_never_succeeds_raises_naming_the_task_and_noise(monkeypatch):
+    import lerobot_pirl.collect as collect
+
+    class Idle:  # never moves: the episode can only time out
+        def get_action(self, state):
+            return np.zeros(4)
+
+    monkeypatch.setattr(collect, "expert_policy", lambda task: Idle())
+    monkeypatch.setattr(collect, "ATTEMPTS_PER_DEMO", 2)
+    with pytest.raises(
+        collect.TooFewSuccessesError, match=r"drawer-close-v3 expert \(action noise 0.5\).* 0 of 2"
+    ):
+        collect.collect_episodes("drawer-close-v3", 1, episode_length=5, action_noise=0.5, progress=False)
+
+
+def test_demo_noise_is_halved_until_the_expert_succeeds_and_recorded(monkeypatch, tmp_path):
+    import lerobot_pirl.collect as collect
+
+    assert collect.noise_levels(1.0) == [1.0, 0.5, 0.25, 0.125, 0.0]
+    assert collect.noise_levels(0.0) == [0.0]
+    real = collect.collect_episodes
+    tried = []
+
+    def breaks_above_a_third(task, episodes, action_noise=0.0, **kwargs):  # like assembly-v3 at noise 1.0
+        tried.append((task, action_noise))
+        if task == "drawer-close-v3" and action_noise > 0.3:
+            raise collect.TooFewSuccessesError(f"the {task} expert failed")
+        return real(task, episodes, action_noise=action_noise, **kwargs)
+
+    monkeypatch.setattr(collect, "collect_episodes", breaks_above_a_third)
+    stats = collect.collect_dataset(
+        ["reach-v3", "drawer-close-v3"],
+        1,
+        tmp_path / "demos",
+        episode_length=150,
+        action_noise=1.0,
+        progress=False,
+    )
+    assert tried == [
+        ("reach-v3", 1.0),
+        ("drawer-close-v3", 1.0),
+        ("drawer-close-v3", 0.5),
+        ("drawer-close-v3", 0.25),
+    ]
+    assert stats["episodes"] == 2 and stats["noise_lowered"] == {"drawer-close-v3": 0.25}
+
+    def never(task, episodes, action_noise=0.0, **kwargs):
+        raise collect.TooFewSuccessesError(f"the {task} expert (action noise {action_noise}) failed")
+
+    monkeypatch.setattr(collect, "collect_episodes", never)
+    # The noiseless expert is the last try, and its failure is the error.
+    with pytest.raises(collect.TooFewSuccessesError, match=r"action noise 0\.0\)"):
+        collect.collect_with_noise_backoff("reach-v3", 1, 1.0)

@@ -48,6 +48,8 @@ class RunResult:
     # not evenly, each task's envs.
     env_allocation: str = "even"
     envs_per_task: dict = field(default_factory=dict)
+    # Tasks whose noisy expert failed too often at demo_action_noise, with the lower noise their demos got.
+    demo_noise_lowered: dict = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, str, str, int, str]:
@@ -249,10 +251,11 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
             (modes[m], f"{m}: held-out eval during training, then final", c)
             for m, c in zip(MODES, ("tab:blue", "tab:green"), strict=True)
         ]
-        envs = "" if allocation == "even" else f", {_allocation_text(allocation)}"
-        title = f"{task}, {model} + πRL ({method}), {demos} demos{envs}: online vs hybrid"
-        envs = "" if allocation == "even" else f"_envs_by_{allocation}"
-        path = folder / f"{task}_{model}_{method}_{demos}demos{envs}_online_vs_hybrid.png"
+        even = allocation == "even"
+        title_envs = "" if even else f", {_allocation_text(allocation)}"
+        title = f"{task}, {model} + πRL ({method}), {demos} demos{title_envs}: online vs hybrid"
+        file_envs = "" if even else f"_envs_by_{allocation}"
+        path = folder / f"{task}_{model}_{method}_{demos}demos{file_envs}_online_vs_hybrid.png"
         written.append(_comparison_plot(curves, modes["online"].sft_success, title, path))
     return written
 

@@ -33,6 +33,8 @@ MIX_ENVS = 20
 # so the tasks the SFT solves keep a foothold and the env steps go where there is something to learn).
 MIX_ALLOCATIONS = ("even", "failure")
 MIX_VALIDATION_EPISODES = 20
+# The demo collection's statistics, next to the demos (written by lerobot_pirl.collect --stats_out).
+DEMO_STATS = "demos_stats.json"
 # A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
 ROLLOUT_CHUNKS, CHUNK_STEPS = 1024, 5
 
@@ -80,7 +82,7 @@ def reuse_or_clear_sft(root: Path, setup: TaskSetup) -> None:
     wanted = setup.sft_fields()
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return
-    for name in ("demos", "sft", "sft_eval.json"):
+    for name in ("demos", DEMO_STATS, "sft", "sft_eval.json"):
         path = root / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -106,9 +108,17 @@ def collect_stage(task: str, setup: TaskSetup, root: Path, log_dir: Path, model:
             f"--action_noise={setup.action_noise}",
             *(["--noise_gripper"] if setup.noise_gripper else []),
             *([f"--image_size={model.image_size}"] if model.image_size else []),
+            f"--stats_out={root / DEMO_STATS}",
         ]
         _run(cmd, log_dir / "collect.log", "demo collection")
     return demos
+
+
+def noise_lowered(root: Path) -> dict[str, float]:
+    """The tasks whose demos were collected with less than the setup's noise (their expert failed too
+    often at it), with the noise used; empty for demos collected before this was recorded."""
+    path = root / DEMO_STATS
+    return json.loads(path.read_text()).get("noise_lowered", {}) if path.is_file() else {}
 
 
 def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Path, model: ModelSetup) -> Path:

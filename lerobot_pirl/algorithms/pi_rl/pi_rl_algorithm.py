@@ -261,9 +261,8 @@ class PiRLAlgorithm(RLAlgorithm):
         self.offline_source: Callable[[int], dict[str, Tensor] | None] | None = None
         # The update's processes; the chain re-scoring call (DDP-wrapped when there are several).
         self.ranks = RankGroup()
-        self._score = policy.score_chain
         # The rollout's value calls (through the sharded model's forward under FSDP).
-        self._values, self._next_values = policy.chain_value, policy.value_of
+        self._route_through_policy()
         self.sharded = False  # FSDP: parameters, gradients and Adam state split over the processes
         # What the advantage estimator reports about the last prepared rollout (GRPO: groups kept).
         self._estimator_stats: dict[str, float] = {}
@@ -306,9 +305,13 @@ class PiRLAlgorithm(RLAlgorithm):
         a work item needs the GIL: the process hangs at exit (seen in a 2-process CPU learner)."""
         if not self.ranks.distributed:
             return
+        self._route_through_policy()
+        self.ranks.close()
+
+    def _route_through_policy(self) -> None:
+        """Re-score chains and compute values with the policy's own methods (no engine wrapper)."""
         self._score = self.policy.score_chain
         self._values, self._next_values = self.policy.chain_value, self.policy.value_of
-        self.ranks.close()
 
     def _shard(self, accelerator) -> None:
         """Shard the policy (FSDP2), route its forwards through the sharded module and rebuild the per-group
