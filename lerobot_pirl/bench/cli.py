@@ -61,20 +61,11 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     model = opts.model
     root = out / task_dirname(task) if model.name == "flow_mlp" else out / model.name / task_dirname(task)
     sac = opts.algorithm == "sac"
-    name = "sac" if sac else method + ("" if opts.mode == "online" else f"_{opts.mode}")
-    name += "" if opts.algorithm in ("ppo", "sac") else f"_{opts.algorithm}"
+    name = run_name(method, opts)
     run_dir = root / name
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(
-        f"== {task} / {model.name} / {name}: {setup.demos} demos (action noise {setup.action_noise}), "
-        f"{setup.sft_steps} SFT steps, "
-        + (
-            f"{opts.sac.get('env_steps') or sac_budget(setup):,} SAC env steps"
-            if sac
-            else f"{setup.rl_updates} πRL updates"
-        )
-    )
+    announce(f"{task} / {model.name} / {name}", setup, opts)
     reuse_or_clear_sft(root, setup)
     demos = collect_stage(task, setup, root, logs, model)
     sft = sft_stage(task, setup, root, demos, logs, model)
@@ -134,6 +125,27 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     )
     report_row(result, records, run_dir)
     return result
+
+
+def run_name(method: str, opts: RunOptions) -> str:
+    """The run's folder name: the noise method (or "sac"), then any non-default mode and algorithm."""
+    if opts.algorithm == "sac":
+        return "sac"
+    name = method + ("" if opts.mode == "online" else f"_{opts.mode}")
+    return name + ("" if opts.algorithm == "ppo" else f"_{opts.algorithm}")
+
+
+def announce(label: str, setup: TaskSetup, opts: RunOptions) -> None:
+    """One line saying what the run is about to do: demos, SFT steps and the RL budget."""
+    budget = (
+        f"{opts.sac.get('env_steps') or sac_budget(setup):,} SAC env steps"
+        if opts.algorithm == "sac"
+        else f"{setup.rl_updates} πRL updates"
+    )
+    print(
+        f"== {label}: {setup.demos} demos (action noise {setup.action_noise}), "
+        f"{setup.sft_steps} SFT steps, {budget}"
+    )
 
 
 def report_row(result: RunResult, records: list[dict], run_dir: Path) -> None:
