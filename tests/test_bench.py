@@ -169,6 +169,26 @@ def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):
     assert noise_lowered(tmp_path) == {"assembly-v3": 0.5}  # what the row reports of the reused demos
     reuse_or_clear_sft(tmp_path, TaskSetup(demos=10))  # different demos: made again
     assert not (tmp_path / "demos").exists() and not (tmp_path / "sft").exists()
+    make_stage_outputs()
+    reuse_or_clear_sft(tmp_path, TaskSetup(demos=10))
+    reuse_or_clear_sft(tmp_path, TaskSetup(demos=10, sft_workers=2))  # loader workers change the checkpoint
+    assert not (tmp_path / "sft").exists()
+
+
+def test_sft_workers_reach_lerobot_train(tmp_path, monkeypatch):
+    from lerobot_pirl.bench import stages
+    from lerobot_pirl.bench.setups import MODELS, task_setup
+
+    commands = []
+    monkeypatch.setattr(stages, "_run", lambda cmd, log, what: commands.append(cmd))
+    for workers in (None, 2):
+        setup = task_setup("MT10", sft_workers=workers)
+        stages.sft_stage("MT10", setup, tmp_path / str(workers), tmp_path, tmp_path, MODELS["flow_mlp"])
+    assert [[a for a in c if a.startswith("--num_workers=")] for c in commands] == [
+        ["--num_workers=0"],
+        ["--num_workers=2"],
+    ]
+    assert "--steps=2000" in commands[0]  # MT10: 200 SFT steps per task
 
 
 def test_sampling_benchmark_times_each_recipe_head(monkeypatch):

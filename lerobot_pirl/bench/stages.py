@@ -141,7 +141,7 @@ def sft_stage(task: str, setup: TaskSetup, root: Path, demos: Path, log_dir: Pat
             f"--batch_size={model.sft_batch_size}",
             f"--save_freq={setup.sft_steps}",
             "--log_freq=200",
-            "--num_workers=0",
+            f"--num_workers={setup.sft_workers}",
             "--wandb.enable=false",
             "--seed=1000",
         ]
