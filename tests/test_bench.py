@@ -144,7 +144,11 @@ def test_results_json_and_table(tmp_path):
         "| MT10 | 0.10 -> 0.74 (1k) |",
         "| MT10, envs by SFT failure | 0.10 -> 0.78 (1k) |",
     ]
+    mt50 = dataclasses.replace(even, task="MT50", rl_success=0.66)
+    write_results(merge_results([mt50], mix_path), mix_path)
     mix_table = mix_path.with_suffix(".md").read_text()
+    assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.66 |" in mix_table
+    assert "mean (2 tasks)" not in mix_table  # MT10 and MT50 are never averaged together
     assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.74 |" in mix_table
     assert (
         "| **mean (1 tasks)** | flow_mlp | online, envs by SFT failure | ppo | flow_sde | | 0.10 | 0.78 |"

@@ -284,7 +284,7 @@ def parser() -> argparse.ArgumentParser:
         "--sft_workers",
         type=int,
         default=None,
-        help="lerobot-train's data-loading processes (0; 2 is ~1.9x faster on MT50's SFT, another checkpoint)",
+        help="lerobot-train's data-loading processes (0; 2: ~1.7x faster MT50 SFT, another checkpoint)",
     )
     p.add_argument("--rl_updates", type=int, default=None)
     p.add_argument(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lerobot_pirl.bench.setups import ALGORITHMS, BENCH_TASKS, MODELS, MODES, NOISE_METHODS, task_setup
+from lerobot_pirl.envs.metaworld import mixed_task_names
 
 
 @dataclass
@@ -333,7 +334,8 @@ def _mode_text(mode: str, env_allocation: str) -> str:
 
 def markdown_table(results: list[RunResult]) -> str:
     """The results as a markdown table, one row per task, policy, mode, noise method and number of demos,
-    and a mean per policy, mode and method over the rows with their task's standard demos."""
+    and a mean per policy, mode and method over the rows with their task's standard demos (a mix's rows:
+    per mix)."""
     lines = [
         "| task | policy | mode | method | noise method | demos (noise) | SFT success [95% CI] | RL success [95% CI] "
         "| eval episodes | env steps | wall (RL / total) | env steps/s (share of raw sim) |",
@@ -354,13 +356,21 @@ def markdown_table(results: list[RunResult]) -> str:
     standard = [r for r in results if r.standard]
 
     def cases(r: RunResult) -> tuple:
-        return r.model, r.mode, r.method, r.noise_method, r.env_allocation
+        # A mix's row is already an average over its tasks: it is averaged only with rows of the same mix.
+        return (
+            r.model,
+            r.mode,
+            r.method,
+            r.noise_method,
+            r.env_allocation,
+            r.task if mixed_task_names(r.task) else "",
+        )
 
     for case in dict.fromkeys(cases(r) for r in standard):
         rows = [r for r in standard if cases(r) == case]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
-        model, mode, algorithm, method, allocation = case
+        model, mode, algorithm, method, allocation, _ = case
         lines.append(
             f"| **mean ({len(rows)} tasks)** | {model} | {_mode_text(mode, allocation)} | {algorithm} | {method} "
             f"| | {mean_sft:.2f} "
