@@ -124,10 +124,10 @@ def test_results_json_and_table(tmp_path):
     ]
     table = (tmp_path / "results.md").read_text()
     assert "| **mean (2 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.80 |" in table
-    assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_noise | | 0.10 | 0.30 |" in table
-    assert "| **mean (1 tasks)** | flow_mlp | online | sac | - | | 0.10 | 0.15 |" in table
-    assert "| **mean (1 tasks)** | flow_mlp | hybrid | ppo | flow_sde | | 0.10 | 0.60 |" in table
-    assert "| **mean (1 tasks)** | smolvla_tiny | online | ppo | flow_sde | | 0.10 | 0.40 |" in table
+    assert "| **mean (1 task)** | flow_mlp | online | ppo | flow_noise | | 0.10 | 0.30 |" in table
+    assert "| **mean (1 task)** | flow_mlp | online | sac | - | | 0.10 | 0.15 |" in table
+    assert "| **mean (1 task)** | flow_mlp | hybrid | ppo | flow_sde | | 0.10 | 0.60 |" in table
+    assert "| **mean (1 task)** | smolvla_tiny | online | ppo | flow_sde | | 0.10 | 0.40 |" in table
     assert "| 150 (0.25 of 600) |" in table  # training env steps/s as a share of the raw simulator
 
     # A mix's rows with envs by SFT failure sit beside the even split's, each with its own mean.
@@ -147,13 +147,10 @@ def test_results_json_and_table(tmp_path):
     mt50 = dataclasses.replace(even, task="MT50", rl_success=0.66)
     write_results(merge_results([mt50], mix_path), mix_path)
     mix_table = mix_path.with_suffix(".md").read_text()
-    assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.66 |" in mix_table
-    assert "mean (2 tasks)" not in mix_table  # MT10 and MT50 are never averaged together
-    assert "| **mean (1 tasks)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.74 |" in mix_table
-    assert (
-        "| **mean (1 tasks)** | flow_mlp | online, envs by SFT failure | ppo | flow_sde | | 0.10 | 0.78 |"
-        in mix_table
-    )
+    # A mix's row is already its tasks' average: no mean line, and MT10 and MT50 are never averaged together.
+    assert "**mean" not in mix_table
+    assert "| MT50 | flow_mlp | online | ppo | flow_sde | 5 (0.3) | 0.10 [" in mix_table
+    assert "| MT10 | flow_mlp | online, envs by SFT failure | ppo | flow_sde | 5 (0.3) | 0.10 [" in mix_table
 
 
 def test_demos_and_sft_are_reused_only_for_the_same_setup(tmp_path):

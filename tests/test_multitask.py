@@ -244,16 +244,41 @@ def test_normalize_per_group_is_normalize_within_each_group():
     torch.testing.assert_close(normalize_per_group(x, torch.zeros(6, dtype=torch.long)), normalize(x))
     with pytest.raises(ValueError, match="differ"):
         normalize_per_group(x, groups[:5])
+    with pytest.raises(ValueError, match="std must be"):
+        normalize_per_group(x, groups, std="task")
 
 
-@pytest.mark.parametrize("per_task", [True, False])
-def test_advantages_are_normalised_per_task_of_the_transitions(per_task):
+def test_normalize_per_group_with_one_std_keeps_a_quiet_group_quiet():
+    # Group 0 carries signal, group 1 only tiny noise (a task with no success in the rollout).
+    x = torch.tensor([1.0, 3.0, 5.0, 7.0, 0.001, -0.001, 0.002, 0.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    out = normalize_per_group(x, groups, std="all")
+    centred = torch.cat([x[:4] - x[:4].mean(), x[4:] - x[4:].mean()])
+    torch.testing.assert_close(out, centred / centred.std(unbiased=False))
+    assert float(out[:4].mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(out[4:].mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(out[4:].abs().max()) < 1e-3  # not blown up to unit std ...
+    assert float(normalize_per_group(x, groups)[4:].std(unbiased=False)) == pytest.approx(
+        1.0, rel=1e-3
+    )  # ... as per group
+    assert float(out.std(unbiased=False)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_per_task_advantage_std_is_validated():
+    from lerobot_pirl.algorithms.pi_rl.configuration_pi_rl import PiRLAlgorithmConfig
+
+    with pytest.raises(ValueError, match="per_task_advantage_std must be one of"):
+        PiRLAlgorithmConfig(per_task_advantage_std="group")
+
+
+@pytest.mark.parametrize("per_task,std", [(True, "task"), (True, "rollout"), (False, "task")])
+def test_advantages_are_normalised_per_task_of_the_transitions(per_task, std):
     from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
     from tests.helpers import synthetic_transitions, tiny_pi_rl
     from tests.test_algorithm import make_algo
 
     policy = tiny_pi_rl("flow_sde")
-    algo = make_algo(policy, normalize_advantages_per_task=per_task)
+    algo = make_algo(policy, normalize_advantages_per_task=per_task, per_task_advantage_std=std)
     transitions = synthetic_transitions(policy, n_envs=4, n_chunks=6)
     for t in transitions:  # envs 0-1 play task A, envs 2-3 task B (B's rewards on another scale)
         env = int(t["complementary_info"]["env_id"])
@@ -267,11 +292,14 @@ def test_advantages_are_normalised_per_task_of_the_transitions(per_task):
     adv = rollout.advantages.cpu()
     assert float(adv.mean()) == pytest.approx(0.0, abs=1e-5)
     means = [float(adv[m].mean()) for m in (is_a, ~is_a)]
+    stds = [float(adv[m].std(unbiased=False)) for m in (is_a, ~is_a)]
     if per_task:
         assert means == pytest.approx([0.0, 0.0], abs=1e-5)
-        assert [float(adv[m].std(unbiased=False)) for m in (is_a, ~is_a)] == pytest.approx(
-            [1.0, 1.0], rel=1e-4
-        )
+    if per_task and std == "task":
+        assert stds == pytest.approx([1.0, 1.0], rel=1e-4)
+    elif per_task:  # one std over the rollout: B's 50x rewards keep B's advantages the larger
+        assert float(adv.std(unbiased=False)) == pytest.approx(1.0, rel=1e-4)
+        assert stds[1] > 5 * stds[0]
     else:
         assert abs(means[0] - means[1]) > 0.1
 

@@ -158,7 +158,7 @@ def plot_per_task(result: RunResult, path: Path) -> None:
 
     tasks = list(result.per_task)
     y = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(7, 2.0 + 0.28 * len(tasks)), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 2.0 + 0.28 * len(tasks)), dpi=120, layout="constrained")
     for offset, stage, color, mean in (
         (0.2, "sft", "tab:gray", result.sft_success),
         (-0.2, "rl", "tab:blue", result.rl_success),
@@ -173,6 +173,7 @@ def plot_per_task(result: RunResult, path: Path) -> None:
         ax.axvline(mean, color=color, ls="--", lw=1)
     ax.set_yticks(y, tasks, fontsize=7 if len(tasks) > 20 else 9)
     ax.invert_yaxis()
+    ax.margins(y=min(0.05, 1.0 / len(tasks)))  # about one bar of space above and below, not 5 % of 50 tasks
     ax.set_xlim(0, 1.02)
     ax.set_xlabel(f"held-out success ({result.per_task[tasks[0]]['episodes']} episodes per task)")
     ax.set_title(
@@ -180,9 +181,8 @@ def plot_per_task(result: RunResult, path: Path) -> None:
         f"{result.env_steps:,} env steps of πRL",
         fontsize=10,
     )
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.5 / (len(tasks) + 4)), ncol=2, fontsize=8)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8)  # under the axes, whatever their height
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
@@ -334,8 +334,7 @@ def _mode_text(mode: str, env_allocation: str) -> str:
 
 def markdown_table(results: list[RunResult]) -> str:
     """The results as a markdown table, one row per task, policy, mode, noise method and number of demos,
-    and a mean per policy, mode and method over the rows with their task's standard demos (a mix's rows:
-    per mix)."""
+    and a mean per policy, mode and method over the single-task rows with their task's standard demos."""
     lines = [
         "| task | policy | mode | method | noise method | demos (noise) | SFT success [95% CI] | RL success [95% CI] "
         "| eval episodes | env steps | wall (RL / total) | env steps/s (share of raw sim) |",
@@ -353,28 +352,22 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
-    standard = [r for r in results if r.standard]
-
-    def cases(r: RunResult) -> tuple:
-        # A mix's row is already an average over its tasks: it is averaged only with rows of the same mix.
-        return (
-            r.model,
-            r.mode,
-            r.method,
-            r.noise_method,
-            r.env_allocation,
-            r.task if mixed_task_names(r.task) else "",
-        )
-
-    for case in dict.fromkeys(cases(r) for r in standard):
-        rows = [r for r in standard if cases(r) == case]
+    # A mean per policy, mode, method and noise method over the single-task rows with standard demos; a
+    # mix's row is already the average over its tasks, so mixes get none.
+    standard = [r for r in results if r.standard and not mixed_task_names(r.task)]
+    cases = dict.fromkeys((r.model, r.mode, r.method, r.noise_method, r.env_allocation) for r in standard)
+    for model, mode, algorithm, method, allocation in cases:
+        rows = [
+            r
+            for r in standard
+            if (r.model, r.mode, r.method, r.noise_method, r.env_allocation)
+            == (model, mode, algorithm, method, allocation)
+        ]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
-        model, mode, algorithm, method, allocation, _ = case
         lines.append(
-            f"| **mean ({len(rows)} tasks)** | {model} | {_mode_text(mode, allocation)} | {algorithm} | {method} "
-            f"| | {mean_sft:.2f} "
-            f"| {mean_rl:.2f} | | | | |"
+            f"| **mean ({_count(len(rows), 'task')})** | {model} | {_mode_text(mode, allocation)} | {algorithm} "
+            f"| {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | | |"
         )
     return "\n".join(lines) + "\n"
 

@@ -81,15 +81,26 @@ def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
     return (x - x.mean()) / (x.std(unbiased=False) + eps)
 
 
-def normalize_per_group(x: Tensor, group_ids: Tensor, eps: float = 1e-8) -> Tensor:
-    """:func:`normalize` within each group (elements sharing a ``group_ids`` value, e.g. one task's
-    transitions), so each group has zero mean and unit std (a group of one element becomes 0)."""
+def normalize_per_group(x: Tensor, group_ids: Tensor, eps: float = 1e-8, std: str = "group") -> Tensor:
+    """Zero mean within each group (elements sharing a ``group_ids`` value, e.g. one task's transitions),
+    then unit std: ``std="group"`` divides each group by its own std (every group weighs alike; a group of
+    one element becomes 0), ``std="all"`` divides every group by the one std of all the centred elements
+    (a group whose advantages are small, e.g. a task with no success in the rollout, stays small instead of
+    being scaled up to unit noise)."""
     if x.shape != group_ids.shape:
         raise ValueError(
             f"normalize_per_group: x {tuple(x.shape)} and group_ids {tuple(group_ids.shape)} differ"
         )
+    if std not in ("group", "all"):
+        raise ValueError(f"normalize_per_group: std must be 'group' or 'all', got {std!r}")
+    centred = torch.empty_like(x)
+    for gid in torch.unique(group_ids):
+        members = group_ids == gid
+        centred[members] = x[members] - x[members].mean()
+    if std == "all":
+        return centred / (centred.std(unbiased=False) + eps)
     out = torch.empty_like(x)
     for gid in torch.unique(group_ids):
         members = group_ids == gid
-        out[members] = normalize(x[members], eps)
+        out[members] = centred[members] / (centred[members].std(unbiased=False) + eps)
     return out

@@ -13,6 +13,7 @@ from lerobot_pirl.checks import check_choice
 ESTIMATORS = ("gae", "grpo")
 OFFLINE_SCHEDULES = ("constant", "linear", "cosine")
 OFFLINE_PARAMS = ("actor", "expert")
+PER_TASK_STDS = ("task", "rollout")
 
 
 @RLAlgorithmConfig.register_subclass("pi_rl")
@@ -49,6 +50,9 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
     # Normalise them within each task (the transitions' task strings) instead of over the whole rollout, so
     # every task of a multi-task mix weighs alike in the update (one task: the same as over the rollout).
     normalize_advantages_per_task: bool = False
+    # With per-task normalisation, the std each task's centred advantages are divided by: "task" (its own) or
+    # "rollout" (one std over all tasks, so a task whose rollout carries no success signal is not blown up to unit noise).
+    per_task_advantage_std: str = "task"
     # Learning rate of the base policy's trainable parameters.
     actor_lr: float = 5e-6
     # Learning rate of the value head.
@@ -99,6 +103,7 @@ class PiRLAlgorithmConfig(RLAlgorithmConfig):
 
     def __post_init__(self) -> None:
         check_choice("estimator", self.estimator, ESTIMATORS)
+        check_choice("per_task_advantage_std", self.per_task_advantage_std, PER_TASK_STDS)
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not 0.0 <= self.gae_lambda <= 1.0:

@@ -450,7 +450,11 @@ class PiRLAlgorithm(RLAlgorithm):
             advantages[graded] = (
                 normalize(advantages[graded])
                 if tasks is None
-                else normalize_per_group(advantages[graded], tasks[graded])
+                else normalize_per_group(
+                    advantages[graded],
+                    tasks[graded],
+                    std="group" if self.config.per_task_advantage_std == "task" else "all",
+                )
             )
         advantages = advantages.masked_fill(~graded, 0.0)
         return Rollout(
