@@ -169,7 +169,10 @@ class MetaWorldStateEnv(gym.Env):
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.episode_length and not terminated
         new_frame = terminated or truncated or self._t % self.camera_every == 0
-        return self._obs(state, new_frame), reward, terminated, truncated, {"is_success": success}
+        # goal_distance: MetaWorld's own distance to the task's goal ("obj_to_target": the hand's for reach,
+        # the object's for push / pick-place), the quantity its success threshold is set on.
+        info = {"is_success": success, "goal_distance": float(info.get("obj_to_target", np.nan))}
+        return self._obs(state, new_frame), reward, terminated, truncated, info
 
     def close(self):
         if self._renderer is not None:
