@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lerobot_pirl.bench.near_miss import Approach, approach_summary, demo_goals, main, nearest_gap, play
+from lerobot_pirl.bench.near_miss import (
+    GOAL_DIMS,
+    Approach,
+    approach_summary,
+    demo_goals,
+    main,
+    nearest_gap,
+    play,
+)
 from lerobot_pirl.envs.metaworld import STATE_DIM, MetaWorldStateEnv, metaworld_env_config
 from tests.helpers import write_metaworld_base
 
@@ -81,7 +89,7 @@ def test_demo_goals_are_each_demo_episodes_first_goal_of_the_chosen_task(tmp_pat
     )
     ds = LeRobotDataset("local/mt", root=tmp_path / "demos")
     starts = [ds[int(i)]["observation.state"].numpy() for i in ds.meta.episodes["dataset_from_index"]]
-    reach = np.stack([s[36:39] for s in starts if s[STATE_DIM] == 1])
+    reach = np.stack([s[GOAL_DIMS] for s in starts if s[STATE_DIM] == 1])
     assert demo_goals(tmp_path / "demos", task_index=0) == pytest.approx(reach)
     assert len(demo_goals(tmp_path / "demos", task_index=1)) == 2 and len(demo_goals(tmp_path / "demos")) == 4
     assert nearest_gap(list(reach[1] + [0.03, 0.04, 0.0]), reach) == pytest.approx(0.05, abs=1e-6)

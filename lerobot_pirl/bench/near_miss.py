@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lerobot_pirl.envs.metaworld import STATE_DIM
 from lerobot_pirl.seeds import HELD_OUT, VALIDATION
 
 
@@ -38,7 +39,7 @@ class Approach:
     demo_gap: float | None = None  # distance from the goal to the nearest demo's goal (m), with --demos
 
 
-GOAL_DIMS = slice(36, 39)  # where MetaWorld's 39-dim state holds the goal position
+GOAL_DIMS = slice(STATE_DIM - 3, STATE_DIM)  # where MetaWorld's 39-dim state holds the goal position
 
 
 def demo_goals(root: str | Path, task_index: int | None = None) -> np.ndarray:
@@ -52,17 +53,15 @@ def demo_goals(root: str | Path, task_index: int | None = None) -> np.ndarray:
         raise FileNotFoundError(
             f"demos: no data/*/*.parquet under {root} (a LeRobotDataset root is expected)"
         )
-    frames = pd.concat(
-        [pd.read_parquet(f, columns=["episode_index", "frame_index", "observation.state"]) for f in files]
-    )
+    frames = pd.concat([pd.read_parquet(f, columns=["frame_index", "observation.state"]) for f in files])
     first = frames[frames["frame_index"] == 0]
     states = np.stack(first["observation.state"].to_numpy())
     if task_index is not None:
-        if states.shape[1] <= 39 + task_index:
+        if states.shape[1] <= STATE_DIM + task_index:
             raise ValueError(
                 f"demos: {root} has {states.shape[1]}-dim states, no one-hot for task {task_index}"
             )
-        states = states[states[:, 39 + task_index] == 1]
+        states = states[states[:, STATE_DIM + task_index] == 1]
     if not len(states):
         raise ValueError(f"demos: no episode of task index {task_index} in {root}")
     return states[:, GOAL_DIMS]
@@ -107,7 +106,9 @@ def initial_noise(policy, scale: float) -> torch.Tensor | None:
     if hasattr(policy, "adapter"):  # pi_rl: the base policy's noise layout (padded action dims included)
         noise = policy.adapter.sample_noise(1, device)
     elif hasattr(policy, "model") and hasattr(policy.config, "chunk_size"):  # flow_mlp
-        noise = torch.randn(1, policy.config.chunk_size, policy.model.action_dim, device=device)
+        from lerobot.policies.common.flow_matching import sample_noise  # as flow_mlp draws its own
+
+        noise = sample_noise((1, policy.config.chunk_size, policy.model.action_dim), device)
     else:
         raise ValueError(f"noise_scale: no known noise layout for a {policy.config.type!r} policy")
     return noise * scale
