@@ -49,6 +49,7 @@ from lerobot_pirl.runtime.checkpoint import (
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.distributed import launched_distributed, make_accelerator
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
+from lerobot_pirl.runtime.metrics_log import evaluated_versions, trim_for_resume
 from lerobot_pirl.runtime.security import (
     RateLimit,
     TokenCheck,
@@ -161,6 +162,12 @@ class PiRLLearner:
         # Time of the last transition message or update; None until the first transition arrives.
         self.last_arrival: float | None = None
         self.t0 = time.time()
+        # Resumed: the log continues from the checkpoint (records past it dropped, its clock carried on),
+        # and the versions evaluated before are not logged twice.
+        self.evaluated_before: set[int] = set()
+        if ckpt is not None:
+            self.t0 -= trim_for_resume(self.metrics_path, self.update_count, self.algorithm.policy_version)
+            self.evaluated_before = evaluated_versions(self.metrics_path)
         self.service: BroadcastLearnerService | None = None  # serving once run() starts
         self.pusher = (
             HubPusher(
@@ -298,7 +305,7 @@ class PiRLLearner:
                 self.actor_rates[message["actor_id"]] = (float(rate), time.time())
             for phase, seconds in message.get("time_s", {}).items():
                 self.actor_times[phase] += seconds
-            if "eval_success_rate" in message:
+            if "eval_success_rate" in message and self.new_evaluation(message.get("policy_version")):
                 self.log({"kind": "eval", **{k: v for k, v in message.items() if k != "episodes"}})
                 logger.info(
                     "[LEARNER] eval (policy v%s): success %.3f over %s episodes",
@@ -307,6 +314,16 @@ class PiRLLearner:
                     message.get("eval_episodes"),
                 )
                 self.log_videos(message.get("eval_videos", []))
+
+    def new_evaluation(self, version) -> bool:
+        """Whether an actor's evaluation of ``version`` belongs in the log: not of a version this run has not
+        reached (an actor still holding weights from before a resume), nor of one evaluated before it."""
+        if isinstance(version, int) and (
+            version > self.algorithm.policy_version or version in self.evaluated_before
+        ):
+            logger.info("[LEARNER] evaluation of policy v%d not logged (from before the resume)", version)
+            return False
+        return True
 
     def log_videos(self, paths: list[str]) -> None:
         """An evaluation's MP4s to wandb (those on this machine: a remote actor's stay on its disk)."""

@@ -14,32 +14,35 @@ pytestmark = pytest.mark.slow
 
 def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
     results = tmp_path / "results.json"
+    common = [
+        "--task",
+        "drawer-close-v3",
+        "--noise_method",
+        "flow_sde",
+        "--demos",
+        "2",
+        "--action_noise",
+        "0.5",
+        "--sft_steps",
+        "40",
+        "--eval_episodes",
+        "6",
+        "--eval_every",
+        "1",
+        "--out",
+        str(tmp_path / "bench"),
+        "--results",
+        str(results),
+        # 4 envs x 30 chunks: one whole 150-step episode per env and rollout (GRPO grades whole ones)
+        "--rl_arg=--algorithm.rollout_size=120",
+        "--rl_arg=--algorithm.minibatch_size=40",
+        "--rl_arg=--env.num_envs=4",
+    ]
     main(
         [
-            "--task",
-            "drawer-close-v3",
-            "--noise_method",
-            "flow_sde",
-            "--demos",
-            "2",
-            "--action_noise",
-            "0.5",
-            "--sft_steps",
-            "40",
+            *common,
             "--rl_updates",
             "2",
-            "--eval_episodes",
-            "6",
-            "--eval_every",
-            "1",
-            "--out",
-            str(tmp_path / "bench"),
-            "--results",
-            str(results),
-            # 4 envs x 30 chunks: one whole 150-step episode per env and rollout (GRPO grades whole ones)
-            "--rl_arg=--algorithm.rollout_size=120",
-            "--rl_arg=--algorithm.minibatch_size=40",
-            "--rl_arg=--env.num_envs=4",
             # PPO, GRPO (groups of 2 envs that share reset states) and LeRobot's SAC on a tiny budget.
             "--algorithm",
             "ppo",
@@ -83,6 +86,21 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
     assert (root / "sac" / "success_vs_env_steps.png").stat().st_size > 10_000
     assert (root / "flow_sde" / "success_vs_env_steps.png").stat().st_size > 10_000
     assert results.with_suffix(".md").read_text().startswith("| task |")
+
+    # The PPO run continued by --resume to a third update: its learner resumes from update 2's checkpoint
+    # (demos and SFT reused), and the log reads as one run.
+    main([*common, "--rl_updates", "3", "--algorithm", "ppo", "--resume"])
+    assert "resumed: update 2, policy version 2" in (root / "flow_sde" / "logs" / "learner.out").read_text()
+    records = [
+        json.loads(line) for line in (root / "flow_sde" / "rl" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["update"] for r in records if r["kind"] == "update"] == [1, 2, 3]
+    versions = [r["policy_version"] for r in records if r["kind"] == "eval"]
+    assert len(versions) == len(set(versions))  # the resumed actor's evaluation of v2 is not logged twice
+    walls = [r["wall_s"] for r in records if r["kind"] == "update"]
+    assert walls == sorted(walls)  # one clock across the two invocations
+    ppo = next(r for r in json.loads(results.read_text())["tasks"] if r["method"] == "ppo")
+    assert ppo["resumed_from_update"] == 2 and ppo["updates"] == 3
 
 
 def test_multitask_pipeline_end_to_end(tmp_path):

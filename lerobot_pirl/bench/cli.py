@@ -43,6 +43,7 @@ from lerobot_pirl.bench.stages import (
     noise_lowered,
     raw_rate_stage,
     recipe_path,
+    resume_point,
     reuse_or_clear_sft,
     rl_stage,
     sac_budget,
@@ -74,10 +75,12 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
     if opts.mix_envs == "failure" and mixed_task_names(task) and not sac:
         opts = dataclasses.replace(opts, env_counts=tuple(mix_env_counts(task, setup, sft, root, model)))
+    resumed = resume_point(run_dir / "rl") if opts.resume and not sac else None
+    trained_before = resumed[1] if resumed else 0.0  # πRL seconds of the interrupted invocation
     raw_before = raw_rate_stage(task, setup)
     t_rl = time.time()
     records, final, title = train_stage(task, method, setup, sft, demos, run_dir, opts)
-    rl_wall = time.time() - t_rl
+    rl_wall = time.time() - t_rl + trained_before
     # The simulator's limit, measured before and after the run with the cores otherwise idle: whatever else
     # the machine does can only slow a measurement down, so the higher one is the closer to the limit.
     raw_rate = max(raw_before, raw_rate_stage(task, setup))
@@ -109,7 +112,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         eval_episodes=final["episodes"],
         env_steps=env_steps,
         updates=int(max((r.get("update", 0) for r in records if r["kind"] == "update"), default=0)),
-        wall_s=round(time.time() - t0, 1),
+        wall_s=round(time.time() - t0 + trained_before, 1),
         rl_wall_s=round(rl_wall, 1),
         plot=str(plot),
         curve=[
@@ -122,6 +125,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         envs_per_task=dict(zip(mixed_task_names(task), opts.env_counts, strict=True))
         if opts.env_counts
         else {},
+        resumed_from_update=resumed[0] if resumed else None,
     )
     report_row(result, records, run_dir)
     return result
@@ -304,6 +308,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL / SAC run")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a πRL run an earlier invocation left unfinished (same command and --out) from its "
+        "last checkpoint; the wall-time cap counts the time it already trained (no checkpoint: start afresh)",
+    )
+    p.add_argument(
         "--rl_arg",
         action="append",
         default=[],
@@ -381,6 +391,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> list[RunResult]:
         mode=args.mode,
         train_eval_episodes=args.train_eval_episodes,
         mix_envs=args.mix_envs,
+        resume=args.resume,
     )
     sac = {
         k[len("sac_") :]: getattr(args, k)
@@ -441,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
                 if args.model != "flow_mlp" or args.mode != "online" or mixed:
                     raise ValueError(
                         "--algorithm sac: SAC runs on the state (flow_mlp rows) of one task, online mode only"
+                    )
+                if args.resume:
+                    raise ValueError(
+                        "--resume: a SAC run keeps no checkpoint to continue from; drop --resume"
                     )
                 continue
             for method in args.noise_method:

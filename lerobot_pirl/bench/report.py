@@ -51,6 +51,9 @@ class RunResult:
     envs_per_task: dict = field(default_factory=dict)
     # Tasks whose noisy expert failed too often at demo_action_noise, with the lower noise their demos got.
     demo_noise_lowered: dict = field(default_factory=dict)
+    # The update of the checkpoint the πRL run was continued from by the bench's --resume (None: one
+    # uninterrupted run); its wall times then add the interrupted invocation's πRL time.
+    resumed_from_update: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, str, int, str]:

@@ -56,6 +56,9 @@ class RunOptions:
     sac: dict = field(default_factory=dict)  # SACSettings overrides of a SAC run
     mix_envs: str = "even"  # a mix's envs per task: "even" or "failure" (see MIX_ALLOCATIONS)
     env_counts: tuple[int, ...] | None = None  # a mix's envs of each task (None: as many each)
+    # Continue a πRL run stopped before its end from its last checkpoint, the wall-time cap counting the
+    # time it already trained (False: every run starts afresh).
+    resume: bool = False
 
 
 def task_dirname(task: str) -> str:
@@ -281,12 +284,28 @@ def rl_args(
     ]
 
 
+def resume_point(rl_out: Path) -> tuple[int, float] | None:
+    """Where an interrupted πRL run in ``rl_out`` would continue: the update of its last checkpoint and the
+    wall time (``wall_s``) its learner had logged by then; None without a checkpoint."""
+    from lerobot_pirl.runtime.checkpoint import last_checkpoint_dir
+    from lerobot_pirl.runtime.metrics_log import wall_at_update
+
+    last = last_checkpoint_dir(rl_out)
+    if not last.exists():
+        return None
+    update = int(last.resolve().name)
+    return update, wall_at_update(read_metrics(rl_out / "metrics.jsonl"), update)
+
+
 def rl_stage(
     task: str, setup: TaskSetup, method: str, sft: Path, run_dir: Path, opts: RunOptions, demos: Path
 ) -> list[dict]:
-    """πRL from the SFT checkpoint: one learner and one actor process; returns the learner's records."""
+    """πRL from the SFT checkpoint: one learner and one actor process; returns the learner's records. With
+    ``opts.resume``, a run left in ``run_dir`` by an interrupted invocation continues from its last
+    checkpoint for what remains of its updates and of the wall-time cap."""
     rl_out = run_dir / "rl"
-    if rl_out.exists():
+    resumed = resume_point(rl_out) if opts.resume else None
+    if resumed is None and rl_out.exists():
         shutil.rmtree(rl_out)
     for stale in ("final_eval.json", "success_vs_env_steps.png"):  # they describe the previous RL run
         (run_dir / stale).unlink(missing_ok=True)
@@ -294,11 +313,21 @@ def rl_stage(
         setup, rl_updates=updates_for_budget(setup.rl_updates, run_recipe(task, method, opts))
     )
     args = rl_args(task, setup, method, sft, rl_out, opts, demos)
+    timeout_s = opts.timeout_s
+    if resumed is not None:
+        update, trained_s = resumed
+        timeout_s -= trained_s
+        print(f"   resuming πRL at update {update} ({trained_s / 60:.1f} min of the wall-time cap used)")
+        if update >= setup.rl_updates or timeout_s <= 0:
+            return read_metrics(rl_out / "metrics.jsonl")
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "learner.out", "w") as learner_out, open(logs / "actor.out", "w") as actor_out:
+    with (
+        open(logs / "learner.out", "a" if resumed else "w") as learner_out,
+        open(logs / "actor.out", "a" if resumed else "w") as actor_out,
+    ):
         learner = subprocess.Popen(
-            [sys.executable, "-m", "lerobot_pirl.learner", *args],
+            [sys.executable, "-m", "lerobot_pirl.learner", *args, *(["--resume=true"] if resumed else [])],
             stdout=learner_out,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -311,7 +340,7 @@ def rl_stage(
             env=_env(),
         )
     desc = f"πRL {task} {opts.model.name} {method} {opts.mode} {opts.algorithm}"
-    return supervise(learner, actor, rl_out / "metrics.jsonl", logs, setup.rl_updates, desc, opts.timeout_s)
+    return supervise(learner, actor, rl_out / "metrics.jsonl", logs, setup.rl_updates, desc, timeout_s)
 
 
 def supervise(
