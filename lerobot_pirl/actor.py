@@ -50,7 +50,7 @@ from lerobot_pirl.runtime.parallel import chunk_stepper
 from lerobot_pirl.runtime.security import channel_credentials, learner_channel, read_token
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
 from lerobot_pirl.runtime.timing import ACTOR_PHASES, PhaseClock
-from lerobot_pirl.runtime.transitions import chunk_transitions
+from lerobot_pirl.runtime.transitions import chunk_message
 from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper
 
 logger = logging.getLogger(__name__)
@@ -256,9 +256,10 @@ class PiRLActor:
         version: int,
         episodes: EpisodeTracker,
     ) -> None:
-        """One LeRobot ``Transition`` per env for the executed chunk, queued for the learner."""
+        """The executed chunk's transitions of every env, queued for the learner as one packed LeRobot
+        ``Transition`` (:func:`~lerobot_pirl.runtime.transitions.chunk_message`)."""
         n = len(result.rewards)
-        transitions = chunk_transitions(
+        packed = chunk_message(
             raw,
             raw_next,
             torch.as_tensor(result.executed_actions),
@@ -274,7 +275,7 @@ class PiRLActor:
             steps=torch.as_tensor(result.steps),
             **episodes.ids(),
         )
-        self.transitions_queue.put(transitions_to_bytes(transitions))
+        self.transitions_queue.put(transitions_to_bytes([packed]))
 
     # ------------------------------------------------------------------ evaluation
     def _can_evaluate(self) -> bool:

@@ -26,7 +26,7 @@ import torch
 from lerobot.configs import parser
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
+from lerobot.transport.utils import state_to_bytes
 from lerobot.utils.process import ProcessSignalHandler
 from lerobot.utils.random_utils import set_seed
 from lerobot.utils.utils import init_logging
@@ -59,6 +59,7 @@ from lerobot_pirl.runtime.security import (
 )
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
 from lerobot_pirl.runtime.timing import LEARNER_PHASES, PhaseClock, time_record
+from lerobot_pirl.runtime.transitions import decode_transitions
 from lerobot_pirl.transition_keys import ACTOR_ID, INTERVENTION, STEPS
 
 logger = logging.getLogger(__name__)
@@ -276,12 +277,11 @@ class PiRLLearner:
                 break
             self.last_arrival = time.time()
             try:
-                transitions = bytes_to_transitions(payload)
+                transitions = decode_transitions(payload)
             except Exception as e:  # a corrupt message must not kill the learner
                 self.buffer.rejected[f"undecodable transition message ({type(e).__name__})"] += 1
                 logger.warning("[LEARNER] dropped an undecodable transition message: %s", e)
                 continue
-            transitions = transitions if isinstance(transitions, list) else [transitions]
             if self.transition_rate is not None and not self.transition_rate.allow(
                 _sender(transitions), len(transitions)
             ):

@@ -18,6 +18,9 @@ SUCCESS = "success"  # 1.0 if the task was solved inside the chunk
 # actions are not the sampled chain's, so the chunk gives the policy no credit (zero advantage).
 INTERVENTION = "is_intervention"
 STEPS = "steps"  # env steps the chunk ran (fewer than its actions when the episode ended inside it)
+# A packed message's entry: one Transition holding an actor step's transitions of all its envs along a
+# leading dim of this many (runtime/transitions.py: one tensor per field instead of one per env and field).
+PACKED = "packed_transitions"
 TASK = "task"  # observation key of the env's task strings (a VLA's prompt), carried next to the features
 
 REQUIRED_INFO_KEYS = (

@@ -6,11 +6,12 @@ import threading
 
 import torch
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
+from lerobot.transport.utils import state_to_bytes
 
 from lerobot_pirl import transition_keys as keys
 from lerobot_pirl.actor import PiRLActor, make_actor_env
 from lerobot_pirl.algorithms.pi_rl.pi_rl_algorithm import FINAL_WEIGHTS_KEY, PiRLAlgorithm
+from lerobot_pirl.runtime.transitions import decode_transitions
 from tests.helpers import metaworld_run_config
 
 
@@ -40,7 +41,7 @@ def test_actor_runs_the_env_it_is_handed_and_stops_on_the_learners_final_weights
     actor.parameters_queue.put(_weights(actor, 0))
     thread = threading.Thread(target=actor.run, args=(env,), daemon=True)
     thread.start()
-    first = [bytes_to_transitions(actor.transitions_queue.get(timeout=60)) for _ in range(2)]
+    first = [decode_transitions(actor.transitions_queue.get(timeout=60)) for _ in range(2)]
     # Two chunks per version: the actor now waits for the learner; the final weights end its run.
     actor.parameters_queue.put(_weights(actor, 1, final=True))
     thread.join(timeout=60)

@@ -92,12 +92,12 @@ def _run_config(tmp_path, base_path):
 
 
 def _collect(actor, n: int, timeout: float = 150.0) -> list:
-    from lerobot.transport.utils import bytes_to_transitions
+    from lerobot_pirl.runtime.transitions import decode_transitions
 
     out, deadline = [], time.time() + timeout
     while len(out) < n and time.time() < deadline:
         with contextlib.suppress(Exception):
-            out += bytes_to_transitions(actor.transitions_queue.get(timeout=1.0))
+            out += decode_transitions(actor.transitions_queue.get(timeout=1.0))
     assert len(out) >= n, f"the actor sent {len(out)} of {n} transitions in {timeout:.0f}s"
     return out
 

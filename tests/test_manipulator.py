@@ -19,7 +19,7 @@ import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.envs.configs import HILSerlProcessorConfig, HILSerlRobotEnvConfig, ResetConfig
 from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-from lerobot.transport.utils import bytes_to_transitions, state_to_bytes
+from lerobot.transport.utils import state_to_bytes
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from lerobot_pirl import transition_keys as keys
@@ -31,6 +31,7 @@ from lerobot_pirl.flow.config import FlowSamplerConfig
 from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLActorConfig, PiRLConfig
 from lerobot_pirl.runtime.config import resolve_pi_rl_config
 from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
+from lerobot_pirl.runtime.transitions import decode_transitions
 from tests.helpers import tiny_flow_mlp_config
 
 EXPERT_ACTION = np.array([0.5, -0.5], dtype=np.float32)
@@ -145,7 +146,7 @@ def test_actor_flags_intervened_chunks_and_the_learner_gives_them_no_credit(tmp_
     pushed_v1 = False
     while len(transitions) < 20 and time.time() < deadline:
         try:
-            transitions += bytes_to_transitions(actor.transitions_queue.get(timeout=1.0))
+            transitions += decode_transitions(actor.transitions_queue.get(timeout=1.0))
         except Empty:
             continue
         if len(transitions) >= 2 and not pushed_v1:  # new weights arrive in the middle of an episode

@@ -175,11 +175,10 @@ def test_grpo_on_pirl_metaworld_compares_the_envs_that_share_reset_states(tmp_pa
     two members' returns of the same episode."""
     import threading
 
-    from lerobot.transport.utils import bytes_to_transitions
-
     from lerobot_pirl.actor import PiRLActor, make_actor_env
     from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
     from lerobot_pirl.runtime.episodes import EpisodeTracker
+    from lerobot_pirl.runtime.transitions import decode_transitions
     from tests.helpers import metaworld_run_config
 
     algorithm = {
@@ -219,7 +218,7 @@ def test_grpo_on_pirl_metaworld_compares_the_envs_that_share_reset_states(tmp_pa
     actor_env.stepper.close()
     transitions = []
     while not actor.transitions_queue.empty():
-        transitions += bytes_to_transitions(actor.transitions_queue.get())
+        transitions += decode_transitions(actor.transitions_queue.get())
     buffer = RolloutBuffer(actor.algorithm.transition_spec())
     buffer.add(transitions)
     batch, _ = buffer.take(0, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 from lerobot.transport import services_pb2
 from lerobot.transport.utils import (
@@ -169,3 +170,91 @@ def test_a_reconnect_attempt_is_one_log_line_and_the_guard_gives_up(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3 and all("\n" not in line for line in lines)
     assert "reconnecting" in lines[0] and "UNAVAILABLE" in lines[0] and "unreachable" in lines[-1]
+
+
+def _packed_step(policy, n_envs: int = 3, task: bool = False):
+    """One actor step of ``n_envs`` envs as chunk_message's inputs (env 1 intervened, 2 steps ran)."""
+    from tests.helpers import obs_batch
+
+    g = torch.Generator().manual_seed(3)
+    state = obs_batch(n_envs, seed=3)
+    if task:
+        state["task"] = [f"task {i}" for i in range(n_envs)]
+    sample = policy.sample_chain({k: v for k, v in state.items() if k != "task"}, generator=g)
+    args = (state, state, sample.executed, torch.randn(n_envs, generator=g))
+    args += (torch.tensor([True, False, False]), torch.tensor([False, True, False]), sample)
+    kwargs = dict(
+        policy_version=4,
+        actor_id=9,
+        env_ids=torch.arange(n_envs),
+        episode_ids=torch.tensor([2, 0, 1]),
+        chunk_indices=torch.tensor([5, 6, 7]),
+        episode_chunks=torch.tensor([1, 2, 3]),
+        success=torch.tensor([1.0, 0.0, 0.0]),
+        intervention=torch.tensor([False, True, False]),
+        steps=torch.tensor([5, 2, 5]),
+    )
+    return args, kwargs, sample
+
+
+def test_a_packed_step_decodes_into_the_per_env_transitions_it_stands_for():
+    """One packed Transition per actor step through LeRobot's transport: the learner gets each env's
+    transition with the same fields, types and values as per-env transitions, next to any LeRobot-format one."""
+    from lerobot_pirl import transition_keys as keys
+    from lerobot_pirl.runtime.transitions import chunk_message, decode_transitions
+
+    policy = tiny_pi_rl("flow_sde")
+    args, kwargs, sample = _packed_step(policy, task=True)
+    packed = chunk_message(*args, **kwargs)
+    lerobot_format = synthetic_transitions(policy, n_envs=1, n_chunks=1)[0]
+    back = decode_transitions(transitions_to_bytes([packed, lerobot_format]))
+    assert len(back) == 4 and _equal(dict(back[3]), dict(lerobot_format))  # passed through as it was
+    state, _, executed, rewards, terminated, truncated, _ = args
+    for i, t in enumerate(back[:3]):
+        info = t["complementary_info"]
+        assert torch.equal(t["state"]["observation.state"], state["observation.state"][i : i + 1])
+        assert t["state"]["task"] == [f"task {i}"]
+        assert torch.equal(t["action"], executed[i]) and t["reward"] == float(rewards[i])
+        assert t["done"] is bool(terminated[i]) and t["truncated"] is bool(truncated[i])
+        assert torch.equal(info[keys.CHAIN], sample.chain[i].float()) and torch.equal(
+            info[keys.LOGPROB], sample.logprob[i]
+        )
+        assert info[keys.POLICY_VERSION] == 4 and info[keys.ACTOR_ID] == 9 and keys.PACKED not in info
+        assert (
+            info[keys.ENV_ID],
+            info[keys.EPISODE_ID],
+            info[keys.CHUNK_INDEX],
+            info[keys.EPISODE_CHUNK],
+        ) == (
+            i,
+            [2, 0, 1][i],
+            [5, 6, 7][i],
+            [1, 2, 3][i],
+        )
+        assert info[keys.INTERVENTION] is (i == 1) and info[keys.STEPS] == [5, 2, 5][i]
+        assert type(info[keys.SUCCESS]) is float and type(info[keys.DENOISE_INDEX]) is int
+
+
+def test_a_packed_message_whose_fields_disagree_is_refused_and_the_learner_carries_on(tmp_path):
+    import threading as th
+
+    from lerobot_pirl.learner import PiRLLearner
+    from lerobot_pirl.runtime.transitions import chunk_message, unpack_transitions
+    from tests.helpers import metaworld_run_config
+
+    policy = tiny_pi_rl("flow_sde")
+    args, kwargs, _ = _packed_step(policy)
+    good = chunk_message(*args, **kwargs)
+    short = dict(good, action=good["action"][:2])  # 2 actions for 3 envs
+    with pytest.raises(ValueError, match=r"packed transition: action must hold 3 entries"):
+        unpack_transitions([short])
+    bad_count = dict(good, complementary_info={**good["complementary_info"], "packed_transitions": "3"})
+    with pytest.raises(ValueError, match="must be a positive int"):
+        unpack_transitions([bad_count])
+
+    learner = PiRLLearner(metaworld_run_config(tmp_path), th.Event())
+    before = len(learner.buffer)
+    learner.transition_queue.put(transitions_to_bytes([short]))
+    learner.drain()
+    assert len(learner.buffer) == before
+    assert any("undecodable transition message (ValueError)" in k for k in learner.buffer.rejected)

@@ -4,7 +4,8 @@
 
 1. Transitions per second through LeRobot's gRPC path (``transitions_to_bytes`` -> ``SendTransitions``
    in 2 MB chunks -> ``bytes_to_transitions`` on the learner) with the πRL payload in
-   ``complementary_info`` vs the same observations without it.
+   ``complementary_info`` vs the same observations without it, and with the πRL payload packed as the
+   actor sends it (one Transition per actor step, split on the learner).
 2. Learner updates per second for flow_mlp with the MetaWorld recipe's sizes (rollout 1024 chunk
    transitions, minibatch 256, 4 epochs), including rollout preparation (values, GAE).
 """
@@ -21,7 +22,6 @@ import grpc
 import torch
 from lerobot.transport import services_pb2, services_pb2_grpc
 from lerobot.transport.utils import (
-    bytes_to_transitions,
     grpc_channel_options,
     send_bytes_in_chunks,
     transitions_to_bytes,
@@ -33,7 +33,12 @@ from lerobot_pirl.algorithms.pi_rl.rollout import RolloutBuffer
 from lerobot_pirl.bench.sampling import build, flow_mlp_model
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.runtime.service import BroadcastLearnerService, WeightsBoard, start_server, stop_server
-from lerobot_pirl.runtime.transitions import chunk_transitions
+from lerobot_pirl.runtime.transitions import (
+    chunk_message,
+    chunk_transitions,
+    decode_transitions,
+    unpack_transitions,
+)
 
 
 def policy() -> PiRLPolicy:
@@ -42,12 +47,14 @@ def policy() -> PiRLPolicy:
     return build(flow_mlp_model(k)[0], "flow_sde", k)
 
 
-def transitions(pol: PiRLPolicy, n: int, chunk: int) -> list:
+def transitions(pol: PiRLPolicy, n: int, chunk: int, packed: bool = False) -> list:
+    """``chunk`` actor steps of ``n`` envs: per-env transitions, or one packed transition per step."""
     out = []
     state = {"observation.state": torch.randn(n, 39)}
     for c in range(chunk):
         sample = pol.sample_chain(state)
-        out += chunk_transitions(
+        build = (lambda *a, **k: [chunk_message(*a, **k)]) if packed else chunk_transitions
+        out += build(
             state,
             state,
             sample.executed,
@@ -86,10 +93,11 @@ def grpc_rate(payload: list, messages: int) -> float:
     port = free_port()
     server = start_server(service, "127.0.0.1", port)
     decoded = [0]
+    per_message = len(unpack_transitions(payload))
 
     def consume():
-        while decoded[0] < messages * len(payload):
-            decoded[0] += len(bytes_to_transitions(q.get()))
+        while decoded[0] < messages * per_message:
+            decoded[0] += len(decode_transitions(q.get()))
 
     consumer = threading.Thread(target=consume)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", grpc_channel_options())
@@ -103,7 +111,7 @@ def grpc_rate(payload: list, messages: int) -> float:
     consumer.start()
     stub.SendTransitions(stream())
     consumer.join()
-    rate = messages * len(payload) / (time.perf_counter() - t)
+    rate = messages * per_message / (time.perf_counter() - t)
     channel.close()
     shutdown.set()
     stop_server(server)
@@ -142,16 +150,25 @@ def main() -> None:
     pol = policy()
     with torch.no_grad():
         pirl = transitions(pol, args.per_message, 1)
+        packed = transitions(pol, args.per_message, 1, packed=True)
     plain = [{**t, "complementary_info": {}} for t in pirl]
-    r_pirl, r_plain = grpc_rate(pirl, args.messages), grpc_rate(plain, args.messages)
-    print(f"gRPC loopback, {args.per_message} transitions/message, {args.messages} messages:")
+    rates = {
+        name: grpc_rate(payload, args.messages)
+        for name, payload in [("pirl", pirl), ("plain", plain), ("packed", packed)]
+    }
+    n = args.per_message
+    print(f"gRPC loopback, {n} transitions/message, {args.messages} messages:")
     print(
-        f"  with the πRL payload: {r_pirl:,.0f} transitions/s ({len(transitions_to_bytes(pirl)) / len(pirl):,.0f} B each)"
+        f"  with the πRL payload: {rates['pirl']:,.0f} transitions/s ({len(transitions_to_bytes(pirl)) / n:,.0f} B each)"
     )
     print(
-        f"  without it:           {r_plain:,.0f} transitions/s ({len(transitions_to_bytes(plain)) / len(plain):,.0f} B each)"
+        f"  without it:           {rates['plain']:,.0f} transitions/s ({len(transitions_to_bytes(plain)) / n:,.0f} B each)"
     )
-    print(f"  ratio:                {r_pirl / r_plain:.2f}")
+    print(f"  ratio:                {rates['pirl'] / rates['plain']:.2f}")
+    print(
+        f"  πRL payload packed (as the actor sends it): {rates['packed']:,.0f} transitions/s "
+        f"({len(transitions_to_bytes(packed)) / n:,.0f} B each), {rates['packed'] / rates['pirl']:.2f}x per-env transitions"
+    )
     print(
         f"learner updates/s (flow_mlp, 1024 transitions, minibatch 256 x 4 epochs): {update_rate(pol, args.update_repeats):.2f}"
     )
