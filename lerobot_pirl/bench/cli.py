@@ -306,6 +306,13 @@ def parser() -> argparse.ArgumentParser:
         default=EVAL_PROTOCOL.first_seed,
         help=f"first evaluation seed; choose setups on validation seeds ({VALIDATION.start}), report on the default",
     )
+    add_run_control_arguments(p)
+    add_sac_arguments(p)
+    return p
+
+
+def add_run_control_arguments(p: argparse.ArgumentParser) -> None:
+    """The wall-time cap, resuming an interrupted πRL run, and extra learner / actor overrides."""
     p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL / SAC run")
     p.add_argument(
         "--resume",
@@ -319,8 +326,6 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="extra learner/actor override, e.g. --rl_arg=--algorithm.actor_lr=1e-5 (repeatable)",
     )
-    add_sac_arguments(p)
-    return p
 
 
 def add_mix_arguments(p: argparse.ArgumentParser) -> None:
