@@ -49,7 +49,7 @@ from lerobot_pirl.runtime.checkpoint import (
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.distributed import launched_distributed, make_accelerator
 from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
-from lerobot_pirl.runtime.metrics_log import evaluated_versions, trim_for_resume
+from lerobot_pirl.runtime.metrics_log import evaluated_versions, trim_for_resume, wall_at_update
 from lerobot_pirl.runtime.security import (
     RateLimit,
     TokenCheck,
@@ -167,8 +167,9 @@ class PiRLLearner:
         # and the versions evaluated before are not logged twice.
         self.evaluated_before: set[int] = set()
         if ckpt is not None:
-            self.t0 -= trim_for_resume(self.metrics_path, self.update_count, self.algorithm.policy_version)
-            self.evaluated_before = evaluated_versions(self.metrics_path)
+            kept = trim_for_resume(self.metrics_path, self.update_count, self.algorithm.policy_version)
+            self.t0 -= wall_at_update(kept, self.update_count)
+            self.evaluated_before = evaluated_versions(kept)
         self.service: BroadcastLearnerService | None = None  # serving once run() starts
         self.pusher = (
             HubPusher(

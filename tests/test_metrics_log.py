@@ -32,11 +32,12 @@ def _write(path, records, extra_lines=()):
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + "".join(extra_lines))
 
 
-def test_trim_for_resume_drops_what_follows_the_checkpoint_and_returns_its_wall_time(tmp_path):
+def test_trim_for_resume_drops_what_follows_the_checkpoint_and_keeps_its_wall_time(tmp_path):
     path = tmp_path / "metrics.jsonl"
     _write(path, RECORDS, ['{"kind": "upd'])  # a line cut short by the stop
-    assert trim_for_resume(path, update=2, policy_version=2) == 20.0  # update 2's time, not its eval's
-    kept = read_metrics(path)
+    kept = trim_for_resume(path, update=2, policy_version=2)
+    assert wall_at_update(kept, 2) == 20.0  # update 2's time, not its eval's
+    assert kept == read_metrics(path)
     assert [(r["kind"], r.get("update", r.get("policy_version"))) for r in kept] == [
         ("update", 1),
         ("eval", 0),
@@ -44,11 +45,11 @@ def test_trim_for_resume_drops_what_follows_the_checkpoint_and_returns_its_wall_
         ("eval", 2),  # an evaluation of the checkpoint's own weights stays
     ]
     assert len(path.read_text().splitlines()) == 4 and not (tmp_path / "metrics.jsonl.tmp").exists()
-    assert evaluated_versions(path) == {0, 2}
-    assert trim_for_resume(path, update=2, policy_version=2) == 20.0  # idempotent
+    assert evaluated_versions(kept) == {0, 2}
+    assert trim_for_resume(path, update=2, policy_version=2) == kept  # idempotent
     assert wall_at_update(RECORDS, 0) == 0.0 and wall_at_update(RECORDS, 3) == 30.0
     missing = tmp_path / "none.jsonl"
-    assert trim_for_resume(missing, 5, 5) == 0.0 and not missing.exists()
+    assert trim_for_resume(missing, 5, 5) == [] and not missing.exists()
 
 
 def test_a_resumed_learner_continues_the_log_and_its_clock(tmp_path):

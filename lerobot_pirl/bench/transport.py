@@ -51,9 +51,9 @@ def transitions(pol: PiRLPolicy, n: int, chunk: int, packed: bool = False) -> li
     """``chunk`` actor steps of ``n`` envs: per-env transitions, or one packed transition per step."""
     out = []
     state = {"observation.state": torch.randn(n, 39)}
+    build = (lambda *a, **k: [chunk_message(*a, **k)]) if packed else chunk_transitions
     for c in range(chunk):
         sample = pol.sample_chain(state)
-        build = (lambda *a, **k: [chunk_message(*a, **k)]) if packed else chunk_transitions
         out += build(
             state,
             state,

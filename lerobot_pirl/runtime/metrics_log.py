@@ -44,24 +44,23 @@ def wall_at_update(records: list[dict], update: int) -> float:
     )
 
 
-def trim_for_resume(path: Path, update: int, policy_version: int) -> float:
+def trim_for_resume(path: Path, update: int, policy_version: int) -> list[dict]:
     """Drop the records of ``path`` past the checkpoint (:func:`past_checkpoint`; an unreadable line is
-    dropped too), rewriting the file atomically, and return the ``wall_s`` the run had reached at the
-    checkpoint (:func:`wall_at_update`)."""
-    records = read_metrics(path)
-    kept = [r for r in records if not past_checkpoint(r, update, policy_version)]
-    if path.is_file() and (len(kept) != len(records) or len(path.read_text().splitlines()) != len(records)):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
-    return wall_at_update(kept, update)
+    dropped too), rewriting the file atomically; returns the records kept (none without a file)."""
+    if not path.is_file():
+        return []
+    kept = [r for r in read_metrics(path) if not past_checkpoint(r, update, policy_version)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return kept
 
 
-def evaluated_versions(path: Path) -> set[int]:
-    """The policy versions ``path`` holds an evaluation of (a resumed learner skips an actor's evaluation
+def evaluated_versions(records: list[dict]) -> set[int]:
+    """The policy versions the records hold an evaluation of (a resumed learner skips an actor's evaluation
     of one of them: a fresh actor evaluates the checkpoint's version again)."""
     return {
         r["policy_version"]
-        for r in read_metrics(path)
+        for r in records
         if r.get("kind") == "eval" and isinstance(r.get("policy_version"), int)
     }
