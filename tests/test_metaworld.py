@@ -65,6 +65,26 @@ def test_reward_types_and_success_flag(reward_type):
         assert 0.0 < rewards[-1] <= 1.0 and len(set(rewards)) > 2
 
 
+def test_progress_reward_is_success_plus_the_change_of_the_shaped_reward():
+    eps, _ = collect_episodes("button-press-v3", 1, seed=123, progress=False)
+    actions = [f["action"] for f in eps[0]]
+    runs = {}
+    for reward_type in ("dense", "progress"):
+        env = MetaWorldStateEnv("button-press-v3", reward_type=reward_type, reward_scale=0.1)
+        for _ in range(2):  # the second episode starts from zero shaping again
+            env.reset(seed=123)
+            steps = [env.step(a) for a in actions]
+        runs[reward_type] = steps
+    dense = np.array([s[1] for s in runs["dense"]])
+    progress = np.array([s[1] for s in runs["progress"]])
+    success = np.array([float(s[4]["is_success"]) for s in runs["progress"]])
+    expected = success + np.diff(dense, prepend=dense[0])
+    np.testing.assert_allclose(progress, expected, rtol=1e-6, atol=1e-9)
+    assert progress[0] == 0.0 and success[-1] == 1.0
+    # potential-based: the episode's rewards sum to its success plus its net shaped progress
+    np.testing.assert_allclose(progress.sum(), success.sum() + dense[-1] - dense[0], rtol=1e-6)
+
+
 def test_chunk_stepper_never_runs_a_chunk_across_two_episodes():
     cfg = MetaWorldStateEnvConfig(task="button-press-v3", num_envs=2, episode_length=7)
     stepper = ChunkStepper(cfg.create_envs()["pirl_metaworld"][0])

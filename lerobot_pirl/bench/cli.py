@@ -75,8 +75,8 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
     if opts.mix_envs == "failure" and mixed_task_names(task) and not sac:
         opts = dataclasses.replace(opts, env_counts=tuple(mix_env_counts(task, setup, sft, root, model)))
-    resumed = resume_point(run_dir / "rl") if opts.resume and not sac else None
-    trained_before = resumed[1] if resumed else 0.0  # πRL seconds of the interrupted invocation
+    resumed = run_resume_point(run_dir, sac) if opts.resume else None
+    trained_before = resumed[1] if resumed else 0.0  # RL seconds of the interrupted invocation
     raw_before = raw_rate_stage(task, setup)
     t_rl = time.time()
     records, final, title = train_stage(task, method, setup, sft, demos, run_dir, opts)
@@ -129,6 +129,14 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     )
     report_row(result, records, run_dir)
     return result
+
+
+def run_resume_point(run_dir: Path, sac: bool) -> tuple[int, float] | None:
+    """Where the RL stage of ``run_dir`` continues (the update / SAC training step and the seconds trained
+    of its last checkpoint); None when it starts afresh."""
+    from lerobot_pirl.bench.sac_checkpoint import sac_resume_point
+
+    return sac_resume_point(run_dir / "sac") if sac else resume_point(run_dir / "rl")
 
 
 def run_name(method: str, opts: RunOptions) -> str:
@@ -312,12 +320,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_run_control_arguments(p: argparse.ArgumentParser) -> None:
-    """The wall-time cap, resuming an interrupted πRL run, and extra learner / actor overrides."""
+    """The wall-time cap, resuming an interrupted πRL or SAC run, and extra learner / actor overrides."""
     p.add_argument("--timeout_min", type=float, default=30.0, help="wall-time cap of one πRL / SAC run")
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue a πRL run an earlier invocation left unfinished (same command and --out) from its "
+        help="continue a πRL or SAC run an earlier invocation left unfinished (same command and --out) from its "
         "last checkpoint; the wall-time cap counts the time it already trained (no checkpoint: start afresh)",
     )
     p.add_argument(
@@ -457,10 +465,6 @@ def main(argv: list[str] | None = None) -> None:
                 if args.model != "flow_mlp" or args.mode != "online" or mixed:
                     raise ValueError(
                         "--algorithm sac: SAC runs on the state (flow_mlp rows) of one task, online mode only"
-                    )
-                if args.resume:
-                    raise ValueError(
-                        "--resume: a SAC run keeps no checkpoint to continue from; drop --resume"
                     )
                 continue
             for method in args.noise_method:

@@ -18,6 +18,7 @@ Settings that differ from LeRobot's defaults, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -58,11 +59,15 @@ class SACSettings:
     num_envs: int = 16  # envs stepped as a batch (as πRL's actor)
     env_workers: int = 2  # processes stepping them
     eval_every_steps: int = 50_000  # env steps between held-out evaluations during training (0: none)
+    # Env steps between checkpoints (bench/sac_checkpoint.py; also one when the run stops; 0: only then).
+    save_every_steps: int = 50_000
     seed: int = 1000
 
     def __post_init__(self) -> None:
         if self.env_steps < 1 or self.batch_size < 1 or self.utd_ratio < 1 or self.num_envs < 1:
             raise ValueError("env_steps, batch_size, utd_ratio and num_envs must be >= 1")
+        if self.eval_every_steps < 0 or self.save_every_steps < 0:
+            raise ValueError("eval_every_steps and save_every_steps must be >= 0")
         if not 0.0 < self.online_ratio <= 1.0:
             raise ValueError(f"online_ratio must be in (0, 1], got {self.online_ratio}")
         if self.updates_per_env_step <= 0 or self.lr <= 0 or self.temperature_init <= 0:
@@ -151,9 +156,20 @@ def build_sac(settings: SACSettings, stats: dict):
 
 class SACRun:
     """One SAC run: LeRobot's learner side (policy, algorithm, buffers, mixer, trainer) and the loop that
-    steps the envs, fills the online buffer and interleaves training steps (:meth:`run`)."""
+    steps the envs, fills the online buffer and interleaves training steps (:meth:`run`). With ``resume``,
+    a run left under ``out`` continues from its last checkpoint: weights, optimisers, temperature, online
+    buffer, counters and clock; its log keeps the records up to the checkpoint; its envs start on training
+    seeds past every one the run had played."""
 
-    def __init__(self, env_cfg, demos_root: Path, out: Path, settings: SACSettings, eval_episodes: int):
+    def __init__(
+        self,
+        env_cfg,
+        demos_root: Path,
+        out: Path,
+        settings: SACSettings,
+        eval_episodes: int,
+        resume: bool = False,
+    ):
         from lerobot.datasets import LeRobotDataset
         from lerobot.rl.buffer import ReplayBuffer
         from lerobot.rl.data_sources import OnlineOfflineMixer
@@ -163,7 +179,6 @@ class SACRun:
         self.env_cfg, self.out, self.settings, self.eval_episodes = env_cfg, out, settings, eval_episodes
         out.mkdir(parents=True, exist_ok=True)
         self.metrics = out / "metrics.jsonl"
-        self.metrics.unlink(missing_ok=True)
         demos = LeRobotDataset(repo_id="local/demos", root=demos_root)
         self.policy, self.algorithm, self.pre, self.post = build_sac(settings, demo_stats(demos))
         self.online = ReplayBuffer(
@@ -179,9 +194,52 @@ class SACRun:
         self.owed = 0.0  # training steps due
         self.successes: list[float] = []  # of the training episodes since the last record
         self.episode_success = np.zeros(settings.num_envs, dtype=bool)
+        self.episodes = np.ones(settings.num_envs, dtype=np.int64)  # episodes each env has started
+        self.seed_offset = 0  # training seeds an earlier invocation of the run used up
         self.last_stats: dict = {}
         self.seconds = {"act": 0.0, "env": 0.0, "learn": 0.0}
         self.t0 = time.time()
+        if resume:
+            self.restore()
+        else:
+            self.metrics.unlink(missing_ok=True)
+
+    def run_state(self) -> dict:
+        """The loop's counters, as a checkpoint keeps them."""
+        return {
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "owed": self.owed,
+            "wall_s": round(time.time() - self.t0, 3),
+            "seconds": self.seconds,
+            # the next invocation's training seeds start past every seed this one's envs played
+            "seed_offset": self.seed_offset + self.settings.num_envs * int(self.episodes.max()),
+        }
+
+    def save(self) -> None:
+        """A checkpoint of the run (:mod:`lerobot_pirl.bench.sac_checkpoint`)."""
+        from lerobot_pirl.bench.sac_checkpoint import save_sac_checkpoint
+
+        save_sac_checkpoint(
+            self.out,
+            self.settings.env_steps,
+            self.run_state(),
+            self.policy,
+            self.algorithm,
+            (self.pre, self.post),
+            self.online,
+        )
+
+    def restore(self) -> None:
+        """Continue from the last checkpoint under ``out``; the log drops what came after it."""
+        from lerobot_pirl.bench.sac_checkpoint import load_sac_checkpoint
+        from lerobot_pirl.runtime.metrics_log import keep_records
+
+        state = load_sac_checkpoint(self.out, self.policy, self.algorithm, self.online)
+        self.env_steps, self.updates, self.owed = state["env_steps"], state["updates"], state["owed"]
+        self.seconds, self.seed_offset = dict(state["seconds"]), state["seed_offset"]
+        self.t0 = time.time() - state["wall_s"]
+        self.records = keep_records(self.metrics, lambda r: r.get("env_steps", math.inf) <= self.env_steps)
 
     def log(self, record: dict) -> None:
         record = {"wall_s": round(time.time() - self.t0, 3), "env_steps": self.env_steps, **record}
@@ -243,6 +301,7 @@ class SACRun:
                 truncated=bool(result.truncated[i]),
             )
         ended = result.terminated | result.truncated
+        self.episodes[ended] += 1  # reset_done starts the next one
         self.episode_success |= result.success
         self.successes += self.episode_success[ended].astype(float).tolist()
         self.episode_success[ended] = False
@@ -262,14 +321,23 @@ class SACRun:
         self.seconds["learn"] += time.perf_counter() - t
 
     def run(self, timeout_s: float | None = None) -> list[dict]:
-        """Until the env-step budget (or ``timeout_s``); then the final policy under ``out/pretrained_model``."""
+        """Until the env-step budget (or ``timeout_s`` of training time, a resumed run's earlier time
+        included); then a checkpoint and the final policy under ``out/pretrained_model``."""
         from lerobot_pirl.runtime.parallel import chunk_stepper
 
         settings = self.settings
-        vec = self.env_cfg.create_envs(settings.num_envs)[self.env_cfg.type][0]
-        stepper = chunk_stepper(vec)
-        next_eval, next_log = settings.eval_every_steps, 5000
-        bar = tqdm(total=settings.env_steps, desc="SAC", unit="step")
+        env_cfg = dataclasses.replace(self.env_cfg, seed=self.env_cfg.seed + self.seed_offset)
+        stepper = chunk_stepper(env_cfg.create_envs(settings.num_envs)[env_cfg.type][0])
+
+        def after(every: int) -> float:  # the first multiple of ``every`` past the env steps so far
+            return (self.env_steps // every + 1) * every if every else math.inf
+
+        next_eval, next_log, next_save = (
+            after(settings.eval_every_steps),
+            after(5000),
+            after(settings.save_every_steps),
+        )
+        bar = tqdm(total=settings.env_steps, initial=self.env_steps, desc="SAC", unit="step")
         try:
             obs = stepper.reset()
             self.policy.train()
@@ -286,11 +354,15 @@ class SACRun:
                     bar.set_postfix(
                         success=f"{self.records[-1]['episode_success']:.2f}", updates=self.updates
                     )
-                if settings.eval_every_steps and self.env_steps >= next_eval:
+                if self.env_steps >= next_eval:
                     next_eval += settings.eval_every_steps
                     self.evaluate()
+                if self.env_steps >= next_save:
+                    next_save += settings.save_every_steps
+                    self.save()
             if not self.records or self.records[-1]["env_steps"] != self.env_steps:  # stopped by the time cap
                 self.progress()
+            self.save()
         finally:
             bar.close()
             stepper.close()
@@ -307,12 +379,14 @@ def run_sac(
     settings: SACSettings,
     eval_episodes: int,
     timeout_s: float | None = None,
+    resume: bool = False,
 ) -> list[dict]:
-    """Train SAC from scratch with the demos in its offline buffer, until ``settings.env_steps`` (or
-    ``timeout_s`` seconds); writes ``metrics.jsonl`` (the πRL learner's record kinds: ``update`` with
-    training-episode success, ``eval`` with held-out success) and the final policy (LeRobot layout)
-    under ``out``. Returns the records."""
-    return SACRun(env_cfg, demos_root, out, settings, eval_episodes).run(timeout_s)
+    """Train SAC from scratch with the demos in its offline buffer (or, ``resume``, continue the run
+    under ``out`` from its last checkpoint), until ``settings.env_steps`` (or ``timeout_s`` seconds of
+    training in all); writes ``metrics.jsonl`` (the πRL learner's record kinds: ``update`` with
+    training-episode success, ``eval`` with held-out success), checkpoints and the final policy (LeRobot
+    layout) under ``out``. Returns the records."""
+    return SACRun(env_cfg, demos_root, out, settings, eval_episodes, resume).run(timeout_s)
 
 
 def evaluate_sac(checkpoint: Path, env_cfg, episodes: int) -> dict:

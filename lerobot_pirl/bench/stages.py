@@ -425,12 +425,20 @@ def sac_budget(setup: TaskSetup, rollout_size: int = ROLLOUT_CHUNKS, chunk: int 
     return setup.rl_updates * rollout_size * chunk
 
 
+def resumable_sac(run_dir: Path, opts: RunOptions) -> bool:
+    """Whether the SAC stage continues a run left in ``run_dir`` (``--resume`` and a checkpoint there)."""
+    from lerobot_pirl.bench.sac_checkpoint import sac_resume_point
+
+    return opts.resume and sac_resume_point(run_dir / "sac") is not None
+
+
 def sac_stage(
     task: str, setup: TaskSetup, demos: Path, run_dir: Path, opts: RunOptions
 ) -> tuple[list[dict], dict]:
     """LeRobot's SAC from scratch with the demos in its offline buffer, the πRL budget and evaluation
     protocol (evaluations every ``eval_every`` πRL-rollouts' worth of env steps); returns its records and
-    the final held-out evaluation."""
+    the final held-out evaluation. With ``opts.resume``, a run an earlier invocation left continues from its
+    last checkpoint, within what remains of the wall-time cap."""
     from lerobot_pirl.bench.sac import SACSettings, evaluate_sac, run_sac
     from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
 
@@ -448,7 +456,15 @@ def sac_stage(
         episode_length=setup.episode_length,
         eval_seed=opts.eval_seed,
     )
-    records = run_sac(env_cfg, demos, run_dir / "sac", settings, opts.eval_episodes, timeout_s=opts.timeout_s)
+    records = run_sac(
+        env_cfg,
+        demos,
+        run_dir / "sac",
+        settings,
+        opts.eval_episodes,
+        opts.timeout_s,
+        resume=resumable_sac(run_dir, opts),
+    )
     eval_cfg = MetaWorldStateEnvConfig(
         task=task,
         num_envs=EVAL_PROTOCOL.num_envs,

@@ -34,7 +34,7 @@ from lerobot_pirl.seeds import EVAL_PROTOCOL, TRAINING
 
 STATE_DIM = 39
 ACTION_DIM = 4
-REWARD_TYPES = ("dense", "sparse")
+REWARD_TYPES = ("dense", "progress", "sparse")
 CAMERA = "corner"  # the MetaWorld camera the image observation comes from
 
 
@@ -108,6 +108,7 @@ class MetaWorldStateEnv(gym.Env):
         self._frame: np.ndarray | None = None
         self._episodes = 0
         self._t = 0
+        self._potential: float | None = None
         # Multi-task: the task's one-hot (of num_tasks) follows the 39 state dims.
         self._one_hot = np.zeros(num_tasks, dtype=np.float32)
         if num_tasks:
@@ -159,13 +160,14 @@ class MetaWorldStateEnv(gym.Env):
         self._env.seed(int(episode_seed))
         state, _ = self._env.reset()
         self._t = 0
+        self._potential = None  # MetaWorld's shaped reward at the previous step ("progress" rewards)
         return self._obs(state), {"is_success": False, "episode_seed": episode_seed}
 
     def step(self, action):
         state, reward, _, _, info = self._env.step(np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0))
         self._t += 1
         success = bool(info.get("success", 0.0) >= 1.0)
-        reward = float(success) if self.reward_type == "sparse" else float(reward) * self.reward_scale
+        reward = self._reward(success, float(reward))
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.episode_length and not terminated
         new_frame = terminated or truncated or self._t % self.camera_every == 0
@@ -173,6 +175,19 @@ class MetaWorldStateEnv(gym.Env):
         # the object's for push / pick-place), the quantity its success threshold is set on.
         info = {"is_success": success, "goal_distance": float(info.get("obj_to_target", np.nan))}
         return self._obs(state, new_frame), reward, terminated, truncated, info
+
+    def _reward(self, success: bool, shaped: float) -> float:
+        """The reward of ``reward_type`` from the step's success and MetaWorld's shaped reward."""
+        if self.reward_type == "sparse":
+            return float(success)
+        if self.reward_type == "dense":
+            return shaped * self.reward_scale
+        # "progress": success plus the change of the shaped reward since the last step (potential-based
+        # shaping, zero on an episode's first step); it sums to the episode's net progress, so ending an
+        # episode on success is never worth less than hovering next to it.
+        change = 0.0 if self._potential is None else shaped - self._potential
+        self._potential = shaped
+        return float(success) + change * self.reward_scale
 
     def close(self):
         if self._renderer is not None:
@@ -201,9 +216,11 @@ class MetaWorldStateEnvConfig(EnvConfig):
     episode_length: int = 200
     # Number of vectorised envs an actor steps as a batch.
     num_envs: int = 8
-    # "dense": MetaWorld's shaped reward times reward_scale; "sparse": 1 on success, else 0.
+    # "sparse": 1 on success, else 0; "progress": sparse plus reward_scale x the step's change of MetaWorld's
+    # shaped reward; "dense": the shaped reward x reward_scale (pair with terminate_on_success=false: ended on
+    # success, an episode forgoes the shaped reward it would keep collecting next to the goal).
     reward_type: str = "sparse"
-    # Multiplier of the dense reward (MetaWorld's is in [0, 10]).
+    # Multiplier of MetaWorld's shaped reward (in [0, 10]) for "dense" and "progress".
     reward_scale: float = 0.1
     # End an episode (terminated, no bootstrap) when the task is solved.
     terminate_on_success: bool = True

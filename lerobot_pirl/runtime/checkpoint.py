@@ -52,9 +52,7 @@ def save_run_checkpoint(
     checkpoint.
     """
     final = get_step_checkpoint_dir(Path(cfg.output_dir), cfg.policy.online_steps, step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = staging_dir(final)
     model_state, optimizer_states = full_state if full_state is not None else (None, None)
     save_checkpoint(
         checkpoint_dir=tmp,
@@ -75,6 +73,23 @@ def save_run_checkpoint(
     for name, write in (extra or {}).items():
         write(tmp / name)
     write_json({"step": step, "interaction_step": interaction_step}, tmp / TRAINING_STATE_DIR / TRAINING_STEP)
+    publish_checkpoint(tmp, final)
+    logger.info("[LEARNER] checkpoint written to %s", final)
+    return final
+
+
+def staging_dir(final: Path) -> Path:
+    """The hidden folder a checkpoint for ``final`` is written into (emptied first) before
+    :func:`publish_checkpoint` moves it into place."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp
+
+
+def publish_checkpoint(tmp: Path, final: Path) -> None:
+    """Move a completely written checkpoint folder ``tmp`` to ``final`` and point the ``last`` link beside
+    it at it, each step an atomic rename: ``last`` never points at a partial checkpoint."""
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -83,8 +98,6 @@ def save_run_checkpoint(
         link_tmp.unlink()
     link_tmp.symlink_to(final.name)
     os.replace(link_tmp, final.parent / LAST_CHECKPOINT_LINK)
-    logger.info("[LEARNER] checkpoint written to %s", final)
-    return final
 
 
 def restore_training_state(checkpoint_dir: Path, algorithm) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from lerobot_pirl.plot import read_metrics
@@ -47,9 +48,15 @@ def wall_at_update(records: list[dict], update: int) -> float:
 def trim_for_resume(path: Path, update: int, policy_version: int) -> list[dict]:
     """Drop the records of ``path`` past the checkpoint (:func:`past_checkpoint`; an unreadable line is
     dropped too), rewriting the file atomically; returns the records kept (none without a file)."""
+    return keep_records(path, lambda r: not past_checkpoint(r, update, policy_version))
+
+
+def keep_records(path: Path, keep: Callable[[dict], bool]) -> list[dict]:
+    """Rewrite ``path`` atomically with only its records that ``keep`` accepts (an unreadable line is
+    dropped); returns them (none without a file)."""
     if not path.is_file():
         return []
-    kept = [r for r in read_metrics(path) if not past_checkpoint(r, update, policy_version)]
+    kept = [r for r in read_metrics(path) if keep(r)]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, path)
