@@ -399,3 +399,20 @@ def test_sac_settings_reach_lerobots_sac_config_and_refuse_bad_values():
         SACSettings(env_steps=10, target_entropy=math.nan)
     with pytest.raises(ValueError, match="online_ratio"):
         SACSettings(env_steps=10, online_ratio=0.0)
+
+
+def test_a_rows_reward_comes_from_the_override_or_the_recipe_and_keeps_rows_apart(tmp_path):
+    from lerobot_pirl.bench.stages import RunOptions, reward_type
+
+    plain = RunOptions(eval_episodes=10, eval_every=5, timeout_s=60)
+    assert reward_type("push-v3", "flow_sde", plain) == "sparse"  # the recipes keep the paper's reward
+    shaped = dataclasses.replace(plain, extra_args=("--env.reward_type=dense", "--env.reward_type=progress"))
+    assert reward_type("MT10", "flow_sde", shaped) == "progress"  # the last override wins, as in draccus
+    assert reward_type("push-v3", "-", dataclasses.replace(shaped, algorithm="sac")) == "sparse"
+
+    sparse_row, progress_row = _push_row(), _push_row(reward_type="progress", rl_success=0.8)
+    path = tmp_path / "results.json"
+    write_results(merge_results([sparse_row, progress_row], path), path)
+    rows = merge_results([], path)
+    assert sorted(r.reward_type for r in rows) == ["progress", "sparse"]  # neither replaces the other
+    assert progress_row.label == "flow_sde (progress reward)" and sparse_row.label == "flow_sde"

@@ -45,6 +45,7 @@ from lerobot_pirl.bench.stages import (
     recipe_path,
     resume_point,
     reuse_or_clear_sft,
+    reward_type,
     rl_stage,
     sac_budget,
     sac_stage,
@@ -126,6 +127,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         if opts.env_counts
         else {},
         resumed_from_update=resumed[0] if resumed else None,
+        reward_type=reward_type(task, method, opts),
     )
     report_row(result, records, run_dir)
     return result

@@ -54,10 +54,13 @@ class RunResult:
     # The update of the checkpoint the πRL run was continued from by the bench's --resume (None: one
     # uninterrupted run); its wall times then add the interrupted invocation's πRL time.
     resumed_from_update: int | None = None
+    # The env's reward during RL (pirl_metaworld's env.reward_type: "sparse", the paper's, or "progress").
+    reward_type: str = "sparse"
 
     @property
-    def key(self) -> tuple[str, str, str, str, str, int, str]:
-        """What a row is the result of: (policy, mode, method, noise method, task, demos, env allocation)."""
+    def key(self) -> tuple[str, str, str, str, str, int, str, str]:
+        """What a row is the result of: (policy, mode, method, noise method, task, demos, env allocation,
+        reward)."""
         return (
             self.model,
             self.mode,
@@ -66,6 +69,7 @@ class RunResult:
             self.task,
             self.demos,
             self.env_allocation,
+            self.reward_type,
         )
 
     @property
@@ -89,9 +93,11 @@ class RunResult:
 
     @property
     def setting(self) -> list[str]:
-        """How the row's task setting departs from the standard: its demos, a mix's env allocation."""
+        """How the row's task setting departs from the standard: its demos, a mix's env allocation, its
+        reward."""
         extras = [] if self.standard else [_count(self.demos, "demo")]
-        return extras + ([_allocation_text(self.env_allocation)] if self.env_allocation != "even" else [])
+        extras += [_allocation_text(self.env_allocation)] if self.env_allocation != "even" else []
+        return extras + ([f"{self.reward_type} reward"] if self.reward_type != "sparse" else [])
 
     @property
     def label(self) -> str:
@@ -331,8 +337,10 @@ def _allocation_text(env_allocation: str) -> str:
     return f"envs by SFT {env_allocation}"
 
 
-def _mode_text(mode: str, env_allocation: str) -> str:
-    return mode if env_allocation == "even" else f"{mode}, {_allocation_text(env_allocation)}"
+def _mode_text(mode: str, env_allocation: str, reward_type: str = "sparse") -> str:
+    extras = [_allocation_text(env_allocation)] if env_allocation != "even" else []
+    extras += [f"{reward_type} reward"] if reward_type != "sparse" else []
+    return ", ".join([mode, *extras])
 
 
 def markdown_table(results: list[RunResult]) -> str:
@@ -350,7 +358,7 @@ def markdown_table(results: list[RunResult]) -> str:
             else ""
         )
         lines.append(
-            f"| {r.task} | {r.model} | {_mode_text(r.mode, r.env_allocation)} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
+            f"| {r.task} | {r.model} | {_mode_text(r.mode, r.env_allocation, r.reward_type)} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
             f"| {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
@@ -358,18 +366,16 @@ def markdown_table(results: list[RunResult]) -> str:
     # A mean per policy, mode, method and noise method over the single-task rows with standard demos; a
     # mix's row is already the average over its tasks, so mixes get none.
     standard = [r for r in results if r.standard and not mixed_task_names(r.task)]
-    cases = dict.fromkeys((r.model, r.mode, r.method, r.noise_method, r.env_allocation) for r in standard)
-    for model, mode, algorithm, method, allocation in cases:
-        rows = [
-            r
-            for r in standard
-            if (r.model, r.mode, r.method, r.noise_method, r.env_allocation)
-            == (model, mode, algorithm, method, allocation)
-        ]
+
+    def case(r: RunResult) -> tuple:
+        return (r.model, r.mode, r.method, r.noise_method, r.env_allocation, r.reward_type)
+
+    for model, mode, algorithm, method, allocation, reward in dict.fromkeys(case(r) for r in standard):
+        rows = [r for r in standard if case(r) == (model, mode, algorithm, method, allocation, reward)]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
         lines.append(
-            f"| **mean ({_count(len(rows), 'task')})** | {model} | {_mode_text(mode, allocation)} | {algorithm} "
+            f"| **mean ({_count(len(rows), 'task')})** | {model} | {_mode_text(mode, allocation, reward)} | {algorithm} "
             f"| {method} | | {mean_sft:.2f} | {mean_rl:.2f} | | | | |"
         )
     return "\n".join(lines) + "\n"

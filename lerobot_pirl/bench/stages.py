@@ -247,6 +247,19 @@ def run_recipe(task: str, method: str, opts: RunOptions) -> Path:
     return recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed_task_names(task)))
 
 
+def reward_type(task: str, method: str, opts: RunOptions) -> str:
+    """The env reward a run trains on: a ``--rl_arg=--env.reward_type=...`` override, else its recipe's
+    (``sparse`` when the recipe leaves the env default); SAC runs train on the sparse success."""
+    if opts.algorithm == "sac":
+        return "sparse"
+    flag = "--env.reward_type="
+    overrides = [a.removeprefix(flag) for a in opts.extra_args if a.startswith(flag)]
+    if overrides:
+        return overrides[-1]
+    recipe = json.loads(run_recipe(task, method, opts).read_text())
+    return recipe.get("env", {}).get("reward_type", "sparse")
+
+
 def rl_args(
     task: str, setup: TaskSetup, method: str, sft: Path, rl_out: Path, opts: RunOptions, demos: Path
 ) -> list[str]:
