@@ -104,3 +104,29 @@ def test_a_resumed_sac_run_continues_where_its_checkpoint_left_it(demos, tmp_pat
 
     tiny_run(demos, out, env_steps=80)  # without resume: a fresh run, a fresh log
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_stop_signal_ends_the_run_with_a_checkpoint_of_where_it_stopped(demos, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from lerobot_pirl.bench.sac import SACRun
+    from lerobot_pirl.bench.sac_checkpoint import sac_resume_point
+
+    step, calls = SACRun.step, []
+
+    def step_then_signal(self, stepper, obs):
+        calls.append(1)
+        if len(calls) == 5:  # as `kill` would, in the middle of the run
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, stepper, obs)
+
+    monkeypatch.setattr(SACRun, "step", step_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    run = tiny_run(demos, tmp_path / "sac", env_steps=10_000)
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        run.run()
+    assert len(calls) == 5 and run.env_steps == 5 * 4  # it finished the step it was in, and no other
+    assert sac_resume_point(tmp_path / "sac")[0] == run.updates
+    assert (tmp_path / "sac" / "checkpoints" / "000020").is_dir()
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are put back

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,7 +324,8 @@ class SACRun:
 
     def run(self, timeout_s: float | None = None) -> list[dict]:
         """Until the env-step budget (or ``timeout_s`` of training time, a resumed run's earlier time
-        included); then a checkpoint and the final policy under ``out/pretrained_model``."""
+        included); then a checkpoint and the final policy under ``out/pretrained_model``. SIGINT / SIGTERM
+        stop it after the current step with a checkpoint, then raise ``KeyboardInterrupt``."""
         from lerobot_pirl.runtime.parallel import chunk_stepper
 
         settings = self.settings
@@ -338,11 +341,14 @@ class SACRun:
             after(settings.save_every_steps),
         )
         bar = tqdm(total=settings.env_steps, initial=self.env_steps, desc="SAC", unit="step")
+        stop, handlers = stop_on_signals()
         try:
             obs = stepper.reset()
             self.policy.train()
-            while self.env_steps < settings.env_steps and (
-                timeout_s is None or time.time() - self.t0 < timeout_s
+            while (
+                self.env_steps < settings.env_steps
+                and (timeout_s is None or time.time() - self.t0 < timeout_s)
+                and not stop.is_set()
             ):
                 obs, steps = self.step(stepper, obs)
                 self.env_steps += steps
@@ -364,12 +370,29 @@ class SACRun:
                 self.progress()
             self.save()
         finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
             bar.close()
             stepper.close()
+        if stop.is_set():
+            raise KeyboardInterrupt(
+                f"SAC run stopped at {self.env_steps} env steps; continue it with --resume"
+            )
         final = self.out / "pretrained_model"
         for part in (self.policy, self.pre, self.post):
             part.save_pretrained(final)
         return self.records
+
+
+def stop_on_signals() -> tuple[threading.Event, dict]:
+    """LeRobot's graceful-shutdown handler (SIGINT, SIGTERM, ...: sets the event; a second signal exits) and
+    the handlers it replaced, to put back."""
+    from lerobot.utils.process import ProcessSignalHandler
+
+    previous = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    }
+    return ProcessSignalHandler(use_threads=True).shutdown_event, previous
 
 
 def run_sac(
