@@ -102,8 +102,15 @@ def test_a_resumed_sac_run_continues_where_its_checkpoint_left_it(demos, tmp_pat
     assert second.updates > first.updates and second.algorithm.optimization_step == second.updates
     assert [r["wall_s"] for r in records] == sorted(r["wall_s"] for r in records)  # one clock
 
-    tiny_run(demos, out, env_steps=80)  # without resume: a fresh run, a fresh log
-    assert not (out / "metrics.jsonl").exists()
+    last = (out / "checkpoints" / "last").resolve()
+    written = last.stat().st_mtime_ns
+    again = tiny_run(demos, out, env_steps=320, resume=True)  # nothing left to do: no second save
+    again.run()
+    assert again.env_steps == second.env_steps and again.updates == second.updates
+    assert (out / "checkpoints" / "last").resolve() == last and last.stat().st_mtime_ns == written
+
+    tiny_run(demos, out, env_steps=80)  # without resume: a fresh run, a fresh log, nothing to resume
+    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()
 
 
 def test_a_stop_signal_ends_the_run_with_a_checkpoint_of_where_it_stopped(demos, tmp_path, monkeypatch):

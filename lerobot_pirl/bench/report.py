@@ -246,15 +246,16 @@ def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_outside: bool =
 
 
 def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
-    """For every task run in both modes (same policy, noise method, demos and, for a mix, envs per task): one
+    """For every task run in both modes (same policy, noise method, demos, reward and, for a mix, envs per task): one
     PNG with the online and the hybrid held-out success against env steps (evaluations during training, then
     the final one with its 95 % interval). Returns the files written."""
     by_case: dict[tuple, dict[str, RunResult]] = {}
     for r in results:
         if r.method == "ppo":
-            by_case.setdefault((r.model, r.noise_method, r.task, r.demos, r.env_allocation), {})[r.mode] = r
+            case = (r.model, r.noise_method, r.task, r.demos, r.env_allocation, r.reward_type)
+            by_case.setdefault(case, {})[r.mode] = r
     written = []
-    for (model, method, task, demos, allocation), modes in by_case.items():
+    for (model, method, task, demos, allocation, reward), modes in by_case.items():
         if set(MODES) - set(modes):
             continue
         curves = [
@@ -263,8 +264,9 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
         ]
         even = allocation == "even"
         title_envs = "" if even else f", {_allocation_text(allocation)}"
+        title_envs += "" if reward == "sparse" else f", {reward} reward"
         title = f"{task}, {model} + πRL ({method}), {demos} demos{title_envs}: online vs hybrid"
-        file_envs = "" if even else f"_envs_by_{allocation}"
+        file_envs = ("" if even else f"_envs_by_{allocation}") + ("" if reward == "sparse" else f"_{reward}")
         path = folder / f"{task}_{model}_{method}_{demos}demos{file_envs}_online_vs_hybrid.png"
         written.append(_comparison_plot(curves, modes["online"].sft_success, title, path))
     return written

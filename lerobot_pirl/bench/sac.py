@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -201,10 +202,12 @@ class SACRun:
         self.last_stats: dict = {}
         self.seconds = {"act": 0.0, "env": 0.0, "learn": 0.0}
         self.t0 = time.time()
+        self.saved_at: int | None = None  # env steps of the newest checkpoint
         if resume:
             self.restore()
-        else:
+        else:  # a fresh run: nothing of an earlier one may be resumed into it
             self.metrics.unlink(missing_ok=True)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     def run_state(self) -> dict:
         """The loop's counters, as a checkpoint keeps them."""
@@ -219,8 +222,12 @@ class SACRun:
         }
 
     def save(self) -> None:
-        """A checkpoint of the run (:mod:`lerobot_pirl.bench.sac_checkpoint`)."""
+        """A checkpoint of the run (:mod:`lerobot_pirl.bench.sac_checkpoint`), unless the newest one is of
+        these env steps already (a stop on a periodic save, or a resumed run with nothing left to do)."""
         from lerobot_pirl.bench.sac_checkpoint import save_sac_checkpoint
+
+        if self.saved_at == self.env_steps:
+            return
 
         save_sac_checkpoint(
             self.out,
@@ -231,6 +238,7 @@ class SACRun:
             (self.pre, self.post),
             self.online,
         )
+        self.saved_at = self.env_steps
 
     def restore(self) -> None:
         """Continue from the last checkpoint under ``out``; the log drops what came after it."""
@@ -241,6 +249,7 @@ class SACRun:
         self.env_steps, self.updates, self.owed = state["env_steps"], state["updates"], state["owed"]
         self.seconds, self.seed_offset = dict(state["seconds"]), state["seed_offset"]
         self.t0 = time.time() - state["wall_s"]
+        self.saved_at = self.env_steps
         self.records = keep_records(self.metrics, lambda r: r.get("env_steps", math.inf) <= self.env_steps)
 
     def log(self, record: dict) -> None:

@@ -6,7 +6,7 @@ its processors, ``training_state/`` for the optimisers, RNG and step, ``algorith
 targets and temperature; ``last`` links to the newest), plus what LeRobot's learner keeps elsewhere or not
 at all: the online replay buffer and the loop's counters. It is written into a hidden folder that is
 renamed into place before ``last`` is swapped (:func:`lerobot_pirl.runtime.checkpoint.publish_checkpoint`),
-and only the newest one is kept (the buffer makes each about 35 MB).
+and only the newest one is kept (the buffer makes each about 35 MB). A fresh (not resumed) run deletes them.
 
 The buffer is saved as its tensors, oldest transition first, not with LeRobot's ``to_lerobot_dataset``:
 that rebuilds episodes from consecutive entries, and with several envs consecutive entries come from
@@ -86,8 +86,8 @@ def save_sac_checkpoint(
     write_json(run_state, tmp / RUN_STATE)
     final.parent.mkdir(parents=True, exist_ok=True)
     publish_checkpoint(tmp, final)
-    for old in final.parent.iterdir():
-        if old.is_dir() and not old.is_symlink() and old.name != final.name and not old.name.startswith("."):
+    for old in final.parent.iterdir():  # older checkpoints, and staging folders a crash left behind
+        if old.is_dir() and not old.is_symlink() and old.name != final.name:
             shutil.rmtree(old)
     return final
 
