@@ -96,8 +96,7 @@ class RunResult:
         """How the row's task setting departs from the standard: its demos, a mix's env allocation, its
         reward."""
         extras = [] if self.standard else [_count(self.demos, "demo")]
-        extras += [_allocation_text(self.env_allocation)] if self.env_allocation != "even" else []
-        return extras + ([f"{self.reward_type} reward"] if self.reward_type != "sparse" else [])
+        return extras + _variant_texts(self.env_allocation, self.reward_type)
 
     @property
     def label(self) -> str:
@@ -262,11 +261,10 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
             (modes[m], f"{m}: held-out eval during training, then final", c)
             for m, c in zip(MODES, ("tab:blue", "tab:green"), strict=True)
         ]
-        even = allocation == "even"
-        title_envs = "" if even else f", {_allocation_text(allocation)}"
-        title_envs += "" if reward == "sparse" else f", {reward} reward"
+        title_envs = "".join(f", {text}" for text in _variant_texts(allocation, reward))
         title = f"{task}, {model} + πRL ({method}), {demos} demos{title_envs}: online vs hybrid"
-        file_envs = ("" if even else f"_envs_by_{allocation}") + ("" if reward == "sparse" else f"_{reward}")
+        file_envs = "" if allocation == "even" else f"_envs_by_{allocation}"
+        file_envs += "" if reward == "sparse" else f"_{reward}"
         path = folder / f"{task}_{model}_{method}_{demos}demos{file_envs}_online_vs_hybrid.png"
         written.append(_comparison_plot(curves, modes["online"].sft_success, title, path))
     return written
@@ -339,10 +337,14 @@ def _allocation_text(env_allocation: str) -> str:
     return f"envs by SFT {env_allocation}"
 
 
+def _variant_texts(env_allocation: str, reward_type: str) -> list[str]:
+    """How a run departs from the even env split and the sparse reward, e.g. ``["envs by SFT failure"]``."""
+    texts = [_allocation_text(env_allocation)] if env_allocation != "even" else []
+    return texts + ([f"{reward_type} reward"] if reward_type != "sparse" else [])
+
+
 def _mode_text(mode: str, env_allocation: str, reward_type: str = "sparse") -> str:
-    extras = [_allocation_text(env_allocation)] if env_allocation != "even" else []
-    extras += [f"{reward_type} reward"] if reward_type != "sparse" else []
-    return ", ".join([mode, *extras])
+    return ", ".join([mode, *_variant_texts(env_allocation, reward_type)])
 
 
 def markdown_table(results: list[RunResult]) -> str:

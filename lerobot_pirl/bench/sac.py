@@ -30,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import nn
 from tqdm import tqdm
 
 from lerobot_pirl.envs.metaworld import ACTION_DIM, STATE_DIM
-
-OBS_STATE = "observation.state"
-ACTION = "action"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import torch
 from lerobot.common.train_utils import get_step_checkpoint_dir, save_training_state
-from lerobot.utils.constants import ALGORITHM_DIR, PRETRAINED_MODEL_DIR, TRAINING_STATE_DIR, TRAINING_STEP
+from lerobot.utils.constants import (
+    ALGORITHM_DIR,
+    OBS_STATE,
+    PRETRAINED_MODEL_DIR,
+    TRAINING_STATE_DIR,
+    TRAINING_STEP,
+)
 from lerobot.utils.io_utils import load_json, write_json
 from safetensors.torch import load_file, load_model, save_file
 
@@ -31,7 +37,6 @@ from lerobot_pirl.runtime.checkpoint import (
     staging_dir,
 )
 
-OBS_STATE = "observation.state"
 BUFFER_FILE = "online_buffer.safetensors"
 RUN_STATE = "sac_run.json"  # the loop's counters: env steps, owed training steps, time, seed offset
 
