@@ -52,12 +52,11 @@ def demos(tmp_path_factory):
     return root
 
 
-def tiny_run(demos, out, env_steps: int, resume: bool = False):
+def tiny_run(demos, out, env_steps: int, resume: bool = False, **overrides):
     from lerobot_pirl.bench.sac import SACRun, SACSettings
     from lerobot_pirl.envs.metaworld import MetaWorldStateEnvConfig
 
-    settings = SACSettings(
-        env_steps=env_steps,
+    tiny = dict(
         num_envs=4,
         env_workers=1,
         batch_size=8,
@@ -66,6 +65,7 @@ def tiny_run(demos, out, env_steps: int, resume: bool = False):
         eval_every_steps=0,
         save_every_steps=80,
     )
+    settings = SACSettings(env_steps=env_steps, **{**tiny, **overrides})
     env_cfg = MetaWorldStateEnvConfig(task=TASK, num_envs=4, episode_length=30)
     return SACRun(env_cfg, demos, out, settings, eval_episodes=2, resume=resume)
 
@@ -81,7 +81,9 @@ def test_a_resumed_sac_run_continues_where_its_checkpoint_left_it(demos, tmp_pat
     updates, wall = sac_resume_point(out)
     assert updates == first.updates > 0 and wall > 0
 
-    second = tiny_run(demos, out, env_steps=320, resume=True)
+    with pytest.raises(ValueError, match=r"lr: checkpoint 0.0003, now 0.001.*without --resume"):
+        tiny_run(demos, out, env_steps=320, resume=True, lr=1e-3)  # other learning settings: refused
+    second = tiny_run(demos, out, env_steps=320, resume=True, save_every_steps=160)  # a cadence may change
     assert (second.env_steps, second.updates) == (160, first.updates)
     for name, value in first.policy.state_dict().items():
         assert torch.equal(value, second.policy.state_dict()[name]), name

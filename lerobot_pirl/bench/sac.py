@@ -76,6 +76,12 @@ class SACSettings:
         if self.target_entropy is not None and not math.isfinite(self.target_entropy):
             raise ValueError(f"target_entropy must be a finite number or None, got {self.target_entropy}")
 
+    def learning_settings(self) -> dict:
+        """The settings a resumed run must share with its checkpoint (all but the budget, the evaluation
+        and checkpoint cadence and the worker count, which a continuation may change)."""
+        free = {"env_steps", "eval_every_steps", "save_every_steps", "env_workers"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in free}
+
 
 class DeterministicSAC(nn.Module):
     """The SAC actor as the held-out evaluation runs every policy: the tanh of its Gaussian mean, one
@@ -217,6 +223,7 @@ class SACRun:
             "seconds": self.seconds,
             # the next invocation's training seeds start past every seed this one's envs played
             "seed_offset": self.seed_offset + self.settings.num_envs * int(self.episodes.max()),
+            "settings": self.settings.learning_settings(),
         }
 
     def save(self) -> None:
@@ -244,6 +251,15 @@ class SACRun:
         from lerobot_pirl.runtime.metrics_log import keep_records
 
         state = load_sac_checkpoint(self.out, self.policy, self.algorithm, self.online)
+        saved, asked = state.get("settings", {}), self.settings.learning_settings()
+        changed = [
+            f"{k}: checkpoint {v!r}, now {asked.get(k)!r}" for k, v in saved.items() if v != asked.get(k)
+        ]
+        if changed:
+            raise ValueError(
+                f"cannot resume the SAC run under {self.out} with other settings ({'; '.join(changed)}): "
+                "pass the checkpoint's --sac_* values, or start afresh without --resume"
+            )
         self.env_steps, self.updates, self.owed = state["env_steps"], state["updates"], state["owed"]
         self.seconds, self.seed_offset = dict(state["seconds"]), state["seed_offset"]
         self.t0 = time.time() - state["wall_s"]
