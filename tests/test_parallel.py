@@ -68,3 +68,46 @@ def test_env_workers_is_validated():
         MetaWorldStateEnvConfig(task="reach-v3", num_envs=2, env_workers=0)
     with pytest.raises(ValueError, match="set one"):
         MetaWorldStateEnvConfig(task="reach-v3", num_envs=4, env_workers=2, use_async_envs=True)
+
+
+def _cartpoles():
+    """Two CartPoles whose observations are dicts, as the chunk stepper reads them."""
+
+    class AsDict(gym.ObservationWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.observation_space = gym.spaces.Dict({"agent_pos": env.observation_space})
+
+        def observation(self, observation):
+            return {"agent_pos": observation}
+
+    return gym.vector.SyncVectorEnv([lambda: AsDict(gym.make("CartPole-v1"))] * 2)
+
+
+def test_workers_outlive_a_process_group_sigterm_until_the_parent_closes_them():
+    import os
+    import signal
+    import time
+
+    stepper = ParallelChunkStepper([_cartpoles, _cartpoles])
+    procs = list(stepper._procs)
+    try:
+        stepper.reset(seed=0)
+        for proc in procs:  # as `kill -- -PGID` or a cluster's job stop would
+            os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        result = stepper.step_chunk(np.zeros((4, 3), dtype=np.int64))  # the parent's last step still runs
+        assert result.steps.tolist() == [3, 3, 3, 3]
+        assert all(p.is_alive() for p in procs)
+    finally:
+        stepper.close()
+    assert [p.exitcode for p in procs] == [0, 0]  # they left at close, not killed
+
+    orphaned = ParallelChunkStepper([_cartpoles], term_grace_s=1)
+    worker = orphaned._procs[0]
+    try:
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.join(timeout=15)  # never closed: it leaves after its grace period
+        assert worker.exitcode == 128 + signal.SIGTERM
+    finally:
+        orphaned.close()

@@ -16,7 +16,9 @@ so one env's episode end cuts every env's chunk short.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
+import os
 import signal
 import traceback
 from collections.abc import Callable, Sequence
@@ -25,6 +27,9 @@ import numpy as np
 from gymnasium.vector.utils import CloudpickleWrapper
 
 from lerobot_pirl.runtime.vector import ChunkResult, ChunkStepper, episode_step_limit
+
+# Seconds a worker outlives a SIGTERM / SIGHUP while waiting for its parent's ``close`` (see _defer_stop).
+TERM_GRACE_S = 20.0
 
 # ChunkResult fields that are per-env arrays (concatenated over groups in env order).
 _ARRAY_FIELDS = ("rewards", "steps", "terminated", "truncated", "success", "episode_success")
@@ -48,9 +53,25 @@ def _concat_results(parts: list[ChunkResult]) -> ChunkResult:
     return ChunkResult(next_obs=next_obs, last_obs=last_obs, **arrays)
 
 
-def _serve(conn, make_group: CloudpickleWrapper) -> None:
+def _defer_stop(grace_s: float) -> None:
+    """Make a worker outlive SIGTERM / SIGHUP by up to ``grace_s`` seconds. Those signals reach the workers
+    together with their parent when a whole process group is stopped (``kill -- -PGID``, a cluster's job
+    stop or pre-emption); the parent stops gracefully (it finishes its step, checkpoints, then closes the
+    workers), which needs the workers alive until its ``close``. A worker whose parent never closes it
+    leaves ``grace_s`` after the signal, with the signal's exit status."""
+
+    def arm(signum, frame):
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(128 + signum))
+        signal.alarm(max(1, math.ceil(grace_s)))
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, arm)
+
+
+def _serve(conn, make_group: CloudpickleWrapper, grace_s: float = TERM_GRACE_S) -> None:
     """A worker: build the group's vector env, then answer commands until ``close`` (or the parent leaves)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the workers stop
+    _defer_stop(grace_s)
     stepper = None
     try:
         vec = make_group.fn()
@@ -89,9 +110,10 @@ def _serve(conn, make_group: CloudpickleWrapper) -> None:
 class ParallelChunkStepper:
     """``ChunkStepper``'s interface (``reset``, ``step_chunk``, ``reset_done``, ``close``) over env groups
     stepped in worker processes. ``make_groups`` holds one picklable callable per worker, each building
-    that group's ``SyncVectorEnv``; the envs are numbered group after group."""
+    that group's ``SyncVectorEnv``; the envs are numbered group after group. A worker ignores SIGINT and
+    outlives SIGTERM / SIGHUP by up to ``term_grace_s`` seconds: the parent decides when it stops."""
 
-    def __init__(self, make_groups: Sequence[Callable[[], object]]):
+    def __init__(self, make_groups: Sequence[Callable[[], object]], term_grace_s: float = TERM_GRACE_S):
         if not make_groups:
             raise ValueError("ParallelChunkStepper needs at least one env group")
         ctx = mp.get_context("spawn")
@@ -99,7 +121,10 @@ class ParallelChunkStepper:
         for i, make in enumerate(make_groups):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
-                target=_serve, args=(child, CloudpickleWrapper(make)), name=f"env-group-{i}", daemon=True
+                target=_serve,
+                args=(child, CloudpickleWrapper(make), term_grace_s),
+                name=f"env-group-{i}",
+                daemon=True,
             )
             proc.start()
             child.close()
