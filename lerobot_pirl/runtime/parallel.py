@@ -60,9 +60,9 @@ def _defer_stop(grace_s: float) -> None:
     workers), which needs the workers alive until its ``close``. A worker whose parent never closes it
     leaves ``grace_s`` after the signal, with the signal's exit status."""
 
-    def arm(signum, frame):
+    def arm(signum, frame):  # a second signal does not put the deadline off
         signal.signal(signal.SIGALRM, lambda *_: os._exit(128 + signum))
-        signal.alarm(max(1, math.ceil(grace_s)))
+        signal.alarm(signal.alarm(0) or max(1, math.ceil(grace_s)))
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, arm)
