@@ -250,16 +250,9 @@ class SACRun:
         from lerobot_pirl.bench.sac_checkpoint import load_sac_checkpoint
         from lerobot_pirl.runtime.metrics_log import keep_records
 
-        state = load_sac_checkpoint(self.out, self.policy, self.algorithm, self.online)
-        saved, asked = state.get("settings", {}), self.settings.learning_settings()
-        changed = [
-            f"{k}: checkpoint {v!r}, now {asked.get(k)!r}" for k, v in saved.items() if v != asked.get(k)
-        ]
-        if changed:
-            raise ValueError(
-                f"cannot resume the SAC run under {self.out} with other settings ({'; '.join(changed)}): "
-                "pass the checkpoint's --sac_* values, or start afresh without --resume"
-            )
+        state = load_sac_checkpoint(
+            self.out, self.policy, self.algorithm, self.online, self.settings.learning_settings()
+        )
         self.env_steps, self.updates, self.owed = state["env_steps"], state["updates"], state["owed"]
         self.seconds, self.seed_offset = dict(state["seconds"]), state["seed_offset"]
         self.t0 = time.time() - state["wall_s"]

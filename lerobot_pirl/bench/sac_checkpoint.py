@@ -97,16 +97,26 @@ def save_sac_checkpoint(
     return final
 
 
-def load_sac_checkpoint(out: Path, policy, algorithm, buffer) -> dict:
+def load_sac_checkpoint(out: Path, policy, algorithm, buffer, settings: dict) -> dict:
     """Restore the last checkpoint under ``out`` into a freshly built run (the policy's weights in place,
-    the optimisers, RNG, SAC's own tensors, the online buffer); returns its run state."""
+    the optimisers, RNG, SAC's own tensors, the online buffer); returns its run state. ``settings``: the
+    run's learning settings, which must be the checkpoint's (checked before anything is loaded)."""
     checkpoint = last_checkpoint_dir(out)
     if not checkpoint.exists():
         raise FileNotFoundError(f"no SAC checkpoint to resume from: {checkpoint} does not exist")
+    run_state = load_json(checkpoint / RUN_STATE)
+    saved = run_state.get("settings", {})
+    changed = [
+        f"{k}: checkpoint {v!r}, now {settings.get(k)!r}" for k, v in saved.items() if v != settings.get(k)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume the SAC run under {out} with other settings ({'; '.join(changed)}): "
+            "pass the checkpoint's --sac_* values, or start afresh without --resume"
+        )
     load_model(policy, str(checkpoint / PRETRAINED_MODEL_DIR / "model.safetensors"))
     updates, env_steps = restore_training_state(checkpoint, algorithm)
     refill_buffer(buffer, load_file(str(checkpoint / BUFFER_FILE)))
-    run_state = load_json(checkpoint / RUN_STATE)
     if (run_state["updates"], run_state["env_steps"]) != (updates, env_steps):
         raise ValueError(f"{checkpoint}: {RUN_STATE} and {TRAINING_STATE_DIR}/{TRAINING_STEP} disagree")
     return run_state
