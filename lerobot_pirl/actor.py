@@ -47,6 +47,7 @@ from lerobot_pirl.runtime.observations import (
     env_tasks,
 )
 from lerobot_pirl.runtime.parallel import chunk_stepper
+from lerobot_pirl.runtime.rebalance import EnvRebalancer
 from lerobot_pirl.runtime.security import channel_credentials, learner_channel, read_token
 from lerobot_pirl.runtime.streams import StreamGuard, receive_parameters, send_interactions, send_transitions
 from lerobot_pirl.runtime.timing import ACTOR_PHASES, PhaseClock
@@ -93,6 +94,7 @@ class StatsReporter:
     def __init__(self, queue: Queue, actor_id: int, period_s: float, clock: PhaseClock):
         self.queue, self.actor_id, self.period_s, self.clock = queue, actor_id, period_s, clock
         self.episodes: list[dict] = []
+        self.env_counts: Callable[[], dict[str, int]] | None = None  # envs per task, when they are re-split
         self.steps_since_msg = self.total_steps = 0
         self.t_start = self.last_msg = time.time()
 
@@ -112,6 +114,7 @@ class StatsReporter:
             "policy_version": policy_version,
             "episodes": self.episodes,
             "time_s": self.clock.take(),
+            **({"env_counts": self.env_counts()} if self.env_counts is not None else {}),
         }
         self.queue.put(encode_interaction(message))
         self.episodes, self.steps_since_msg, self.last_msg = [], 0, now
@@ -154,6 +157,9 @@ class PiRLActor:
         )
         episodes = EpisodeTracker(n)
         stats = StatsReporter(self.interactions_queue, self.actor_id, self.options.stats_period_s, clock)
+        rebalancer = self.make_rebalancer(env)
+        if rebalancer is not None:
+            stats.env_counts = rebalancer.counts
         budget = self.chunks_per_version(n)
         at_episode_start = True
         while not self.shutdown_event.is_set():
@@ -178,14 +184,59 @@ class PiRLActor:
                     version,
                     episodes,
                 )
-                stats.add(episodes.record(result, intervened, env.task_names), int(result.steps.sum()))
+                finished = episodes.record(result, intervened, env.task_names)
+                stats.add(finished, int(result.steps.sum()))
+                if rebalancer is not None:
+                    rebalancer.record(finished)
             at_episode_start = bool((result.terminated | result.truncated).any())
             with clock.phase("env"):
-                obs = env.stepper.reset_done(result)
+                obs = self.reset_done(env, result, rebalancer)
             with clock.phase("send"):
                 stats.maybe_send(self.algorithm.policy_version)
         stats.maybe_send(self.algorithm.policy_version, force=True)
         env.stepper.close()
+
+    # ------------------------------------------------------------------ new episodes, envs per task
+    def make_rebalancer(self, env: ActorEnv) -> EnvRebalancer | None:
+        """What re-splits the envs over their tasks (``actor.rebalance_envs_every``), or ``None``."""
+        every = self.options.rebalance_envs_every
+        if not every:
+            return None
+        if getattr(self.cfg.env, "group_size", 1) > 1:
+            raise ValueError(
+                "actor.rebalance_envs_every: the envs of a GRPO group (env.group_size > 1) share their reset "
+                "states and cannot change task one by one; set it to 0 or env.group_size to 1"
+            )
+        rebalancer = EnvRebalancer(env.task_names or [], every)
+        try:
+            switchable = all(m is not None for m in env.stepper.call("mix"))
+        except (AttributeError, NotImplementedError, RuntimeError):  # RuntimeError: from an env worker
+            switchable = False
+        if not switchable:  # the sub-envs must list the tasks they can switch to and take `next_task`
+            raise ValueError(
+                f"actor.rebalance_envs_every: env type {self.cfg.env.type!r} cannot move an env to another "
+                "task (pirl_metaworld_mt can)"
+            )
+        return rebalancer
+
+    def reset_done(self, env: ActorEnv, result: ChunkResult, rebalancer: EnvRebalancer | None) -> dict:
+        """Start new episodes in the envs the chunk ended. With a rebalancer, the envs are first re-split when
+        a split is due (each env takes its new task at its next reset) and the tasks of the envs that switched
+        here are read back, so the next transitions carry their new task."""
+        if rebalancer is None:
+            return env.stepper.reset_done(result)
+        version = self.algorithm.policy_version
+        if rebalancer.due(version):
+            rebalancer.split(version)
+            env.stepper.set_attr("next_task", rebalancer.targets)
+            logger.info("[ACTOR] envs per task from policy v%d on: %s", version, rebalancer.counts())
+        obs = env.stepper.reset_done(result)
+        ended = result.terminated | result.truncated
+        names = env.task_names or env.tasks
+        if any(ended[i] and names[i] != task for i, task in enumerate(rebalancer.targets)):
+            env.task_names = [str(t) for t in env.stepper.call("task")]
+            env.tasks = [str(t) for t in env.stepper.call("task_description")]
+        return obs
 
     # ------------------------------------------------------------------ pacing by policy version
     def chunks_per_version(self, num_envs: int) -> int:

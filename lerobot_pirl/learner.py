@@ -48,7 +48,7 @@ from lerobot_pirl.runtime.checkpoint import (
 )
 from lerobot_pirl.runtime.config import check_fresh_output_dir, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.distributed import launched_distributed, make_accelerator
-from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction
+from lerobot_pirl.runtime.interactions import EpisodeLog, decode_interaction, env_count_record
 from lerobot_pirl.runtime.metrics_log import evaluated_versions, trim_for_resume, wall_at_update
 from lerobot_pirl.runtime.security import (
     RateLimit,
@@ -158,6 +158,7 @@ class PiRLLearner:
         self.episodes = EpisodeLog()
         self.actor_rates: dict[int, tuple[float, float]] = {}  # actor id -> (env steps / s, time reported)
         self.actor_times: dict[str, float] = defaultdict(float)  # actor phase -> seconds (all actors)
+        self.env_counts: dict[int, dict[str, int]] = {}  # actor id -> envs per task (actors that re-split)
         self.clock = PhaseClock(LEARNER_PHASES)
         self.metrics_path = self.out / "metrics.jsonl"
         # Time of the last transition message or update; None until the first transition arrives.
@@ -306,6 +307,8 @@ class PiRLLearner:
                 self.actor_rates[message["actor_id"]] = (float(rate), time.time())
             for phase, seconds in message.get("time_s", {}).items():
                 self.actor_times[phase] += seconds
+            if "env_counts" in message and isinstance(message.get("actor_id"), int):
+                self.env_counts[message["actor_id"]] = message["env_counts"]
             if "eval_success_rate" in message and self.new_evaluation(message.get("policy_version")):
                 self.log({"kind": "eval", **{k: v for k, v in message.items() if k != "episodes"}})
                 logger.info(
@@ -363,6 +366,7 @@ class PiRLLearner:
             **self.algorithm.rollout_stats(rollout, batch, dropped),
             **stats,
             **self.episodes.summary(),
+            **env_count_record(self.env_counts),
             **(self.offline.counts() if self.offline is not None else {}),
             "env_steps_per_s": self.env_steps_per_s(),
             "transitions_rejected": float(sum(self.buffer.rejected.values())),

@@ -347,7 +347,8 @@ def test_a_mixs_envs_by_sft_failure_give_each_task_one_and_the_rest_by_its_failu
     from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 
     import lerobot_pirl  # noqa: F401  (registers the envs)
-    from lerobot_pirl.bench.stages import RunOptions, allocate_envs, recipe_path, rl_args
+    from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
+    from lerobot_pirl.runtime.rebalance import allocate_envs
 
     # 20 envs, 4 tasks: one each, then 16 by failure 0 / 1 / 0.5 / 0.5 -> 0 / 8 / 4 / 4.
     assert allocate_envs([0.0, 1.0, 0.5, 0.5], 20) == [1, 9, 5, 5]
@@ -416,3 +417,30 @@ def test_a_rows_reward_comes_from_the_override_or_the_recipe_and_keeps_rows_apar
     rows = merge_results([], path)
     assert sorted(r.reward_type for r in rows) == ["progress", "sparse"]  # neither replaces the other
     assert progress_row.label == "flow_sde (progress reward)" and sparse_row.label == "flow_sde"
+
+
+def test_adaptive_mix_envs_start_by_sft_failure_and_have_the_actor_re_split_them(tmp_path):
+    import draccus
+    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+
+    import lerobot_pirl  # noqa: F401  (registers the envs)
+    from lerobot_pirl.bench.report import _variant_texts
+    from lerobot_pirl.bench.stages import MIX_REBALANCE_EVERY, RunOptions, recipe_path, rl_args
+
+    opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, mix_envs="adaptive", env_counts=(3, 1))
+    args = rl_args(
+        "reach-v3,push-v3", TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", opts, tmp_path
+    )
+    with draccus.config_type("json"):
+        cfg = draccus.parse(
+            TrainRLServerPipelineConfig,
+            str(recipe_path("flow_sde", multitask=True)),
+            args=[a for a in args if a.startswith(("--env.", "--policy.actor."))],
+        )
+    assert cfg.env.task_env_counts() == [3, 1]
+    assert cfg.policy.actor.rebalance_envs_every == MIX_REBALANCE_EVERY
+    plain = rl_args(
+        "reach-v3,push-v3", TaskSetup(), "flow_sde", tmp_path, tmp_path, RunOptions(50, 5, 60), tmp_path
+    )
+    assert not any("rebalance_envs_every" in a for a in plain)
+    assert _variant_texts("adaptive", "sparse") == ["envs by SFT failure, re-split by training failure"]

@@ -33,10 +33,10 @@ from lerobot_pirl.bench.setups import (
 )
 from lerobot_pirl.bench.stages import (
     MIX_ALLOCATIONS,
+    MIX_REBALANCE_EVERY,
     MIX_VALIDATION_EPISODES,
     REPO,
     RunOptions,
-    allocate_envs,
     collect_stage,
     eval_stage,
     mix_envs_total,
@@ -52,6 +52,7 @@ from lerobot_pirl.bench.stages import (
     sft_stage,
     task_dirname,
 )
+from lerobot_pirl.runtime.rebalance import allocate_envs
 from lerobot_pirl.seeds import EVAL_PROTOCOL, VALIDATION
 
 
@@ -74,7 +75,7 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
     sft_eval = eval_stage(sft, task, setup, opts.eval_episodes, root / "sft_eval.json", opts.eval_seed, model)
     lo, hi = sft_eval["ci95"]
     print(f"   SFT success {sft_eval['success_rate']:.3f} (95% CI {lo:.2f}-{hi:.2f})")
-    if opts.mix_envs == "failure" and mixed_task_names(task) and not sac:
+    if opts.mix_envs in ("failure", "adaptive") and mixed_task_names(task) and not sac:
         opts = dataclasses.replace(opts, env_counts=tuple(mix_env_counts(task, setup, sft, root, model)))
     resumed = run_resume_point(run_dir, sac) if opts.resume else None
     trained_before = resumed[1] if resumed else 0.0  # RL seconds of the interrupted invocation
@@ -350,8 +351,9 @@ def add_mix_arguments(p: argparse.ArgumentParser) -> None:
         "--mix_envs",
         default="even",
         choices=list(MIX_ALLOCATIONS),
-        help="a multi-task mix's envs per task: even, or failure (one each, the rest by the SFT's failure rate "
-        f"on {MIX_VALIDATION_EPISODES} validation episodes per task)",
+        help="a multi-task mix's envs per task: even; failure (one each, the rest by the SFT's failure rate "
+        f"on {MIX_VALIDATION_EPISODES} validation episodes per task); adaptive (failure, then re-split every "
+        f"{MIX_REBALANCE_EVERY} policy versions by the training episodes' failure rate)",
     )
 
 

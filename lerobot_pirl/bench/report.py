@@ -45,8 +45,8 @@ class RunResult:
     # A multi-task row (task MT10, MT50 or a comma-separated mix): each task's SFT and RL held-out success
     # with their intervals; sft_success / rl_success are then the averages over tasks.
     per_task: dict = field(default_factory=dict)
-    # How a mix's envs were shared among its tasks ("even" or "failure", the bench's --mix_envs) and, when
-    # not evenly, each task's envs.
+    # How a mix's envs were shared among its tasks ("even", "failure" or "adaptive", the bench's --mix_envs)
+    # and, when not evenly, each task's envs at the start.
     env_allocation: str = "even"
     envs_per_task: dict = field(default_factory=dict)
     # Tasks whose noisy expert failed too often at demo_action_noise, with the lower noise their demos got.
@@ -334,6 +334,8 @@ def _count(n: int, noun: str) -> str:
 
 
 def _allocation_text(env_allocation: str) -> str:
+    if env_allocation == "adaptive":
+        return "envs by SFT failure, re-split by training failure"
     return f"envs by SFT {env_allocation}"
 
 

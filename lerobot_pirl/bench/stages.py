@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from lerobot_pirl.bench.setups import MODELS, ModelSetup, TaskSetup, mixed_task_names
@@ -30,9 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
 MIX_ENVS = 20
 # How a mix's envs are shared among its tasks: "even" (the same number each), or "failure" (at least one
 # each, the rest in proportion to each task's SFT failure rate on MIX_VALIDATION_EPISODES validation episodes,
-# so the tasks the SFT solves keep a foothold and the env steps go where there is something to learn).
-MIX_ALLOCATIONS = ("even", "failure")
+# so the tasks the SFT solves keep a foothold and the env steps go where there is something to learn), or
+# "adaptive" ("failure" at the start, then re-split every MIX_REBALANCE_EVERY policy versions by each task's
+# training failure rate since the last split: policy.actor.rebalance_envs_every).
+MIX_ALLOCATIONS = ("even", "failure", "adaptive")
 MIX_VALIDATION_EPISODES = 20
+MIX_REBALANCE_EVERY = 20
 # The demo collection's statistics, next to the demos (written by lerobot_pirl.collect --stats_out).
 DEMO_STATS = "demos_stats.json"
 # A πRL rollout of the flow_mlp recipes: chunk transitions, and env steps per chunk (the SAC budget's unit).
@@ -54,7 +56,7 @@ class RunOptions:
     # Held-out episodes (per task of a mix) of the actor's evaluations during RL (None: eval_episodes).
     train_eval_episodes: int | None = None
     sac: dict = field(default_factory=dict)  # SACSettings overrides of a SAC run
-    mix_envs: str = "even"  # a mix's envs per task: "even" or "failure" (see MIX_ALLOCATIONS)
+    mix_envs: str = "even"  # a mix's envs per task: "even", "failure" or "adaptive" (see MIX_ALLOCATIONS)
     env_counts: tuple[int, ...] | None = None  # a mix's envs of each task (None: as many each)
     # Continue a πRL run stopped before its end from its last checkpoint, the wall-time cap counting the
     # time it already trained (False: every run starts afresh).
@@ -226,22 +228,6 @@ def mix_envs_total(num_tasks: int) -> int:
     return max(1, MIX_ENVS // num_tasks) * num_tasks
 
 
-def allocate_envs(failure_rates: list[float], total: int) -> list[int]:
-    """``total`` envs over tasks with these failure rates: one each, the rest in proportion to the rates
-    (largest remainders, ties to the earlier task); an even split when no task fails."""
-    k = len(failure_rates)
-    if k == 0 or total < k:
-        raise ValueError(f"allocate_envs: {total} envs cannot give each of {k} tasks one")
-    rates = np.clip(np.asarray(failure_rates, dtype=float), 0.0, 1.0)
-    if rates.sum() == 0:
-        rates = np.ones(k)
-    shares = (total - k) * rates / rates.sum()
-    counts = np.floor(shares).astype(int)
-    for i in sorted(range(k), key=lambda i: (counts[i] - shares[i], i))[: total - k - counts.sum()]:
-        counts[i] += 1
-    return [int(c) + 1 for c in counts]
-
-
 def run_recipe(task: str, method: str, opts: RunOptions) -> Path:
     """The recipe a πRL run of ``task`` starts from (model, mode, algorithm; multi-task for a mix)."""
     return recipe_path(method, opts.model.name, opts.mode, opts.algorithm, bool(mixed_task_names(task)))
@@ -279,6 +265,11 @@ def rl_args(
             f"--env.tasks={','.join(mixed)}",
             f"--env.num_envs={sum(counts)}",
             *([f"--env.envs_per_task={','.join(map(str, counts))}"] if opts.env_counts else []),
+            *(
+                [f"--policy.actor.rebalance_envs_every={MIX_REBALANCE_EVERY}"]
+                if opts.mix_envs == "adaptive"
+                else []
+            ),
         ]
     return [
         f"--config_path={run_recipe(task, method, opts)}",

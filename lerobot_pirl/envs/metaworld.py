@@ -54,6 +54,23 @@ def mix_descriptions(tasks: list[str]) -> dict[str, str]:
     return {t: f"{d} ({t})" if d in shared else d for t, d in plain.items()}
 
 
+def _metaworld_task(task: str, episode_length: int):
+    """A MetaWorld v3 env of ``task`` with the full 39-dim state, a new seeded variation at every reset."""
+    import metaworld  # noqa: F401  (optional dependency: the `metaworld` extra)
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    if task not in ALL_V3_ENVIRONMENTS:
+        raise ValueError(f"task: unknown MetaWorld v3 task {task!r}; e.g. {sorted(ALL_V3_ENVIRONMENTS)[:5]}")
+    env = ALL_V3_ENVIRONMENTS[task]()
+    env._partially_observable = False  # the goal is part of the 39-dim state ...
+    env.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a stale cached space
+    env._freeze_rand_vec = False  # every reset draws a new task variation ...
+    env.seeded_rand_vec = True  # ... from the env's own seeded generator
+    env._set_task_called = True
+    env.max_path_length = episode_length + 512  # the actor may step an ended env until its chunk ends
+    return env
+
+
 class MetaWorldStateEnv(gym.Env):
     """One MetaWorld v3 task with explicit per-episode seeds, success in ``info["is_success"]``."""
 
@@ -74,28 +91,23 @@ class MetaWorldStateEnv(gym.Env):
         task_index: int | None = None,
         num_tasks: int = 0,
         description: str | None = None,
+        mix: tuple[str, ...] | None = None,
     ):
-        import metaworld  # noqa: F401  (optional dependency: the `metaworld` extra)
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
-        if task not in ALL_V3_ENVIRONMENTS:
-            raise ValueError(
-                f"task: unknown MetaWorld v3 task {task!r}; e.g. {sorted(ALL_V3_ENVIRONMENTS)[:5]}"
-            )
         check_choice("reward_type", reward_type, REWARD_TYPES)
         if camera_every < 1:
             raise ValueError(f"camera_every must be >= 1, got {camera_every}")
         if num_tasks and not (task_index is not None and 0 <= task_index < num_tasks):
             raise ValueError(f"task_index must be in [0, num_tasks={num_tasks}), got {task_index}")
-        env = ALL_V3_ENVIRONMENTS[task]()
-        env._partially_observable = False  # the goal is part of the 39-dim state ...
-        env.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a stale cached space
-        env._freeze_rand_vec = False  # every reset draws a new task variation ...
-        env.seeded_rand_vec = True  # ... from the env's own seeded generator
-        env._set_task_called = True
-        env.max_path_length = episode_length + 512  # the actor may step an ended env until its chunk ends
-        self._env = env
+        if mix is not None and (
+            len(mix) != num_tasks or task not in mix or list(mix).index(task) != task_index
+        ):
+            raise ValueError(
+                f"mix: {task!r} at task_index {task_index} of {num_tasks} tasks is expected in {mix}"
+            )
+        self._env = _metaworld_task(task, episode_length)
         self.task = task
+        self.mix = tuple(mix) if mix is not None else None  # the tasks this env may switch to (next_task)
+        self._next_task: str | None = None
         self.task_description = description or task_description(task)
         self.episode_length = episode_length
         self.reward_type = reward_type
@@ -153,8 +165,35 @@ class MetaWorldStateEnv(gym.Env):
             )
         return seed
 
+    @property
+    def next_task(self) -> str | None:
+        """The task of ``mix`` this env plays from its next reset on (``None``: its current one); how an
+        actor re-splits a multi-task env's envs (:mod:`lerobot_pirl.runtime.rebalance`)."""
+        return self._next_task
+
+    @next_task.setter
+    def next_task(self, task: str | None) -> None:
+        if task is not None and (self.mix is None or task not in self.mix):
+            raise ValueError(f"next_task: {task!r} is not a task of this env's mix {self.mix}")
+        self._next_task = task
+
+    def _switch_task(self, task: str) -> None:
+        """Play ``task`` of the mix from now on: its MetaWorld env, one-hot and instruction (same seeds)."""
+        if self._renderer is not None:  # bound to the old task's model
+            self._renderer.close()
+            self._renderer = None
+        self._env.close()
+        self._env = _metaworld_task(task, self.episode_length)
+        self.task = task
+        self.task_description = mix_descriptions(list(self.mix))[task]
+        self._one_hot[:] = 0.0
+        self._one_hot[self.mix.index(task)] = 1.0
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if self._next_task is not None and self._next_task != self.task:
+            self._switch_task(self._next_task)
+        self._next_task = None
         episode_seed = seed if seed is not None else self.next_episode_seed()
         self._episodes += 1
         self._env.seed(int(episode_seed))
@@ -445,6 +484,7 @@ class MetaWorldMultiTaskEnvConfig(MetaWorldStateEnvConfig):
             "task_index": tasks.index(task),
             "num_tasks": len(tasks),
             "description": mix_descriptions(tasks)[task],
+            "mix": tuple(tasks),
         }
 
     def create_envs(self, n_envs: int | None = None, use_async_envs: bool | None = None) -> dict:

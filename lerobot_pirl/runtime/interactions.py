@@ -31,6 +31,12 @@ _FIELD_CHECKS = {
     "eval_episodes": lambda v: isinstance(v, int) and v > 0,
     "eval_videos": lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
     "time_s": valid_actor_times,
+    "env_counts": lambda v: (
+        isinstance(v, dict)
+        and len(v) <= 100
+        and all(isinstance(k, str) and 0 < len(k) <= 100 for k in v)
+        and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**6 for n in v.values())
+    ),
 }
 
 
@@ -96,3 +102,13 @@ def per_task_success(episodes: list[dict], max_tasks: int = 100) -> dict[str, fl
         if isinstance(task, str) and 0 < len(task) <= 100 and (task in by_task or len(by_task) < max_tasks):
             by_task.setdefault(task, []).append(float(ep["success"]))
     return {f"episode_success/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())}
+
+
+def env_count_record(per_actor: dict[int, dict[str, int]]) -> dict[str, float]:
+    """``envs/<task>``: the envs each task is played on, summed over the actors that re-split theirs (their
+    latest ``env_counts``)."""
+    total: dict[str, float] = {}
+    for counts in per_actor.values():
+        for task, n in counts.items():
+            total[f"envs/{task}"] = total.get(f"envs/{task}", 0.0) + float(n)
+    return dict(sorted(total.items()))

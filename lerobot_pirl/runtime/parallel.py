@@ -91,6 +91,8 @@ def _serve(conn, make_group: CloudpickleWrapper, grace_s: float = TERM_GRACE_S) 
                     out = stepper.reset_done(last)
                 elif command == "call":
                     out = vec.call(arg)
+                elif command == "set_attr":
+                    out = vec.set_attr(*arg)
                 else:
                     raise ValueError(f"unknown command {command!r}")
                 conn.send(("ok", out))
@@ -108,7 +110,7 @@ def _serve(conn, make_group: CloudpickleWrapper, grace_s: float = TERM_GRACE_S) 
 
 
 class ParallelChunkStepper:
-    """``ChunkStepper``'s interface (``reset``, ``step_chunk``, ``reset_done``, ``close``) over env groups
+    """``ChunkStepper``'s interface (``reset``, ``step_chunk``, ``reset_done``, ``call``, ``set_attr``, ``close``) over env groups
     stepped in worker processes. ``make_groups`` holds one picklable callable per worker, each building
     that group's ``SyncVectorEnv``; the envs are numbered group after group. A worker ignores SIGINT and
     outlives SIGTERM / SIGHUP by up to ``term_grace_s`` seconds: the parent decides when it stops."""
@@ -158,6 +160,12 @@ class ParallelChunkStepper:
     def call(self, name: str) -> tuple:
         """An attribute (or method result) of every sub-env, in env order (gymnasium's ``VectorEnv.call``)."""
         return tuple(v for part in self._all("call", [name] * len(self._conns)) for v in part)
+
+    def set_attr(self, name: str, values: list) -> None:
+        """Set attribute ``name`` of sub-env ``i`` to ``values[i]`` (gymnasium's ``VectorEnv.set_attr``)."""
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr: {len(values)} values for {self.num_envs} envs")
+        self._all("set_attr", [(name, list(part)) for part in self._split(list(values))])
 
     def reset(self, seed: int | list[int] | None = None) -> dict[str, np.ndarray]:
         if seed is None:

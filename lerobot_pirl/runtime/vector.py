@@ -160,6 +160,14 @@ class ChunkStepper:
             self._obs[i] = self.vec.envs[i].reset()[0]
         return _stack(self._obs)
 
+    def call(self, name: str) -> tuple:
+        """An attribute (or method result) of every sub-env, in env order (gymnasium's ``VectorEnv.call``)."""
+        return tuple(self.vec.call(name))
+
+    def set_attr(self, name: str, values: list) -> None:
+        """Set attribute ``name`` of sub-env ``i`` to ``values[i]`` (gymnasium's ``VectorEnv.set_attr``)."""
+        self.vec.set_attr(name, list(values))
+
     def _at_limit(self) -> np.ndarray:
         if self.max_episode_steps is None:
             return np.zeros(self.num_envs, dtype=bool)

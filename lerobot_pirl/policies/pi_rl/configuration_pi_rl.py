@@ -53,6 +53,10 @@ class PiRLActorConfig:
     # Exit when the learner says training is over (false: keep reconnecting, e.g. to a learner that will
     # be resumed with a larger budget).
     exit_when_learner_done: bool = True
+    # Policy versions between re-splits of a multi-task env's envs over its tasks by their training failure rate
+    # since the last split (one env per task, the rest in proportion; an env switches when its episode ends);
+    # 0 = keep the env config's split. Not with GRPO groups (env.group_size > 1).
+    rebalance_envs_every: int = 0
 
     def __post_init__(self) -> None:
         if self.chunks_per_version is not None and self.chunks_per_version < 0:
@@ -61,6 +65,8 @@ class PiRLActorConfig:
             raise ValueError("actor.eval_every and actor.eval_videos must be >= 0, actor.eval_episodes >= 1")
         if self.num_envs < 1:
             raise ValueError(f"actor.num_envs must be >= 1, got {self.num_envs}")
+        if self.rebalance_envs_every < 0:
+            raise ValueError(f"actor.rebalance_envs_every must be >= 0, got {self.rebalance_envs_every}")
         if self.max_reconnects < 0 or self.torch_threads < 1 or self.stats_period_s <= 0:
             raise ValueError("actor.max_reconnects >= 0, actor.torch_threads >= 1, actor.stats_period_s > 0")
 
