@@ -221,3 +221,18 @@ def test_in_the_actor_loop_every_transition_carries_the_task_its_state_shows(tmp
     while not actor.interactions_queue.empty():
         messages.append(decode_interaction(actor.interactions_queue.get()))
     assert messages[-1]["env_counts"] == {"reach-v3": 1, "push-v3": 3}
+
+
+def test_a_re_split_run_gets_a_plot_of_its_envs_per_task(tmp_path):
+    from lerobot_pirl.bench.report import plot_env_split
+
+    records = [
+        {"kind": "update", "env_steps": 5000 * i, "envs/reach-v3": 2 + i, "envs/push-v3": 18 - i}
+        for i in range(5)
+    ]
+    records.append({"kind": "eval", "env_steps": 20000, "eval_success_rate": 0.5})
+    assert plot_env_split(records, "MT10: envs per task", tmp_path / "split.png")
+    assert (tmp_path / "split.png").stat().st_size > 10_000
+    # A run that kept its split logs no envs/<task>: no plot.
+    assert not plot_env_split([{"kind": "update", "env_steps": 1}], "x", tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

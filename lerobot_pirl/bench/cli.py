@@ -14,6 +14,7 @@ from lerobot_pirl.bench.report import (
     RunResult,
     merge_results,
     plot_curve,
+    plot_env_split,
     plot_method_comparisons,
     plot_mode_comparisons,
     plot_per_task,
@@ -170,6 +171,7 @@ def report_row(result: RunResult, records: list[dict], run_dir: Path) -> None:
         plot_task_curves(
             records, f"{result.task}: held-out success per task during πRL", run_dir / "per_task_curves.png"
         )
+        plot_env_split(records, f"{result.task}: envs per task during πRL", run_dir / "env_split.png")
     print(
         f"   SFT {result.sft_success:.3f} -> πRL {result.rl_success:.3f} | {result.env_steps} env steps | "
         f"{result.updates} updates | RL {result.rl_wall_s:.0f}s, total {result.wall_s:.0f}s | "

@@ -224,6 +224,37 @@ def plot_task_curves(records: list[dict], title: str, path: Path) -> None:
     _finish(fig, ax, "held-out success", title, path, legend_outside=True)
 
 
+def plot_env_split(records: list[dict], title: str, path: Path) -> bool:
+    """A multi-task run's envs per task (``envs/<task>``, logged when the actor re-splits them) against env
+    steps, stacked; ``False`` (nothing written) when the run never re-split its envs."""
+    prefix = "envs/"
+    updates = [r for r in records if r["kind"] == "update" and any(k.startswith(prefix) for k in r)]
+    if not updates:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({k[len(prefix) :] for r in updates for k in r if k.startswith(prefix)})
+    counts = [[float(r.get(prefix + t, 0.0)) for r in updates] for t in tasks]
+    fig, ax = plt.subplots(figsize=(9.5, 4.6), dpi=120)
+    many = len(tasks) > 10
+    colors = [plt.get_cmap("viridis")(i / len(tasks)) if many else f"C{i}" for i in range(len(tasks))]
+    labels = tasks if len(tasks) <= 12 else None
+    ax.stackplot([r["env_steps"] for r in updates], counts, labels=labels, colors=colors, step="post")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("envs")
+    ax.set_title(textwrap.fill(title, 60))
+    if labels:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_outside: bool = False) -> None:
     """Axes, grid, title and legend (inside, or right of the axes) of a success-vs-env-steps figure; written
     to ``path`` and closed."""
