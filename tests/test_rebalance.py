@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -105,15 +106,24 @@ def _ended(mask: list[bool]) -> ChunkResult:
     return ChunkResult({}, {}, np.zeros(n), np.zeros(n, dtype=int), np.array(mask), flags, flags, flags)
 
 
-def test_the_actor_moves_envs_when_their_episodes_end_and_reads_their_new_tasks_back(tmp_path):
+@contextlib.contextmanager
+def _rebalancing_actor(tmp_path, workers: int):
+    """A πRL actor on a reach / push mix of 4 envs (in ``workers`` processes), its envs reset, and its
+    rebalancer."""
     from lerobot_pirl.actor import PiRLActor, make_actor_env
 
-    cfg = _mixed_cfg(tmp_path, 1)
+    cfg = _mixed_cfg(tmp_path, workers)
     actor = PiRLActor(cfg, threading.Event())
     env = make_actor_env(cfg)
     try:
         env.stepper.reset()
-        rebalancer = actor.make_rebalancer(env)
+        yield actor, env, actor.make_rebalancer(env)
+    finally:
+        env.stepper.close()
+
+
+def test_the_actor_moves_envs_when_their_episodes_end_and_reads_their_new_tasks_back(tmp_path):
+    with _rebalancing_actor(tmp_path, 1) as (actor, env, rebalancer):
         assert env.task_names == ["reach-v3", "reach-v3", "push-v3", "push-v3"]
         actor.algorithm.policy_version = 4
         actor.reset_done(env, _ended([False] * 4), rebalancer)  # the first version seen: no split yet
@@ -130,19 +140,10 @@ def test_the_actor_moves_envs_when_their_episodes_end_and_reads_their_new_tasks_
         assert env.tasks[1] == mix_descriptions(TWO)["push-v3"]
         assert obs["agent_pos"][1, -2:].tolist() == [0.0, 1.0]
         assert rebalancer.counts() == {"reach-v3": 1, "push-v3": 3}
-    finally:
-        env.stepper.close()
 
 
 def test_envs_in_worker_processes_move_too(tmp_path):
-    from lerobot_pirl.actor import PiRLActor, make_actor_env
-
-    cfg = _mixed_cfg(tmp_path, 2)
-    actor = PiRLActor(cfg, threading.Event())
-    env = make_actor_env(cfg)
-    try:
-        env.stepper.reset()
-        rebalancer = actor.make_rebalancer(env)
+    with _rebalancing_actor(tmp_path, 2) as (actor, env, rebalancer):
         actor.algorithm.policy_version = 0
         rebalancer.due(0)
         rebalancer.record(_episodes("reach-v3", 10, 0) + _episodes("push-v3", 0, 10))
@@ -152,8 +153,6 @@ def test_envs_in_worker_processes_move_too(tmp_path):
         obs = actor.reset_done(env, result, rebalancer)
         assert env.task_names == ["reach-v3", "push-v3", "push-v3", "push-v3"]
         assert obs["agent_pos"][:, -1].tolist() == [0.0, 1.0, 1.0, 1.0]
-    finally:
-        env.stepper.close()
 
 
 def test_the_actor_refuses_to_re_split_grpo_groups_and_one_task_envs(tmp_path):
