@@ -36,7 +36,7 @@ from lerobot_pirl.evaluate import evaluate_tasks
 from lerobot_pirl.flow.sampler import ChainSample
 from lerobot_pirl.policies.pi_rl.modeling_pi_rl import PiRLPolicy
 from lerobot_pirl.policies.pi_rl.processor_pi_rl import make_pi_rl_pre_post_processors
-from lerobot_pirl.runtime.config import is_pi_rl, resolve_pi_rl_config
+from lerobot_pirl.runtime.config import check_rebalancing, is_pi_rl, resolve_pi_rl_config
 from lerobot_pirl.runtime.episodes import EpisodeTracker
 from lerobot_pirl.runtime.interactions import encode_interaction
 from lerobot_pirl.runtime.manipulator import ManipulatorChunkStepper
@@ -202,22 +202,8 @@ class PiRLActor:
         every = self.options.rebalance_envs_every
         if not every:
             return None
-        if getattr(self.cfg.env, "group_size", 1) > 1:
-            raise ValueError(
-                "actor.rebalance_envs_every: the envs of a GRPO group (env.group_size > 1) share their reset "
-                "states and cannot change task one by one; set it to 0 or env.group_size to 1"
-            )
-        rebalancer = EnvRebalancer(env.task_names or [], every)
-        try:
-            switchable = all(m is not None for m in env.stepper.call("mix"))
-        except (AttributeError, NotImplementedError, RuntimeError):  # RuntimeError: from an env worker
-            switchable = False
-        if not switchable:  # the sub-envs must list the tasks they can switch to and take `next_task`
-            raise ValueError(
-                f"actor.rebalance_envs_every: env type {self.cfg.env.type!r} cannot move an env to another "
-                "task (pirl_metaworld_mt can)"
-            )
-        return rebalancer
+        check_rebalancing(self.cfg.env)  # checked at start-up too (resolve_pi_rl_config)
+        return EnvRebalancer(env.task_names or [], every)
 
     def reset_done(self, env: ActorEnv, result: ChunkResult, rebalancer: EnvRebalancer | None) -> dict:
         """Start new episodes in the envs the chunk ended. With a rebalancer, the envs are first re-split when

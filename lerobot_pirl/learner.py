@@ -71,6 +71,8 @@ FINAL_DELIVERY_S = 10.0
 FINAL_PUSH_WAIT_S = 3600.0
 # Numeric fields of a record that are ids, not metrics (kept in metrics.jsonl, not sent to wandb).
 NOT_METRICS = frozenset({"actor_id"})
+# Seconds an actor's last report counts in the actors' sums (env steps/s, envs per task): a stopped actor's drops out.
+ACTOR_REPORT_WINDOW_S = 60.0
 # The collective steps rank 0 tells the other learner processes to run (see ``UpdateFollower``).
 FOLLOW_ROLLOUT, FOLLOW_INPUTS = "update on a prepared rollout", "update on rollout inputs"
 FOLLOW_WEIGHTS, FOLLOW_CHECKPOINT = "gather the actor weights", "gather the checkpoint state"
@@ -158,7 +160,7 @@ class PiRLLearner:
         self.episodes = EpisodeLog()
         self.actor_rates: dict[int, tuple[float, float]] = {}  # actor id -> (env steps / s, time reported)
         self.actor_times: dict[str, float] = defaultdict(float)  # actor phase -> seconds (all actors)
-        self.env_counts: dict[int, dict[str, int]] = {}  # actor id -> envs per task (actors that re-split)
+        self.env_counts: dict[int, tuple[dict, float]] = {}  # actor id -> (envs per task, time reported)
         self.clock = PhaseClock(LEARNER_PHASES)
         self.metrics_path = self.out / "metrics.jsonl"
         # Time of the last transition message or update; None until the first transition arrives.
@@ -253,7 +255,7 @@ class PiRLLearner:
 
     def env_steps_per_s(self) -> float:
         """The actors' env steps per second, summed over the actors that reported in the last minute."""
-        recent = time.time() - 60.0
+        recent = time.time() - ACTOR_REPORT_WINDOW_S
         return sum(rate for rate, at in self.actor_rates.values() if at >= recent)
 
     @property
@@ -308,7 +310,7 @@ class PiRLLearner:
             for phase, seconds in message.get("time_s", {}).items():
                 self.actor_times[phase] += seconds
             if "env_counts" in message and isinstance(message.get("actor_id"), int):
-                self.env_counts[message["actor_id"]] = message["env_counts"]
+                self.env_counts[message["actor_id"]] = (message["env_counts"], time.time())
             if "eval_success_rate" in message and self.new_evaluation(message.get("policy_version")):
                 self.log({"kind": "eval", **{k: v for k, v in message.items() if k != "episodes"}})
                 logger.info(
@@ -366,7 +368,7 @@ class PiRLLearner:
             **self.algorithm.rollout_stats(rollout, batch, dropped),
             **stats,
             **self.episodes.summary(),
-            **env_count_record(self.env_counts),
+            **env_count_record(self.env_counts, since=time.time() - ACTOR_REPORT_WINDOW_S),
             **(self.offline.counts() if self.offline is not None else {}),
             "env_steps_per_s": self.env_steps_per_s(),
             "transitions_rejected": float(sum(self.buffer.rejected.values())),

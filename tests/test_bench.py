@@ -444,3 +444,12 @@ def test_adaptive_mix_envs_start_by_sft_failure_and_have_the_actor_re_split_them
     )
     assert not any("rebalance_envs_every" in a for a in plain)
     assert _variant_texts("adaptive", "sparse") == ["envs by SFT failure, re-split by training failure"]
+
+
+def test_adaptive_mix_envs_are_refused_where_every_task_has_one_env(capsys):
+    from lerobot_pirl.bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--task", "MT50", "--mix_envs", "adaptive"])
+    assert exit_info.value.code == 2
+    assert "--mix_envs adaptive: MT50 get one env per task" in capsys.readouterr().err

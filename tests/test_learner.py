@@ -320,3 +320,23 @@ def test_evaluation_videos_on_this_machine_reach_wandb(tmp_path, monkeypatch):
     rows, _ = _wandb_records(Path(cfg.output_dir))
     videos = [row for row in rows if "eval/video/_type" in row]
     assert len(videos) == 1 and videos[0]["eval/video/_type"] == "video-file"
+
+
+def test_update_records_carry_the_envs_per_task_of_the_actors_reporting_now(tmp_path):
+    """``envs/<task>``: the latest split of each actor that re-splits its envs, summed over the actors heard
+    from in the last minute (a stopped or restarted actor's split drops out)."""
+    from lerobot_pirl.runtime.interactions import encode_interaction
+
+    cfg = metaworld_run_config(tmp_path)
+    learner = PiRLLearner(cfg, threading.Event())
+    for actor_id, counts in (
+        (7, {"reach-v3": 1, "push-v3": 3}),
+        (7, {"reach-v3": 3, "push-v3": 1}),
+        (8, {"reach-v3": 2}),
+    ):
+        learner.interaction_queue.put(encode_interaction({"actor_id": actor_id, "env_counts": counts}))
+    learner.drain()
+    learner.env_counts[9] = ({"reach-v3": 50}, time.time() - 120.0)  # an actor that stopped two minutes ago
+    _one_update(learner)
+    record = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["envs/reach-v3"] == 5.0 and record["envs/push-v3"] == 1.0

@@ -47,6 +47,7 @@ def test_a_split_moves_envs_from_the_solved_task_to_the_failing_one_after_every_
     assert rebalancer.counts() == {"a": 1, "b": 3, "c": 2}
     assert rebalancer.targets == ["a", "b", "b", "b", "c", "c"]
     assert not rebalancer.due(119) and rebalancer.due(120)
+    assert not rebalancer.due(50) and rebalancer.due(60)  # a learner resumed from an earlier checkpoint
     # Episodes are counted from the last split on: with none recorded, every task counts as half failing.
     rebalancer.split(120)
     assert rebalancer.counts() == {"a": 2, "b": 2, "c": 2}
@@ -76,9 +77,12 @@ def test_a_mixed_env_takes_its_next_task_at_its_next_reset():
     assert np.isfinite(step_info["goal_distance"])
     with pytest.raises(ValueError, match="not a task of this env's mix"):
         env.next_task = "door-open-v3"
-    single = MetaWorldMultiTaskEnvConfig(tasks=",".join(TWO), num_envs=2, task="reach-v3")
-    assert single.make_env(seed_start=0).mix == tuple(TWO)
     env.close()
+    single = MetaWorldMultiTaskEnvConfig(tasks=",".join(TWO), num_envs=2, task="reach-v3").make_env(
+        seed_start=0
+    )
+    assert single.mix == tuple(TWO)
+    single.close()
 
 
 def _mixed_cfg(tmp_path, workers: int, *args: str):
@@ -155,20 +159,19 @@ def test_envs_in_worker_processes_move_too(tmp_path):
         assert obs["agent_pos"][:, -1].tolist() == [0.0, 1.0, 1.0, 1.0]
 
 
-def test_the_actor_refuses_to_re_split_grpo_groups_and_one_task_envs(tmp_path):
-    from lerobot_pirl.actor import PiRLActor, make_actor_env
-
-    cfg = _mixed_cfg(tmp_path, 1, "--env.group_size=2")
+def test_a_run_that_cannot_re_split_its_envs_fails_at_start_up(tmp_path):
+    """GRPO groups, a single task, and one task of a mix are refused when the config is resolved (by the
+    learner and the actor alike), before any env is built."""
     with pytest.raises(ValueError, match="GRPO group"):
-        PiRLActor(cfg, threading.Event()).make_rebalancer(make_actor_env(cfg))
-    single = metaworld_run_config(
-        tmp_path / "one",
-        policy={"actor": {"rebalance_envs_every": 1}},
-        algorithm={"type": "pi_rl", "rollout_size": 8, "minibatch_size": 8},
-        env={"type": "pirl_metaworld", "num_envs": 2, "episode_length": 8},
-    )
-    with pytest.raises(ValueError, match="one task"):
-        PiRLActor(single, threading.Event()).make_rebalancer(make_actor_env(single))
+        _mixed_cfg(tmp_path, 1, "--env.group_size=2")
+    for env in (
+        {"type": "pirl_metaworld", "num_envs": 2},
+        {"type": "pirl_metaworld_mt", "tasks": ",".join(TWO), "num_envs": 2, "task": "push-v3"},
+    ):
+        with pytest.raises(ValueError, match=r"rebalance_envs_every: env type .* plays one task"):
+            metaworld_run_config(
+                tmp_path / env["type"], policy={"actor": {"rebalance_envs_every": 1}}, env=env
+            )
     from lerobot_pirl.policies.pi_rl.configuration_pi_rl import PiRLActorConfig
 
     with pytest.raises(ValueError, match="rebalance_envs_every must be >= 0"):
@@ -180,8 +183,11 @@ def test_the_learner_logs_the_envs_per_task_summed_over_actors():
     assert decode_interaction(encode_interaction(message))["env_counts"] == {"reach-v3": 1, "push-v3": 3}
     for bad in ({"a": -1}, {"a": 1.5}, {"": 1}, [1], {f"t{i}": 1 for i in range(101)}):
         assert decode_interaction(encode_interaction({"env_counts": bad})) is None
-    record = env_count_record({1: {"reach-v3": 1, "push-v3": 3}, 2: {"reach-v3": 2, "push-v3": 2}})
-    assert record == {"envs/push-v3": 5.0, "envs/reach-v3": 3.0}
+    per_actor = {1: ({"reach-v3": 1, "push-v3": 3}, 100.0), 2: ({"reach-v3": 2, "push-v3": 2}, 90.0)}
+    assert env_count_record(per_actor, since=80.0) == {"envs/push-v3": 5.0, "envs/reach-v3": 3.0}
+    assert env_count_record(per_actor, since=95.0) == {"envs/push-v3": 3.0, "envs/reach-v3": 1.0}
+    many = {1: ({f"t{i:03d}": 1 for i in range(150)}, 100.0)}
+    assert len(env_count_record(many, since=0.0)) == 100  # a peer cannot grow the record without bound
 
 
 def test_in_the_actor_loop_every_transition_carries_the_task_its_state_shows(tmp_path, monkeypatch):

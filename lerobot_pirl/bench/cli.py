@@ -466,6 +466,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def startup():
         mixed = [t for t in (args.task or []) if mixed_task_names(t)]
+        one_each = [t for t in mixed if mix_envs_total(len(mixed_task_names(t))) == len(mixed_task_names(t))]
+        if args.mix_envs == "adaptive" and one_each:
+            raise ValueError(
+                f"--mix_envs adaptive: {', '.join(one_each)} get one env per task, which leaves none to move "
+                "(every task keeps one); use --mix_envs even"
+            )
         for algorithm in args.algorithm:
             if algorithm == "sac":
                 if args.model != "flow_mlp" or args.mode != "online" or mixed:

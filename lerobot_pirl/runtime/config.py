@@ -42,6 +42,8 @@ def resolve_pi_rl_config(cfg: TrainRLServerPipelineConfig) -> TrainRLServerPipel
         raise ValueError("env: pi_rl needs an environment (e.g. --env.type=pirl_metaworld)")
     if cfg.algorithm.estimator == "grpo":
         check_grpo_groups(cfg)
+    if cfg.policy.actor.rebalance_envs_every:
+        check_rebalancing(cfg.env)
     check_task_order(cfg.policy.base_policy_path, cfg.env)
     if not cfg.job_name:
         cfg.job_name = f"{cfg.env.type}_pi_rl"
@@ -88,6 +90,23 @@ def check_grpo_groups(cfg: TrainRLServerPipelineConfig) -> None:
             f"{field} ({value}): {per_env} chunks per env per rollout do not hold whole episodes of "
             f"{episode_chunks} chunks (env.episode_length {length} / {steps} executed actions per chunk); "
             f"GRPO grades whole episodes only: use a multiple of {unit}"
+        )
+
+
+def check_rebalancing(env) -> None:
+    """``policy.actor.rebalance_envs_every`` moves envs between the tasks of a mix, one env at a time: it needs
+    a mix of several tasks whose envs can change task (``pirl_metaworld_mt``) and no GRPO groups."""
+    field = "policy.actor.rebalance_envs_every"
+    if getattr(env, "group_size", 1) > 1:
+        raise ValueError(
+            f"{field}: the envs of a GRPO group (env.group_size > 1) share their reset states and cannot "
+            "change task one by one; set it to 0 or env.group_size to 1"
+        )
+    tasks = getattr(env, "task_list", None)
+    if not hasattr(env, "for_task") or not tasks or len(tasks) < 2 or getattr(env, "task", None) is not None:
+        raise ValueError(
+            f"{field}: env type {env.type!r} (task {getattr(env, 'task', None)!r}) plays one task or cannot "
+            "move an env to another task; it re-splits the envs of a multi-task mix (pirl_metaworld_mt)"
         )
 
 

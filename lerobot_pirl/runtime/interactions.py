@@ -104,11 +104,17 @@ def per_task_success(episodes: list[dict], max_tasks: int = 100) -> dict[str, fl
     return {f"episode_success/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())}
 
 
-def env_count_record(per_actor: dict[int, dict[str, int]]) -> dict[str, float]:
-    """``envs/<task>``: the envs each task is played on, summed over the actors that re-split theirs (their
-    latest ``env_counts``)."""
+def env_count_record(
+    per_actor: dict[int, tuple[dict[str, int], float]], since: float, max_tasks: int = 100
+) -> dict[str, float]:
+    """``envs/<task>``: the envs each task gets in the latest split of every actor that re-splits its envs and
+    reported at or after time ``since`` (an actor that stopped no longer counts), for at most ``max_tasks``
+    task names."""
     total: dict[str, float] = {}
-    for counts in per_actor.values():
+    for counts, at in per_actor.values():
+        if at < since:
+            continue
         for task, n in counts.items():
-            total[f"envs/{task}"] = total.get(f"envs/{task}", 0.0) + float(n)
+            if f"envs/{task}" in total or len(total) < max_tasks:
+                total[f"envs/{task}"] = total.get(f"envs/{task}", 0.0) + float(n)
     return dict(sorted(total.items()))

@@ -81,9 +81,10 @@ class EnvRebalancer:
         self._episodes += [ep for ep in episodes if ep.get("task") in self.tasks]
 
     def due(self, version: int) -> bool:
-        """Whether ``every`` versions have passed since the last split (or, at first, since the first version
-        this actor played: a resumed run does not re-split before it has seen any episode)."""
-        if self._last_version is None:
+        """Whether ``every`` versions have passed since the last split, counted from the first version this
+        actor played (a resumed run starts from the env config's split and re-splits ``every`` versions on)
+        and again from any version below the last split's (a learner resumed from an earlier checkpoint)."""
+        if self._last_version is None or version < self._last_version:
             self._last_version = version
         return version - self._last_version >= self.every
 
