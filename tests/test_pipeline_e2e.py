@@ -104,7 +104,8 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
 
 
 def test_multitask_pipeline_end_to_end(tmp_path):
-    """Three tasks, one policy: multi-task demos -> one SFT -> πRL on the mix -> per-task evaluation."""
+    """Three tasks, one policy: multi-task demos -> one SFT -> πRL on the mix (its envs re-split by the actor)
+    -> per-task evaluation."""
     tasks = "reach-v3,drawer-close-v3,button-press-topdown-v3"
     results = tmp_path / "results_mt.json"
     main(
@@ -134,6 +135,7 @@ def test_multitask_pipeline_end_to_end(tmp_path):
             "--rl_arg=--env.num_envs=6",
             "--rl_arg=--env.episode_length=20",  # training episodes end within the two updates
             "--rl_arg=--policy.actor.stats_period_s=0.2",  # episode statistics reach the learner sooner
+            "--rl_arg=--policy.actor.rebalance_envs_every=1",  # the envs re-split by training failure
         ]
     )
     root = tmp_path / "bench" / tasks.replace(",", "+")
@@ -151,6 +153,10 @@ def test_multitask_pipeline_end_to_end(tmp_path):
     # arrive on their own clock (every stats_period_s), not per rollout, so one update's record may hold
     # some tasks' episodes and the next the others': every task must appear, not every task in one record.
     assert all(any(f"episode_success/{t}" in r for r in updates) for t in tasks.split(","))
+    # The actor's split of its 6 envs (one env per task at least), logged and drawn.
+    splits = [[r[f"envs/{t}"] for t in tasks.split(",")] for r in updates if "envs/reach-v3" in r]
+    assert splits and all(sum(s) == 6 and min(s) >= 1 for s in splits)
+    assert (root / "flow_sde" / "env_split.png").stat().st_size > 10_000
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals and all(f"eval_success_rate/{t}" in evals[0] for t in tasks.split(","))
     assert evals[0]["eval_episodes"] == 3 * 2  # per-task evaluation during training
