@@ -443,7 +443,7 @@ def test_adaptive_mix_envs_start_by_sft_failure_and_have_the_actor_re_split_them
         "reach-v3,push-v3", TaskSetup(), "flow_sde", tmp_path, tmp_path, RunOptions(50, 5, 60), tmp_path
     )
     assert not any("rebalance_envs_every" in a for a in plain)
-    assert _variant_texts("adaptive", "sparse") == ["envs by SFT failure, re-split by training failure"]
+    assert _variant_texts("adaptive", "sparse") == ["envs re-split by training failure"]
 
 
 def test_adaptive_mix_envs_are_refused_where_every_task_has_one_env(capsys):

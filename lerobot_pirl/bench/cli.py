@@ -25,6 +25,7 @@ from lerobot_pirl.bench.setups import (
     ALGORITHMS,
     BENCH_TASKS,
     DEFAULT_TASK,
+    MIX_ALLOCATIONS,
     MODELS,
     MODES,
     NOISE_METHODS,
@@ -33,7 +34,6 @@ from lerobot_pirl.bench.setups import (
     task_setup,
 )
 from lerobot_pirl.bench.stages import (
-    MIX_ALLOCATIONS,
     MIX_REBALANCE_EVERY,
     MIX_VALIDATION_EPISODES,
     REPO,

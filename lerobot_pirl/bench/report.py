@@ -11,7 +11,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lerobot_pirl.bench.setups import ALGORITHMS, BENCH_TASKS, MODELS, MODES, NOISE_METHODS, task_setup
+from lerobot_pirl.bench.setups import (
+    ALGORITHMS,
+    BENCH_TASKS,
+    MIX_ALLOCATIONS,
+    MODELS,
+    MODES,
+    NOISE_METHODS,
+    task_setup,
+)
 from lerobot_pirl.envs.metaworld import mixed_task_names
 
 
@@ -340,8 +348,14 @@ def _row_order(r: RunResult) -> tuple:
         task,
         r.task,
         r.demos,
-        r.env_allocation,
+        *_variant_order(r),
     )
+
+
+def _variant_order(r: RunResult) -> tuple[int, bool]:
+    """A mix's env allocation in MIX_ALLOCATIONS' order, then the sparse reward before shaped ones."""
+    allocation = MIX_ALLOCATIONS.index(r.env_allocation) if r.env_allocation in MIX_ALLOCATIONS else 99
+    return allocation, r.reward_type != "sparse"
 
 
 def merge_results(new: list[RunResult], path: Path) -> list[RunResult]:
@@ -366,7 +380,7 @@ def _count(n: int, noun: str) -> str:
 
 def _allocation_text(env_allocation: str) -> str:
     if env_allocation == "adaptive":
-        return "envs by SFT failure, re-split by training failure"
+        return "envs re-split by training failure"
     return f"envs by SFT {env_allocation}"
 
 
@@ -430,7 +444,7 @@ def readme_table(results: list[RunResult]) -> str:
 
     def line_order(r: RunResult) -> tuple:
         task = BENCH_TASKS.index(r.task) if r.task in BENCH_TASKS else len(BENCH_TASKS)
-        return bool(r.per_task), bool(r.setting), task, r.task, r.demos, r.env_allocation
+        return bool(r.per_task), bool(r.setting), task, r.task, r.demos, *_variant_order(r)
 
     cells: dict[str, dict[str, str]] = {}
     for r in sorted(results, key=line_order):

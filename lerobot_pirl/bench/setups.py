@@ -19,6 +19,12 @@ MODES = ("online", "hybrid")
 # "ppo" / "grpo": πRL with GAE or group-relative advantages (recipes/*_grpo.json); "sac": LeRobot's SAC
 # from scratch with the demos in its offline buffer (lerobot_pirl/bench/sac.py).
 ALGORITHMS = ("ppo", "grpo", "sac")
+# How a mix's envs are shared among its tasks: "even" (the same number each), or "failure" (at least one
+# each, the rest in proportion to each task's SFT failure rate on the bench's validation episodes, so the
+# tasks the SFT solves keep a foothold and the env steps go where there is something to learn), or
+# "adaptive" ("failure" at the start, then re-split every bench.stages.MIX_REBALANCE_EVERY policy versions
+# by each task's training failure rate since the last split: policy.actor.rebalance_envs_every).
+MIX_ALLOCATIONS = ("even", "failure", "adaptive")
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Envs an actor steps for a multi-task mix: the most envs per task that fit in MIX_ENVS, at least one each
 # (MT10: 2 each, 20 envs; MT50: 1 each, 50 envs).
 MIX_ENVS = 20
-# How a mix's envs are shared among its tasks: "even" (the same number each), or "failure" (at least one
-# each, the rest in proportion to each task's SFT failure rate on MIX_VALIDATION_EPISODES validation episodes,
-# so the tasks the SFT solves keep a foothold and the env steps go where there is something to learn), or
-# "adaptive" ("failure" at the start, then re-split every MIX_REBALANCE_EVERY policy versions by each task's
-# training failure rate since the last split: policy.actor.rebalance_envs_every).
-MIX_ALLOCATIONS = ("even", "failure", "adaptive")
 MIX_VALIDATION_EPISODES = 20
 MIX_REBALANCE_EVERY = 20
 # The demo collection's statistics, next to the demos (written by lerobot_pirl.collect --stats_out).
