@@ -20,6 +20,11 @@ def encode_interaction(message: dict) -> bytes:
     return json.dumps(message).encode("utf-8")
 
 
+def _task_name_ok(name) -> bool:
+    """A task name a peer may make the learner log under (``episode_success/<task>``, ``envs/<task>``)."""
+    return isinstance(name, str) and 0 < len(name) <= 100
+
+
 # Fields the learner reads from an interaction message, with the check each must pass when present.
 _FIELD_CHECKS = {
     "env_steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**9,
@@ -34,7 +39,7 @@ _FIELD_CHECKS = {
     "env_counts": lambda v: (
         isinstance(v, dict)
         and len(v) <= 100
-        and all(isinstance(k, str) and 0 < len(k) <= 100 for k in v)
+        and all(_task_name_ok(k) for k in v)
         and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**6 for n in v.values())
     ),
 }
@@ -99,7 +104,7 @@ def per_task_success(episodes: list[dict], max_tasks: int = 100) -> dict[str, fl
     by_task: dict[str, list[float]] = {}
     for ep in episodes:
         task = ep.get("task")
-        if isinstance(task, str) and 0 < len(task) <= 100 and (task in by_task or len(by_task) < max_tasks):
+        if _task_name_ok(task) and (task in by_task or len(by_task) < max_tasks):
             by_task.setdefault(task, []).append(float(ep["success"]))
     return {f"episode_success/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())}
 
