@@ -410,6 +410,10 @@ def test_a_rows_reward_comes_from_the_override_or_the_recipe_and_keeps_rows_apar
     shaped = dataclasses.replace(plain, extra_args=("--env.reward_type=dense", "--env.reward_type=progress"))
     assert reward_type("MT10", "flow_sde", shaped) == "progress"  # the last override wins, as in draccus
     assert reward_type("push-v3", "-", dataclasses.replace(shaped, algorithm="sac")) == "sparse"
+    distance = dataclasses.replace(plain, extra_args=("--env.distance_scale=5",))
+    assert reward_type("MT10", "flow_sde", distance) == "sparse+distance"  # a row apart from the sparse one
+    off = dataclasses.replace(shaped, extra_args=(*shaped.extra_args, "--env.distance_scale=0"))
+    assert reward_type("MT10", "flow_sde", off) == "progress"
 
     sparse_row, progress_row = _push_row(), _push_row(reward_type="progress", rl_success=0.8)
     path = tmp_path / "results.json"

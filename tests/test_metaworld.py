@@ -85,6 +85,30 @@ def test_progress_reward_is_success_plus_the_change_of_the_shaped_reward():
     np.testing.assert_allclose(progress.sum(), success.sum() + dense[-1] - dense[0], rtol=1e-6)
 
 
+def test_distance_scale_adds_the_steps_approach_to_the_goal():
+    eps, _ = collect_episodes("button-press-v3", 1, seed=123, progress=False)
+    actions = [f["action"] for f in eps[0]]
+    runs = {}
+    for scale in (0.0, 5.0):
+        env = MetaWorldStateEnv("button-press-v3", reward_type="sparse", distance_scale=scale)
+        for _ in range(2):  # the second episode starts from zero shaping again
+            env.reset(seed=123)
+            steps = [env.step(a) for a in actions]
+        runs[scale] = steps
+    sparse = np.array([s[1] for s in runs[0.0]])
+    shaped = np.array([s[1] for s in runs[5.0]])
+    distance = np.array([s[4]["goal_distance"] for s in runs[5.0]])
+    assert np.isfinite(distance).all() and distance[-1] < distance[0]  # the expert closes in on the goal
+    np.testing.assert_allclose(shaped, sparse + 5.0 * np.concatenate([[0.0], -np.diff(distance)]), atol=1e-9)
+    assert shaped[0] == sparse[0] == 0.0 and sparse[-1] == 1.0
+    # potential-based: the shaping sums to the net approach after the first step
+    np.testing.assert_allclose(shaped.sum(), 1.0 + 5.0 * (distance[0] - distance[-1]), rtol=1e-6)
+    with pytest.raises(ValueError, match="distance_scale"):
+        MetaWorldStateEnvConfig(task="button-press-v3", distance_scale=-1.0)
+    with pytest.raises(ValueError, match="distance_scale"):
+        MetaWorldStateEnv("button-press-v3", distance_scale=-1.0)
+
+
 def test_chunk_stepper_never_runs_a_chunk_across_two_episodes():
     cfg = MetaWorldStateEnvConfig(task="button-press-v3", num_envs=2, episode_length=7)
     stepper = ChunkStepper(cfg.create_envs()["pirl_metaworld"][0])

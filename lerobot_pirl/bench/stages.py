@@ -229,15 +229,20 @@ def run_recipe(task: str, method: str, opts: RunOptions) -> Path:
 
 def reward_type(task: str, method: str, opts: RunOptions) -> str:
     """The env reward a run trains on: a ``--rl_arg=--env.reward_type=...`` override, else its recipe's
-    (``sparse`` when the recipe leaves the env default); SAC runs train on the sparse success."""
+    (``sparse`` when the recipe leaves the env default), with ``+distance`` when ``--env.distance_scale`` adds
+    the goal-distance shaping; SAC runs train on the sparse success."""
     if opts.algorithm == "sac":
         return "sparse"
-    flag = "--env.reward_type="
+    env = json.loads(run_recipe(task, method, opts).read_text()).get("env", {})
+    base = _last_override(opts, "--env.reward_type=") or env.get("reward_type", "sparse")
+    distance = float(_last_override(opts, "--env.distance_scale=") or env.get("distance_scale", 0.0))
+    return f"{base}+distance" if distance > 0 else base
+
+
+def _last_override(opts: RunOptions, flag: str) -> str | None:
+    """The value of the last ``--rl_arg`` that starts with ``flag`` (draccus keeps the last), if any."""
     overrides = [a.removeprefix(flag) for a in opts.extra_args if a.startswith(flag)]
-    if overrides:
-        return overrides[-1]
-    recipe = json.loads(run_recipe(task, method, opts).read_text())
-    return recipe.get("env", {}).get("reward_type", "sparse")
+    return overrides[-1] if overrides else None
 
 
 def rl_args(

@@ -82,6 +82,7 @@ class MetaWorldStateEnv(gym.Env):
         episode_length: int = 200,
         reward_type: str = "sparse",
         reward_scale: float = 1.0,
+        distance_scale: float = 0.0,
         terminate_on_success: bool = True,
         seed_start: int = 0,
         seed_stride: int = 1,
@@ -96,6 +97,8 @@ class MetaWorldStateEnv(gym.Env):
         check_choice("reward_type", reward_type, REWARD_TYPES)
         if camera_every < 1:
             raise ValueError(f"camera_every must be >= 1, got {camera_every}")
+        if distance_scale < 0:
+            raise ValueError(f"distance_scale must be >= 0, got {distance_scale}")
         if num_tasks and not (task_index is not None and 0 <= task_index < num_tasks):
             raise ValueError(f"task_index must be in [0, num_tasks={num_tasks}), got {task_index}")
         if mix is not None and (
@@ -112,6 +115,7 @@ class MetaWorldStateEnv(gym.Env):
         self.episode_length = episode_length
         self.reward_type = reward_type
         self.reward_scale = reward_scale
+        self.distance_scale = distance_scale
         self.terminate_on_success = terminate_on_success
         self.seed_start, self.seed_stride, self.seed_limit = seed_start, seed_stride, seed_limit
         self.image_size = image_size
@@ -121,6 +125,7 @@ class MetaWorldStateEnv(gym.Env):
         self._episodes = 0
         self._t = 0
         self._potential: float | None = None
+        self._distance: float | None = None
         # Multi-task: the task's one-hot (of num_tasks) follows the 39 state dims.
         self._one_hot = np.zeros(num_tasks, dtype=np.float32)
         if num_tasks:
@@ -200,19 +205,21 @@ class MetaWorldStateEnv(gym.Env):
         state, _ = self._env.reset()
         self._t = 0
         self._potential = None  # MetaWorld's shaped reward at the previous step ("progress" rewards)
+        self._distance = None  # the goal distance at the previous step (distance_scale)
         return self._obs(state), {"is_success": False, "episode_seed": episode_seed}
 
     def step(self, action):
         state, reward, _, _, info = self._env.step(np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0))
         self._t += 1
         success = bool(info.get("success", 0.0) >= 1.0)
-        reward = self._reward(success, float(reward))
+        distance = float(info.get("obj_to_target", np.nan))
+        reward = self._reward(success, float(reward)) + self._approach(distance)
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.episode_length and not terminated
         new_frame = terminated or truncated or self._t % self.camera_every == 0
         # goal_distance: MetaWorld's own distance to the task's goal ("obj_to_target": the hand's for reach,
         # the object's for push / pick-place), the quantity its success threshold is set on.
-        info = {"is_success": success, "goal_distance": float(info.get("obj_to_target", np.nan))}
+        info = {"is_success": success, "goal_distance": distance}
         return self._obs(state, new_frame), reward, terminated, truncated, info
 
     def _reward(self, success: bool, shaped: float) -> float:
@@ -227,6 +234,18 @@ class MetaWorldStateEnv(gym.Env):
         change = 0.0 if self._potential is None else shaped - self._potential
         self._potential = shaped
         return float(success) + change * self.reward_scale
+
+    def _approach(self, distance: float) -> float:
+        """``distance_scale`` x how much closer to the goal this step came (m), 0 on an episode's first step:
+        potential-based shaping on the distance MetaWorld's success threshold is set on, so an episode's
+        shaping sums to its net approach and a near miss that drifts off gives back what it gained."""
+        if not self.distance_scale:
+            return 0.0
+        if not np.isfinite(distance):
+            raise ValueError(f"distance_scale: task {self.task!r} reports no goal distance (obj_to_target)")
+        change = 0.0 if self._distance is None else self._distance - distance
+        self._distance = distance
+        return change * self.distance_scale
 
     def close(self):
         if self._renderer is not None:
@@ -261,6 +280,8 @@ class MetaWorldStateEnvConfig(EnvConfig):
     reward_type: str = "sparse"
     # Multiplier of MetaWorld's shaped reward (in [0, 10]) for "dense" and "progress".
     reward_scale: float = 0.1
+    # Added to any reward_type: this x the step's decrease of the goal distance (m) MetaWorld's success is set on (0 = off).
+    distance_scale: float = 0.0
     # End an episode (terminated, no bootstrap) when the task is solved.
     terminate_on_success: bool = True
     # First training episode seed; training envs play seed, seed + 1, ... (below eval_seed).
@@ -295,6 +316,8 @@ class MetaWorldStateEnvConfig(EnvConfig):
         if not self.task:
             raise ValueError("task: a MetaWorld v3 task name is required, e.g. 'button-press-v3'")
         check_choice("reward_type", self.reward_type, REWARD_TYPES)
+        if self.distance_scale < 0:
+            raise ValueError(f"distance_scale must be >= 0, got {self.distance_scale}")
         if self.episode_length < 1 or self.num_envs < 1:
             raise ValueError("episode_length and num_envs must be >= 1")
         if self.group_size < 1 or self.num_envs % self.group_size:
@@ -319,6 +342,7 @@ class MetaWorldStateEnvConfig(EnvConfig):
             "episode_length": self.episode_length,
             "reward_type": self.reward_type,
             "reward_scale": self.reward_scale,
+            "distance_scale": self.distance_scale,
             "terminate_on_success": self.terminate_on_success,
             "image_size": self.image_size,
             "camera_every": self.camera_every,
