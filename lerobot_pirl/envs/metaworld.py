@@ -124,8 +124,7 @@ class MetaWorldStateEnv(gym.Env):
         self._frame: np.ndarray | None = None
         self._episodes = 0
         self._t = 0
-        self._potential: float | None = None
-        self._distance: float | None = None
+        self._potentials: dict[str, float] = {}  # each shaping potential at the previous step of the episode
         # Multi-task: the task's one-hot (of num_tasks) follows the 39 state dims.
         self._one_hot = np.zeros(num_tasks, dtype=np.float32)
         if num_tasks:
@@ -204,8 +203,7 @@ class MetaWorldStateEnv(gym.Env):
         self._env.seed(int(episode_seed))
         state, _ = self._env.reset()
         self._t = 0
-        self._potential = None  # MetaWorld's shaped reward at the previous step ("progress" rewards)
-        self._distance = None  # the goal distance at the previous step (distance_scale)
+        self._potentials = {}  # shaping starts from zero on an episode's first step
         return self._obs(state), {"is_success": False, "episode_seed": episode_seed}
 
     def step(self, action):
@@ -231,9 +229,7 @@ class MetaWorldStateEnv(gym.Env):
         # "progress": success plus the change of the shaped reward since the last step (potential-based
         # shaping, zero on an episode's first step); it sums to the episode's net progress, so ending an
         # episode on success is never worth less than hovering next to it.
-        change = 0.0 if self._potential is None else shaped - self._potential
-        self._potential = shaped
-        return float(success) + change * self.reward_scale
+        return float(success) + self._shaping("progress", shaped) * self.reward_scale
 
     def _approach(self, distance: float) -> float:
         """``distance_scale`` x how much closer to the goal this step came (m), 0 on an episode's first step:
@@ -243,9 +239,14 @@ class MetaWorldStateEnv(gym.Env):
             return 0.0
         if not np.isfinite(distance):
             raise ValueError(f"distance_scale: task {self.task!r} reports no goal distance (obj_to_target)")
-        change = 0.0 if self._distance is None else self._distance - distance
-        self._distance = distance
-        return change * self.distance_scale
+        return self._shaping("approach", -distance) * self.distance_scale
+
+    def _shaping(self, name: str, potential: float) -> float:
+        """The change of potential ``name`` since the episode's previous step (0 on its first step): the
+        potential-based shaping term, which sums over an episode to the potential's net change."""
+        previous = self._potentials.get(name, potential)
+        self._potentials[name] = potential
+        return potential - previous
 
     def close(self):
         if self._renderer is not None:
@@ -280,7 +281,7 @@ class MetaWorldStateEnvConfig(EnvConfig):
     reward_type: str = "sparse"
     # Multiplier of MetaWorld's shaped reward (in [0, 10]) for "dense" and "progress".
     reward_scale: float = 0.1
-    # Added to any reward_type: this x the step's decrease of the goal distance (m) MetaWorld's success is set on (0 = off).
+    # Added to any reward_type: this x the step's decrease of MetaWorld's goal distance in m (0 = off).
     distance_scale: float = 0.0
     # End an episode (terminated, no bootstrap) when the task is solved.
     terminate_on_success: bool = True

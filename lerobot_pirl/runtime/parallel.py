@@ -111,9 +111,10 @@ def _serve(conn, make_group: CloudpickleWrapper, grace_s: float = TERM_GRACE_S) 
 
 class ParallelChunkStepper:
     """``ChunkStepper``'s interface over env groups stepped in worker processes (``reset``, ``step_chunk``,
-    ``reset_done``, ``call``, ``set_attr``, ``close``). ``make_groups`` holds one picklable callable per worker, each building
-    that group's ``SyncVectorEnv``; the envs are numbered group after group. A worker ignores SIGINT and
-    outlives SIGTERM / SIGHUP by up to ``term_grace_s`` seconds: the parent decides when it stops."""
+    ``reset_done``, ``call``, ``set_attr``, ``close``). ``make_groups`` holds one picklable callable per
+    worker, each building that group's ``SyncVectorEnv``; the envs are numbered group after group. A worker
+    ignores SIGINT and outlives SIGTERM / SIGHUP by up to ``term_grace_s`` seconds: the parent decides when it
+    stops."""
 
     def __init__(self, make_groups: Sequence[Callable[[], object]], term_grace_s: float = TERM_GRACE_S):
         if not make_groups:
