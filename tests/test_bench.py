@@ -262,6 +262,25 @@ def test_a_multitask_run_gets_the_mt_recipe_its_tasks_and_the_same_envs_per_task
     assert cfg.env.task_list == mixed_task_names(task) and cfg.env.num_envs == num_envs
 
 
+def test_a_flow_noise_mix_gets_the_mt_flow_noise_recipe_with_per_task_advantages(tmp_path):
+    import draccus
+    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
+
+    import lerobot_pirl  # noqa: F401  (registers the envs)
+    from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
+
+    opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, train_eval_episodes=10)
+    args = rl_args("MT10", TaskSetup(), "flow_noise", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos")
+    recipe = recipe_path("flow_noise", multitask=True)
+    assert recipe.name == "metaworld_mt_flow_mlp_flow_noise.json" and f"--config_path={recipe}" in args
+    with draccus.config_type("json"):
+        cfg = draccus.parse(
+            TrainRLServerPipelineConfig, str(recipe), args=[a for a in args if a.startswith("--env.")]
+        )
+    assert cfg.env.type == "pirl_metaworld_mt" and cfg.env.num_envs == 20
+    assert cfg.policy.sampler.noise_method == "flow_noise" and cfg.algorithm.normalize_advantages_per_task
+
+
 def test_a_mix_reuses_its_cached_evaluation_of_the_same_episodes_per_task(tmp_path, monkeypatch):
     import lerobot_pirl.evaluate
     from lerobot_pirl.bench.setups import MODELS
