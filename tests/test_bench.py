@@ -270,7 +270,9 @@ def test_a_flow_noise_mix_gets_the_mt_flow_noise_recipe_with_per_task_advantages
     from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
 
     opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, train_eval_episodes=10)
-    args = rl_args("MT10", TaskSetup(), "flow_noise", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos")
+    args = rl_args(
+        "MT10", TaskSetup(), "flow_noise", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos"
+    )
     recipe = recipe_path("flow_noise", multitask=True)
     assert recipe.name == "metaworld_mt_flow_mlp_flow_noise.json" and f"--config_path={recipe}" in args
     with draccus.config_type("json"):
