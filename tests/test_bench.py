@@ -238,49 +238,37 @@ def test_each_model_and_mode_has_its_recipe_and_hybrid_runs_get_the_sft_demos(tm
 
 
 @pytest.mark.parametrize(
-    ("task", "num_envs"), [("MT10", 20), ("MT50", 50), ("reach-v3,push-v3,door-open-v3", 18)]
+    ("task", "num_envs", "method"),
+    [
+        ("MT10", 20, "flow_sde"),
+        ("MT50", 50, "flow_sde"),
+        ("reach-v3,push-v3,door-open-v3", 18, "flow_sde"),
+        ("MT10", 20, "flow_noise"),
+    ],
 )
-def test_a_multitask_run_gets_the_mt_recipe_its_tasks_and_the_same_envs_per_task(tmp_path, task, num_envs):
+def test_a_multitask_run_gets_the_mt_recipe_its_tasks_and_the_same_envs_per_task(
+    tmp_path, task, num_envs, method
+):
     from lerobot_pirl.bench.setups import mixed_task_names
     from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
 
     opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, train_eval_episodes=10)
-    args = rl_args(task, TaskSetup(), "flow_sde", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos")
-    assert f"--config_path={recipe_path('flow_sde', multitask=True)}" in args
+    args = rl_args(task, TaskSetup(), method, tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos")
+    recipe = recipe_path(method, multitask=True)
+    assert recipe.name == f"metaworld_mt_flow_mlp_{method}.json" and f"--config_path={recipe}" in args
     assert "--policy.actor.eval_episodes=10" in args and not any(a.startswith("--env.task=") for a in args)
     import draccus
     from lerobot.rl.train_rl import TrainRLServerPipelineConfig
 
     import lerobot_pirl  # noqa: F401  (registers the envs)
 
-    recipe = recipe_path("flow_sde", multitask=True)
     with draccus.config_type("json"):
         cfg = draccus.parse(
             TrainRLServerPipelineConfig, str(recipe), args=[a for a in args if a.startswith("--env.")]
         )
     assert cfg.env.type == "pirl_metaworld_mt" and cfg.env.task is None
     assert cfg.env.task_list == mixed_task_names(task) and cfg.env.num_envs == num_envs
-
-
-def test_a_flow_noise_mix_gets_the_mt_flow_noise_recipe_with_per_task_advantages(tmp_path):
-    import draccus
-    from lerobot.rl.train_rl import TrainRLServerPipelineConfig
-
-    import lerobot_pirl  # noqa: F401  (registers the envs)
-    from lerobot_pirl.bench.stages import RunOptions, recipe_path, rl_args
-
-    opts = RunOptions(eval_episodes=50, eval_every=5, timeout_s=60, train_eval_episodes=10)
-    args = rl_args(
-        "MT10", TaskSetup(), "flow_noise", tmp_path / "sft", tmp_path / "rl", opts, tmp_path / "demos"
-    )
-    recipe = recipe_path("flow_noise", multitask=True)
-    assert recipe.name == "metaworld_mt_flow_mlp_flow_noise.json" and f"--config_path={recipe}" in args
-    with draccus.config_type("json"):
-        cfg = draccus.parse(
-            TrainRLServerPipelineConfig, str(recipe), args=[a for a in args if a.startswith("--env.")]
-        )
-    assert cfg.env.type == "pirl_metaworld_mt" and cfg.env.num_envs == 20
-    assert cfg.policy.sampler.noise_method == "flow_noise" and cfg.algorithm.normalize_advantages_per_task
+    assert cfg.policy.sampler.noise_method == method and cfg.algorithm.normalize_advantages_per_task
 
 
 def test_a_mix_reuses_its_cached_evaluation_of_the_same_episodes_per_task(tmp_path, monkeypatch):
