@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from lerobot_pirl.bench.cli import update_budget
 from lerobot_pirl.bench.report import RunResult, merge_results, plot_curve, readme_table, write_results
-from lerobot_pirl.bench.setups import TaskSetup
+from lerobot_pirl.bench.setups import TaskSetup, task_setup
 from lerobot_pirl.bench.stages import DEMO_STATS, noise_lowered, reuse_or_clear_sft
 from lerobot_pirl.evaluate import wilson_interval
 
@@ -430,6 +431,21 @@ def test_a_rows_reward_comes_from_the_override_or_the_recipe_and_keeps_rows_apar
     rows = merge_results([], path)
     assert sorted(r.reward_type for r in rows) == ["progress", "sparse"]  # neither replaces the other
     assert progress_row.label == "flow_sde (progress reward)" and sparse_row.label == "flow_sde"
+
+
+def test_a_row_with_another_update_budget_is_kept_apart_and_says_so(tmp_path):
+    rule, longer = _push_row(), _push_row(rl_updates_budget=300, rl_success=0.9)
+    path = tmp_path / "results.json"
+    write_results(merge_results([rule, longer], path), path)
+    rows = merge_results([], path)
+    assert sorted(r.rl_success for r in rows) == [0.5, 0.9]  # neither replaces the other
+    assert longer.label == "flow_sde (300 updates)" and rule.label == "flow_sde"
+    assert "| online, 300 updates |" in path.with_suffix(".md").read_text()
+    assert {r.rl_success for r in merge_results([_push_row(rl_success=0.7)], path)} == {0.7, 0.9}
+    # the bench names a budget only where --rl_updates departs from the task's own (the rule's for a mix)
+    assert update_budget("push-v3", task_setup("push-v3")) is None
+    assert update_budget("MT10", task_setup("MT10", rl_updates=1000)) == 1000
+    assert update_budget("MT10", task_setup("MT10", rl_updates=600)) is None
 
 
 def test_adaptive_mix_envs_start_by_sft_failure_and_have_the_actor_re_split_them(tmp_path):

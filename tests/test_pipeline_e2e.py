@@ -99,8 +99,11 @@ def test_demos_sft_pirl_and_evaluation_end_to_end(tmp_path):
     assert len(versions) == len(set(versions))  # the resumed actor's evaluation of v2 is not logged twice
     walls = [r["wall_s"] for r in records if r["kind"] == "update"]
     assert walls == sorted(walls)  # one clock across the two invocations
-    ppo = next(r for r in json.loads(results.read_text())["tasks"] if r["method"] == "ppo")
-    assert ppo["resumed_from_update"] == 2 and ppo["updates"] == 3
+    ppo = {
+        r["rl_updates_budget"]: r for r in json.loads(results.read_text())["tasks"] if r["method"] == "ppo"
+    }
+    assert ppo[3]["resumed_from_update"] == 2 and ppo[3]["updates"] == 3  # a row of its own: another budget
+    assert ppo[2]["updates"] == 2
 
 
 def test_multitask_pipeline_end_to_end(tmp_path):

@@ -130,9 +130,15 @@ def run_task(task: str, method: str, out: Path, setup: TaskSetup, opts: RunOptio
         else {},
         resumed_from_update=resumed[0] if resumed else None,
         reward_type=reward_type(task, method, opts),
+        rl_updates_budget=update_budget(task, setup),
     )
     report_row(result, records, run_dir)
     return result
+
+
+def update_budget(task: str, setup: TaskSetup) -> int | None:
+    """The πRL updates a run asked for when they are not the task's own budget (a mix: the rule's), else None."""
+    return None if setup.rl_updates == task_setup(task).rl_updates else setup.rl_updates
 
 
 def run_resume_point(run_dir: Path, sac: bool) -> tuple[int, float] | None:

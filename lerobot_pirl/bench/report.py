@@ -64,11 +64,13 @@ class RunResult:
     resumed_from_update: int | None = None
     # The env's reward during RL (pirl_metaworld's env.reward_type: "sparse", the paper's, or "progress").
     reward_type: str = "sparse"
+    # The πRL updates asked for when not the task's own budget (the bench's --rl_updates); None: its budget.
+    rl_updates_budget: int | None = None
 
     @property
-    def key(self) -> tuple[str, str, str, str, str, int, str, str]:
+    def key(self) -> tuple[str, str, str, str, str, int, str, str, int | None]:
         """What a row is the result of: (policy, mode, method, noise method, task, demos, env allocation,
-        reward)."""
+        reward, update budget when not the task's)."""
         return (
             self.model,
             self.mode,
@@ -78,6 +80,7 @@ class RunResult:
             self.demos,
             self.env_allocation,
             self.reward_type,
+            self.rl_updates_budget,
         )
 
     @property
@@ -102,9 +105,9 @@ class RunResult:
     @property
     def setting(self) -> list[str]:
         """How the row's task setting departs from the standard: its demos, a mix's env allocation, its
-        reward."""
+        reward, its update budget."""
         extras = [] if self.standard else [_count(self.demos, "demo")]
-        return extras + _variant_texts(self.env_allocation, self.reward_type)
+        return extras + _variant_texts(self.env_allocation, self.reward_type, self.rl_updates_budget)
 
     @property
     def label(self) -> str:
@@ -290,20 +293,29 @@ def plot_mode_comparisons(results: list[RunResult], folder: Path) -> list[Path]:
     by_case: dict[tuple, dict[str, RunResult]] = {}
     for r in results:
         if r.method == "ppo":
-            case = (r.model, r.noise_method, r.task, r.demos, r.env_allocation, r.reward_type)
+            case = (
+                r.model,
+                r.noise_method,
+                r.task,
+                r.demos,
+                r.env_allocation,
+                r.reward_type,
+                r.rl_updates_budget,
+            )
             by_case.setdefault(case, {})[r.mode] = r
     written = []
-    for (model, method, task, demos, allocation, reward), modes in by_case.items():
+    for (model, method, task, demos, allocation, reward, budget), modes in by_case.items():
         if set(MODES) - set(modes):
             continue
         curves = [
             (modes[m], f"{m}: held-out eval during training, then final", c)
             for m, c in zip(MODES, ("tab:blue", "tab:green"), strict=True)
         ]
-        title_envs = "".join(f", {text}" for text in _variant_texts(allocation, reward))
+        title_envs = "".join(f", {text}" for text in _variant_texts(allocation, reward, budget))
         title = f"{task}, {model} + πRL ({method}), {demos} demos{title_envs}: online vs hybrid"
         file_envs = "" if allocation == "even" else f"_envs_by_{allocation}"
         file_envs += "" if reward == "sparse" else f"_{reward}"
+        file_envs += "" if budget is None else f"_{budget}updates"
         path = folder / f"{task}_{model}_{method}_{demos}demos{file_envs}_online_vs_hybrid.png"
         written.append(_comparison_plot(curves, modes["online"].sft_success, title, path))
     return written
@@ -384,14 +396,16 @@ def _allocation_text(env_allocation: str) -> str:
     return f"envs by SFT {env_allocation}"
 
 
-def _variant_texts(env_allocation: str, reward_type: str) -> list[str]:
-    """How a run departs from the even env split and the sparse reward, e.g. ``["envs by SFT failure"]``."""
+def _variant_texts(env_allocation: str, reward_type: str, budget: int | None = None) -> list[str]:
+    """How a run departs from the even env split, the sparse reward and its task's update budget, e.g.
+    ``["envs by SFT failure"]``."""
     texts = [_allocation_text(env_allocation)] if env_allocation != "even" else []
-    return texts + ([f"{reward_type} reward"] if reward_type != "sparse" else [])
+    texts += [f"{reward_type} reward"] if reward_type != "sparse" else []
+    return texts + ([_count(budget, "update")] if budget is not None else [])
 
 
-def _mode_text(mode: str, env_allocation: str, reward_type: str = "sparse") -> str:
-    return ", ".join([mode, *_variant_texts(env_allocation, reward_type)])
+def _mode_text(mode: str, env_allocation: str, reward_type: str = "sparse", budget: int | None = None) -> str:
+    return ", ".join([mode, *_variant_texts(env_allocation, reward_type, budget)])
 
 
 def markdown_table(results: list[RunResult]) -> str:
@@ -409,14 +423,16 @@ def markdown_table(results: list[RunResult]) -> str:
             else ""
         )
         lines.append(
-            f"| {r.task} | {r.model} | {_mode_text(r.mode, r.env_allocation, r.reward_type)} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
+            f"| {r.task} | {r.model} | {_mode_text(r.mode, r.env_allocation, r.reward_type, r.rl_updates_budget)} | {r.method} | {r.noise_method} | {r.demos} ({r.demo_action_noise:g}) "
             f"| {r.sft_success:.2f} [{r.sft_ci95[0]:.2f}, {r.sft_ci95[1]:.2f}] "
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
     # A mean per policy, mode, method and noise method over the single-task rows with standard demos; a
     # mix's row is already the average over its tasks, so mixes get none.
-    standard = [r for r in results if r.standard and not mixed_task_names(r.task)]
+    standard = [
+        r for r in results if r.standard and r.rl_updates_budget is None and not mixed_task_names(r.task)
+    ]
 
     def case(r: RunResult) -> tuple:
         return (r.model, r.mode, r.method, r.noise_method, r.env_allocation, r.reward_type)
