@@ -428,7 +428,7 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
-    # A mean per policy, mode, method and noise method over the single-task rows with standard demos; a
+    # A mean per policy, mode, method and noise method over the single-task rows with standard demos and budget; a
     # mix's row is already the average over its tasks, so mixes get none.
     standard = [
         r for r in results if r.standard and r.rl_updates_budget is None and not mixed_task_names(r.task)
