@@ -85,7 +85,8 @@ class RunResult:
 
     @property
     def standard(self) -> bool:
-        """Whether the row uses its task's standard number of demos (the rows the means are over)."""
+        """Whether the row uses its task's standard number of demos (the means also leave out rows with
+        another update budget)."""
         return self.demos == task_setup(self.task).demos
 
     @property
@@ -428,8 +429,8 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
-    # A mean per policy, mode, method and noise method over the single-task rows with standard demos and budget; a
-    # mix's row is already the average over its tasks, so mixes get none.
+    # A mean per policy, mode, method and noise method over the single-task rows with standard demos and the
+    # task's own update budget; a mix's row is already the average over its tasks, so mixes get none.
     standard = [
         r for r in results if r.standard and r.rl_updates_budget is None and not mixed_task_names(r.task)
     ]
