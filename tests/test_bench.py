@@ -441,6 +441,16 @@ def test_a_row_with_another_update_budget_is_kept_apart_and_says_so(tmp_path):
     assert sorted(r.rl_success for r in rows) == [0.5, 0.9]  # neither replaces the other
     assert longer.label == "flow_sde (300 updates)" and rule.label == "flow_sde"
     assert "| online, 300 updates |" in path.with_suffix(".md").read_text()
+    # one rule says which rows the means of results.md and README's table take: not the longer one, nor a mix
+    assert (
+        rule.in_means
+        and not longer.in_means
+        and not _push_row(task="MT10", demos=task_setup("MT10").demos).in_means
+    )
+    assert (
+        "| **mean (1 task)** | flow_mlp | online | ppo | flow_sde | | 0.10 | 0.50 |"
+        in path.with_suffix(".md").read_text()
+    )
     assert {r.rl_success for r in merge_results([_push_row(rl_success=0.7)], path)} == {0.7, 0.9}
     # the bench names a budget only where --rl_updates departs from the task's own (the rule's for a mix)
     assert update_budget("push-v3", task_setup("push-v3")) is None

@@ -85,9 +85,14 @@ class RunResult:
 
     @property
     def standard(self) -> bool:
-        """Whether the row uses its task's standard number of demos (the means also leave out rows with
-        another update budget)."""
+        """Whether the row uses its task's standard number of demos."""
         return self.demos == task_setup(self.task).demos
+
+    @property
+    def in_means(self) -> bool:
+        """Whether the row counts in a mean over tasks: one task, its standard demos and its own update
+        budget (a mix's row is already a mean over its tasks)."""
+        return self.standard and self.rl_updates_budget is None and not mixed_task_names(self.task)
 
     @property
     def method_text(self) -> str:
@@ -411,7 +416,7 @@ def _mode_text(mode: str, env_allocation: str, reward_type: str = "sparse", budg
 
 def markdown_table(results: list[RunResult]) -> str:
     """The results as a markdown table, one row per task, policy, mode, noise method and number of demos,
-    and a mean per policy, mode and method over the single-task rows with their task's standard demos."""
+    and a mean per policy, mode and method over the rows that count in means (``RunResult.in_means``)."""
     lines = [
         "| task | policy | mode | method | noise method | demos (noise) | SFT success [95% CI] | RL success [95% CI] "
         "| eval episodes | env steps | wall (RL / total) | env steps/s (share of raw sim) |",
@@ -429,11 +434,8 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {r.rl_success:.2f} [{r.rl_ci95[0]:.2f}, {r.rl_ci95[1]:.2f}] | {r.eval_episodes} | {r.env_steps:,} "
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
-    # A mean per policy, mode, method and noise method over the single-task rows with standard demos and the
-    # task's own update budget; a mix's row is already the average over its tasks, so mixes get none.
-    standard = [
-        r for r in results if r.standard and r.rl_updates_budget is None and not mixed_task_names(r.task)
-    ]
+    # A mean per policy, mode, method, noise method, env split and reward over the rows that count in means.
+    standard = [r for r in results if r.in_means]
 
     def case(r: RunResult) -> tuple:
         return (r.model, r.mode, r.method, r.noise_method, r.env_allocation, r.reward_type)
@@ -452,8 +454,8 @@ def markdown_table(results: list[RunResult]) -> str:
 def readme_table(results: list[RunResult]) -> str:
     """README's short results table: one line per task setting (a task, with its demos when not the
     standard and a mix's env allocation when not even), one column per method / mode / policy, each cell
-    ``SFT -> πRL (env steps)``, and a last line with each column's mean over the single-task rows with
-    standard demos."""
+    ``SFT -> πRL (env steps)``, and a last line with each column's mean over the rows that count in means
+    with the even env split and the sparse reward."""
     columns = list(dict.fromkeys(r.column for r in sorted(results, key=_row_order)))
 
     def line_of(r: RunResult) -> str:
@@ -472,7 +474,7 @@ def readme_table(results: list[RunResult]) -> str:
         cells.setdefault(line_of(r), {})[r.column] = cell
     means = {}
     for column in columns:
-        mine = [r for r in results if r.column == column and not r.per_task and not r.setting]
+        mine = [r for r in results if r.column == column and r.in_means and not r.setting]
         if mine:
             sft = sum(r.sft_success for r in mine) / len(mine)
             rl = sum(r.rl_success for r in mine) / len(mine)
