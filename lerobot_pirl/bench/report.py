@@ -435,13 +435,13 @@ def markdown_table(results: list[RunResult]) -> str:
             f"| {r.rl_wall_s / 60:.1f} / {r.wall_s / 60:.1f} min | {rate} |"
         )
     # A mean per policy, mode, method, noise method, env split and reward over the rows that count in means.
-    standard = [r for r in results if r.in_means]
+    counted = [r for r in results if r.in_means]
 
     def case(r: RunResult) -> tuple:
         return (r.model, r.mode, r.method, r.noise_method, r.env_allocation, r.reward_type)
 
-    for model, mode, algorithm, method, allocation, reward in dict.fromkeys(case(r) for r in standard):
-        rows = [r for r in standard if case(r) == (model, mode, algorithm, method, allocation, reward)]
+    for model, mode, algorithm, method, allocation, reward in dict.fromkeys(case(r) for r in counted):
+        rows = [r for r in counted if case(r) == (model, mode, algorithm, method, allocation, reward)]
         mean_sft = sum(r.sft_success for r in rows) / len(rows)
         mean_rl = sum(r.rl_success for r in rows) / len(rows)
         lines.append(
